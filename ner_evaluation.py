@@ -1,0 +1,118 @@
+"""Entity-level scoring shared by training, prediction and the notebook.
+
+Two scorers, one report layout (seqeval's ``classification_report(output_dict=True)``: one row per entity
+type with ``precision``, ``recall``, ``f1-score`` and ``support``, plus ``micro avg``, ``macro avg`` and
+``weighted avg``):
+
+* :class:`EntitySeqeval`, an ``evaluate`` metric over BIO tag sequences (the windows seen in training);
+* :func:`score_entities`, strict matching of brat entities (same document, type, first and last offset),
+  the level at which the Ruijin competition was scored.
+
+Averages run over the entity types that occur in the gold or the predicted entities, as seqeval's do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import datasets
+import evaluate
+from seqeval.metrics import classification_report
+
+AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
+
+
+class EntitySeqeval(evaluate.Metric):
+    """Entity-level precision, recall and F1 of BIO tag sequences, per type and averaged (seqeval, IOB2,
+    default mode: an ``I-X`` that continues no ``X`` starts a new entity, as ``bio_to_spans`` reads it).
+
+    The metric is defined here rather than fetched with ``evaluate.load("seqeval")`` because that loads a
+    script from the Hugging Face Hub, which offline machines cannot reach.
+    """
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Entity-level precision, recall and F1 (seqeval) per type, micro and macro averaged.",
+            citation="seqeval: https://github.com/chakki-works/seqeval",
+            inputs_description="predictions, references: lists of BIO tag sequences of equal lengths.",
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("string")),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        report = classification_report(references, predictions, output_dict=True, zero_division=0)
+        return _plain_report(report)
+
+
+def score_entities(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict:
+    """Strict entity scores: an entity is a tuple ``(document_id, type, start, end)`` and counts as found
+    only when the same tuple is predicted. Returns the shared report layout."""
+    gold_set, predicted_set = set(gold), set(predicted)
+    found = Counter(entity[1] for entity in gold_set & predicted_set)
+    support = Counter(entity[1] for entity in gold_set)
+    predicted_count = Counter(entity[1] for entity in predicted_set)
+    report = {
+        entity_type: _scores(found[entity_type], predicted_count[entity_type], support[entity_type])
+        for entity_type in sorted(support.keys() | predicted_count.keys())
+    }
+    report["micro avg"] = _scores(sum(found.values()), sum(predicted_count.values()), sum(support.values()))
+    report.update(_averages(report))
+    return report
+
+
+def summary(report: dict) -> dict[str, float]:
+    """The headline numbers of a report: micro precision, recall and F1, and macro F1."""
+    return {
+        "precision": report["micro avg"]["precision"],
+        "recall": report["micro avg"]["recall"],
+        "f1": report["micro avg"]["f1-score"],
+        "macro_f1": report["macro avg"]["f1-score"],
+    }
+
+
+def report_to_markdown(report: dict) -> str:
+    """A Markdown table in the layout of seqeval's classification report."""
+    lines = ["| type | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, row in report.items():
+        label = f"**{name}**" if name in AVERAGE_ROWS else name
+        lines.append(
+            f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1-score']:.4f} | {row['support']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, path_stem: str | Path) -> None:
+    """Write ``<path_stem>.json`` and ``<path_stem>.md``."""
+    path_stem = Path(path_stem)
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    path_stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    path_stem.with_suffix(".md").write_text(report_to_markdown(report), encoding="utf-8")
+
+
+def _scores(found: int, predicted: int, support: int) -> dict:
+    precision = found / predicted if predicted else 0.0
+    recall = found / support if support else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1-score": f1, "support": support}
+
+
+def _averages(report: dict) -> dict:
+    rows = [row for name, row in report.items() if name not in AVERAGE_ROWS]
+    total = sum(row["support"] for row in rows)
+    metrics = ("precision", "recall", "f1-score")
+    macro = {m: sum(row[m] for row in rows) / len(rows) if rows else 0.0 for m in metrics}
+    weighted = {m: sum(row[m] * row["support"] for row in rows) / total if total else 0.0 for m in metrics}
+    return {"macro avg": {**macro, "support": total}, "weighted avg": {**weighted, "support": total}}
+
+
+def _plain_report(report: dict) -> dict:
+    """seqeval returns numpy scalars; reports are written as JSON, so keep plain Python numbers."""
+    return {name: {key: value.item() if hasattr(value, "item") else value for key, value in row.items()}
+            for name, row in report.items()}
