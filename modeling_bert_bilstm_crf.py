@@ -12,12 +12,12 @@ shipped next to a checkpoint and loaded with ``trust_remote_code=True``:
   interface, log-likelihood from ``forward``) that also accepts masks with holes.
 """
 
-import math
-
 import torch
 from torch import nn
 from transformers import BertConfig, BertModel, PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_outputs import TokenClassifierOutput
+from transformers.models.bert.modeling_bert import BertEmbeddings
 
 
 # ----- CRF: algorithms -----
@@ -353,3 +353,166 @@ class CRF(nn.Module):
             emissions, mask = emissions.transpose(0, 1), mask.transpose(0, 1)
             tags = None if tags is None else tags.transpose(0, 1)
         return emissions, tags, mask
+
+# ----- Configuration -----
+
+
+class BertBiLstmCrfConfig(BertConfig):
+    """``BertConfig`` plus the BiLSTM-CRF head. Build it from a BERT checkpoint's config, e.g.
+    ``BertBiLstmCrfConfig.from_pretrained("bert-base-chinese", num_labels=31, id2label=...)``.
+
+    Args:
+        use_lstm: Put a BiLSTM between BERT and the emission layer (False: BERT-CRF).
+        lstm_hidden_size: Hidden size per direction (the BiLSTM outputs twice this).
+        lstm_layers: Number of stacked BiLSTM layers.
+        lstm_dropout: Dropout between stacked BiLSTM layers (``nn.LSTM``'s ``dropout``; unused for one layer).
+        cls_token_id / sep_token_id: Ids hidden from the CRF by ``decode`` when no ``crf_mask`` is given
+            (BERT's Chinese vocabulary: 101 and 102).
+        classifier_dropout (from ``BertConfig``): dropout before the emission layer; defaults to
+            ``hidden_dropout_prob``.
+    """
+
+    model_type = "bert_bilstm_crf"
+
+    def __init__(
+        self,
+        use_lstm: bool = True,
+        lstm_hidden_size: int = 256,
+        lstm_layers: int = 1,
+        lstm_dropout: float = 0.0,
+        cls_token_id: int = 101,
+        sep_token_id: int = 102,
+        **kwargs,
+    ):
+        self.use_lstm = use_lstm
+        self.lstm_hidden_size = lstm_hidden_size
+        self.lstm_layers = lstm_layers
+        self.lstm_dropout = lstm_dropout
+        self.cls_token_id = cls_token_id
+        self.sep_token_id = sep_token_id
+        super().__init__(**kwargs)
+
+
+# ----- Model -----
+
+
+class BertBiLstmCrfPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and loading; ``base_model_prefix = "bert"`` lets ``from_pretrained`` take the
+    encoder from a plain BERT checkpoint (``BertModel`` or ``BertForMaskedLM``) and initialise the head."""
+
+    config_class = BertBiLstmCrfConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        # The base class covers Linear (normal(0, initializer_range)), LSTM (xavier weights, zero biases),
+        # embeddings and LayerNorm; the CRF's transitions are plain parameters it does not know.
+        super()._init_weights(module)
+        if isinstance(module, CRF):
+            for param in (module.start_transitions, module.end_transitions, module.transitions):
+                init.uniform_(param, -0.1, 0.1)
+        elif isinstance(module, BertEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            init.zeros_(module.token_type_ids)
+
+
+class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
+    """BERT -> optional BiLSTM -> dropout -> linear emissions -> CRF."""
+
+    def __init__(self, config: BertBiLstmCrfConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        features = config.hidden_size
+        self.lstm = None
+        if config.use_lstm:
+            self.lstm = nn.LSTM(
+                config.hidden_size,
+                config.lstm_hidden_size,
+                num_layers=config.lstm_layers,
+                dropout=config.lstm_dropout if config.lstm_layers > 1 else 0.0,
+                bidirectional=True,
+                batch_first=True,
+            )
+            features = 2 * config.lstm_hidden_size
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(features, config.num_labels)
+        self.crf = CRF(config.num_labels, batch_first=True)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        """Emission scores as ``logits``; with ``labels`` (-100 = invisible to the CRF) also ``loss``, the
+        CRF negative log-likelihood averaged over sequences."""
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self._emissions(outputs.last_hidden_state, attention_mask)
+        loss = None
+        if labels is not None:
+            loss = -self.crf(logits, labels, mask=labels != -100, reduction="mean")
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    @torch.no_grad()
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        crf_mask: torch.Tensor | None = None,
+    ) -> torch.LongTensor:
+        """Viterbi tags (B, T), -100 where the CRF does not look.
+
+        ``crf_mask`` defaults to ``attention_mask`` without the ``config.cls_token_id`` /
+        ``config.sep_token_id`` positions, matching labels that put -100 on [CLS], [SEP] and padding.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if crf_mask is None:
+            special = (input_ids == self.config.cls_token_id) | (input_ids == self.config.sep_token_id)
+            crf_mask = attention_mask.bool() & ~special
+        logits = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        return self.crf.viterbi_tags(logits, crf_mask)
+
+    def _emissions(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.lstm is not None:
+            hidden = self._bilstm(hidden, attention_mask)
+        return self.classifier(self.dropout(hidden))
+
+    def _bilstm(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """BiLSTM over the non-padding positions (packed; assumes right padding) in the LSTM's own dtype
+        (float32 under autocast): a 512-step recurrence in bf16 accumulates rounding."""
+        seq_len = hidden.shape[1]
+        with torch.autocast(hidden.device.type, enabled=False):
+            hidden = hidden.to(self.lstm.weight_ih_l0.dtype)
+            if attention_mask is None:
+                return self.lstm(hidden)[0]
+            lengths = attention_mask.sum(1).clamp(min=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
+            output = self.lstm(packed)[0]
+            return nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=seq_len)[0]
+
+
+BertBiLstmCrfConfig.register_for_auto_class("AutoConfig")
+BertBiLstmCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
