@@ -1,0 +1,1 @@
+"""A brat corpus as a Hugging Face dataset: see ruijin_ner.py."""

@@ -1,0 +1,138 @@
+"""Reading brat standoff files (``NNN.txt`` + ``NNN.ann``): the one place where .ann lines are parsed.
+
+Offsets count characters of the .txt as written: files are decoded as UTF-8 with ``newline=""`` so that
+``\\r\\n`` stays two characters and a byte-order mark stays character 0, as brat itself counts them. Every
+entity's text is checked against the .txt at its offsets, so a file whose offsets were counted differently
+is reported instead of producing shifted tags.
+
+What is an error and what a warning (``strict=True`` makes warnings errors):
+
+==========================================  ======================================================
+malformed line, offset beyond the text,      ``BratFormatError`` naming the file and line
+non-UTF-8 file, .ann without .txt
+entity text differs from the .txt            warning; entity not used (reason ``text_mismatch``)
+fragments separated by more than whitespace  warning; entity not used (reason ``gap_with_text``)
+.txt without .ann                            warning; document not used (it may be unannotated)
+R, E, A, M, N, # and * lines                 skipped and counted, no warning
+==========================================  ======================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+NON_ENTITY_LINES = {"R": "relation", "E": "event", "A": "attribute", "M": "attribute", "N": "normalization",
+                    "#": "note", "*": "equivalence"}
+_OFFSETS = re.compile(r"^\d+ \d+(;\d+ \d+)*$")
+
+
+class BratFormatError(ValueError):
+    """A brat file that cannot be read correctly; the message names the file and, where known, the line."""
+
+
+@dataclass
+class Entity:
+    id: str
+    type: str
+    start: int  # first character of the first fragment
+    end: int  # one past the last character of the last fragment
+    text: str  # as written in the .ann (fragments joined by a space)
+    fragments: list[tuple[int, int]]
+
+
+@dataclass
+class Document:
+    document_id: str
+    text: str
+    entities: list[Entity] = field(default_factory=list)
+    # Entities read but not usable, as (reason, type); lines that are not entities, by kind.
+    rejected: Counter = field(default_factory=Counter)
+    skipped_lines: Counter = field(default_factory=Counter)
+
+
+def read_document(txt_path: Path, ann_path: Path, strict: bool = False) -> Document:
+    """One document: its text and its text-bound (``T``) annotations, fragments merged (see ``_merge``)."""
+    document = Document(txt_path.stem, read_text(txt_path))
+    for line_number, line in enumerate(read_text(ann_path).splitlines(), start=1):
+        where = f"{ann_path}:{line_number}"
+        if not line.strip():
+            continue
+        kind = line[0]
+        if kind in NON_ENTITY_LINES:
+            document.skipped_lines[NON_ENTITY_LINES[kind]] += 1
+            continue
+        if kind != "T":
+            raise BratFormatError(f"{where}: not a brat annotation line: {line[:80]!r}")
+        entity = _parse_entity(line, where, len(document.text))
+        problem = _check_entity(entity, document.text)
+        if problem:
+            _warn(f"{where}: {problem[1]}; entity {entity.id} not used", strict)
+            document.rejected[(problem[0], entity.type)] += 1
+            continue
+        document.entities.append(entity)
+    return document
+
+
+def read_text(path: Path) -> str:
+    """A file's characters as written (UTF-8, line endings untouched)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as file:
+            return file.read()
+    except UnicodeDecodeError as error:
+        raise BratFormatError(f"{path}: not UTF-8 (byte {error.start}: {error.reason})") from None
+    except FileNotFoundError:
+        raise BratFormatError(f"{path}: file not found") from None
+
+
+def find_documents(folder: Path, strict: bool = False) -> list[tuple[Path, Path]]:
+    """(txt, ann) pairs of a folder, sorted by document id."""
+    txt_ids = {path.stem for path in folder.glob("*.txt")}
+    ann_ids = {path.stem for path in folder.glob("*.ann")}
+    for document_id in sorted(ann_ids - txt_ids):
+        raise BratFormatError(f"{folder / (document_id + '.ann')}: no matching {document_id}.txt")
+    for document_id in sorted(txt_ids - ann_ids):
+        _warn(f"{folder / (document_id + '.txt')}: no matching .ann; document not used", strict)
+    return [(folder / f"{document_id}.txt", folder / f"{document_id}.ann") for document_id in sorted(txt_ids & ann_ids)]
+
+
+def _parse_entity(line: str, where: str, text_length: int) -> Entity:
+    fields = line.rstrip("\r").split("\t")
+    if len(fields) != 3 or " " not in fields[1]:
+        raise BratFormatError(f"{where}: expected 'ID<TAB>TYPE START END[;START END...]<TAB>TEXT', got {line[:80]!r}")
+    entity_id, (entity_type, offsets), text = fields[0], fields[1].split(" ", 1), fields[2]
+    if not _OFFSETS.match(offsets):
+        raise BratFormatError(f"{where}: malformed offsets {offsets!r}")
+    fragments = sorted(tuple(map(int, pair.split())) for pair in offsets.split(";"))
+    for start, end in fragments:
+        if start >= end:
+            raise BratFormatError(f"{where}: empty or reversed fragment {start} {end}")
+        if end > text_length:
+            raise BratFormatError(f"{where}: offset {end} is beyond the end of the text ({text_length} characters)")
+    return Entity(entity_id, entity_type, fragments[0][0], fragments[-1][1], text, fragments)
+
+
+def _check_entity(entity: Entity, text: str) -> tuple[str, str] | None:
+    """(reason, message) when the entity cannot be used as one span of the text, else None.
+
+    Fragments are merged into one span when only whitespace separates them: in the Ruijin corpus every
+    discontinuity is an entity broken by a line break of the source PDF.
+    """
+    covered = " ".join(text[start:end] for start, end in entity.fragments)
+    if covered != entity.text:
+        return "text_mismatch", f"text {entity.text!r} differs from the .txt at its offsets ({covered!r})"
+    for (_, gap_start), (gap_end, _) in zip(entity.fragments, entity.fragments[1:]):
+        if text[gap_start:gap_end].strip():
+            return "gap_with_text", f"fragments are separated by text {text[gap_start:gap_end]!r}"
+    return None
+
+
+def _warn(message: str, strict: bool) -> None:
+    if strict:
+        raise BratFormatError(message)
+    logger.warning(message)
