@@ -175,7 +175,7 @@ def window_examples(document: Document, max_chars: int) -> tuple[list[dict], lis
     that a window boundary cuts (a window then starts with ``B-X`` for the entity's remainder)."""
     spans = [(entity.type, entity.start, entity.end) for entity in document.entities]
     tags, not_encoded = spans_to_bio(len(document.text), spans)
-    encoded = set(spans) - set(not_encoded)
+    encoded = Counter(spans) - Counter(not_encoded)
     windows = split_into_windows(document.text, max_chars, [(start, end) for _, start, end in encoded])
     cut = [entity_type for entity_type, start, end in encoded
            if any(start < window_start < end for window_start, _ in windows)]
@@ -286,8 +286,16 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
     stats = corpus_stats(split_documents, builder.config)
     logger.info("Corpus %s:\n%s", data_dir, stats.format())
     builder.download_and_prepare()
-    corpus = builder.as_dataset()
+    corpus = datasets.DatasetDict({str(split): _split_dataset(builder, split) for split in SPLITS})
     return (corpus, stats) if return_stats else corpus
+
+
+def _split_dataset(builder, split) -> datasets.Dataset:
+    """A split as a Dataset; an empty one (a small corpus) as an empty Dataset with the same features."""
+    if builder.info.splits[split].num_examples:
+        return builder.as_dataset(split=split)
+    features = builder.info.features
+    return datasets.Dataset.from_dict({name: [] for name in features}, features=features, split=split)
 
 
 def corpus_stats(split_documents, config: BratNerConfig) -> CorpusStats:

@@ -1,0 +1,321 @@
+"""The data foundation: brat -> datasets (bio windows, brat documents) -> spans, exact to the character."""
+
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pytest
+from transformers import AutoTokenizer
+
+from dataset_script import ruijin_ner
+from dataset_script.brat import BratFormatError
+from modeling_bert_bilstm_crf import WHITESPACE_TOKEN, CharacterEncoder, bio_to_spans, spans_to_bio, split_into_windows
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+SHARED = REPO.parent / "shared" / "data"
+REAL_CORPUS = SHARED / "ruijin_round1" / "train"
+needs_shared = pytest.mark.skipif(not REAL_CORPUS.is_dir(), reason=f"real corpus not found at {REAL_CORPUS}")
+
+
+def write_corpus(folder: Path, documents: dict[str, tuple[str, str]], encoding="utf-8") -> Path:
+    """documents: id -> (text, ann); ann None means no .ann file, text None no .txt file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for document_id, (text, ann) in documents.items():
+        if text is not None:
+            (folder / f"{document_id}.txt").write_bytes(text.encode(encoding))
+        if ann is not None:
+            (folder / f"{document_id}.ann").write_bytes(ann.encode(encoding))
+    return folder
+
+
+def load(folder, **kwargs):
+    return ruijin_ner.load(folder, cache_dir=str(folder.parent / "cache"), return_stats=True, **kwargs)
+
+
+# ----- the sample corpus through the builder -----
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("cache"))
+    bio, stats = ruijin_ner.load(SAMPLE, cache_dir=cache, return_stats=True)
+    brat = ruijin_ner.load(SAMPLE, name="brat", cache_dir=cache)
+    return bio, brat, stats
+
+
+def test_windows_hold_every_character_at_its_offset(sample):
+    bio, brat, _ = sample
+    texts = {doc["document_id"]: doc["text"] for split in brat.values() for doc in split}
+    covered = {document_id: [] for document_id in texts}
+    for split in bio.values():
+        for window in split:
+            text = texts[window["document_id"]]
+            assert "".join(window["tokens"]) == text[window["offset"] : window["offset"] + len(window["tokens"])]
+            assert len(window["ner_tags"]) == len(window["tokens"])
+            covered[window["document_id"]].append((window["offset"], window["offset"] + len(window["tokens"])))
+    for document_id, windows in covered.items():
+        assert sorted(windows)[0][0] == 0 and sorted(windows)[-1][1] == len(texts[document_id])
+        assert all(a[1] == b[0] for a, b in zip(sorted(windows), sorted(windows)[1:]))
+
+
+def test_features_and_labels(sample):
+    bio, brat, _ = sample
+    names = bio["train"].features["ner_tags"].feature.names
+    assert names == ruijin_ner.RUIJIN_LABELS and len(names) == 31 and names[0] == "O"
+    assert names[1:5] == ["B-Amount", "I-Amount", "B-Anatomy", "I-Anatomy"]
+    assert set(brat["train"].features["entities"].feature) == {"id", "type", "start", "end", "text", "fragments"}
+
+
+def test_sample_covers_all_types_and_line_break_entities(sample):
+    _, brat, stats = sample
+    entities = [entity for split in brat.values() for doc in split for entity in doc["entities"]]
+    assert {entity["type"] for entity in entities} == set(ruijin_ner.RUIJIN_ENTITY_TYPES)
+    crossing = [(doc["text"], entity) for split in brat.values() for doc in split for entity in doc["entities"]
+                if len(entity["fragments"]) > 1]
+    assert len(crossing) >= 4
+    for text, entity in crossing:  # merged into one span whose gap is the line break
+        assert text[entity["start"] : entity["end"]].count("\n") == len(entity["fragments"]) - 1
+    assert stats.dropped[("overlap", "Anatomy")] >= 1  # nested entities are counted, not lost
+    assert stats.entities_encoded + sum(stats.dropped.values()) == stats.entities_read
+
+
+def test_sample_splits_by_document_hash(sample):
+    bio, _, stats = sample
+    for split in ("train", "validation", "test"):
+        assert stats.documents[split] >= 1
+        for window in bio[split]:
+            assert ruijin_ner.hash_split(window["document_id"]) == split
+
+
+def test_prepared_dataset_survives_parquet_with_class_labels(sample, tmp_path):
+    bio, _, _ = sample
+    bio["train"].to_parquet(tmp_path / "train.parquet")
+    reloaded = datasets.Dataset.from_parquet(str(tmp_path / "train.parquet"))
+    assert reloaded.features == bio["train"].features
+    assert reloaded["ner_tags"] == bio["train"]["ner_tags"]
+
+
+# ----- BIO <-> spans and windows -----
+
+
+def test_spans_round_trip_and_overlap_policy():
+    spans = [("Disease", 0, 5), ("Anatomy", 1, 3), ("Test", 5, 7), ("Drug", 9, 10)]
+    tags, not_encoded = spans_to_bio(12, spans)
+    assert not_encoded == [("Anatomy", 1, 3)]  # longest first: the nested shorter one gives way
+    assert tags[:8] == ["B-Disease", "I-Disease", "I-Disease", "I-Disease", "I-Disease", "B-Test", "I-Test", "O"]
+    assert bio_to_spans(tags, offset=100) == [("Disease", 100, 105), ("Test", 105, 107), ("Drug", 109, 110)]
+
+
+def test_bio_to_spans_reads_stray_inside_tags_as_entity_starts():
+    assert bio_to_spans(["I-A", "I-A", "I-B", "O", "I-A", "B-A", "I-A"]) == [
+        ("A", 0, 2), ("B", 2, 3), ("A", 4, 5), ("A", 5, 7)]
+
+
+def test_windows_cover_text_exactly_once_and_avoid_entities():
+    rng = random.Random(0)
+    for _ in range(200):
+        text = "".join(rng.choice("糖尿病。；\n a") for _ in range(rng.randint(0, 300)))
+        starts = range(0, max(len(text) - 8, 0), 10)  # entities of up to 8 characters, never overlapping
+        spans = [(start, start + rng.randint(1, 8)) for start in rng.sample(starts, min(3, len(starts)))]
+        max_chars = rng.randint(9, 60)
+        windows = split_into_windows(text, max_chars, spans)
+        assert "".join(text[a:b] for a, b in windows) == text
+        assert all(0 < b - a <= max_chars for a, b in windows)
+        assert all(prev[1] == nxt[0] for prev, nxt in zip(windows, windows[1:]))
+        for start, end in spans:
+            assert not any(start < a < end for a, _ in windows)  # no span shorter than a window is cut
+
+
+def test_windows_prefer_sentence_ends():
+    text = "甲乙丙。丁戊己庚辛壬癸子丑"
+    assert split_into_windows(text, 8) == [(0, 4), (4, 12), (12, 13)]
+
+
+def test_entity_longer_than_a_window_is_cut_and_reported(tmp_path):
+    text = "糖尿病" * 10
+    folder = write_corpus(tmp_path / "c", {"a": (text, f"T1\tDisease 0 30\t{text}\n")})
+    corpus, stats = load(folder, max_chars=12, split_fractions=(1.0, 0.0, 0.0))
+    assert stats.cut_by_windows["Disease"] == 1
+    windows = corpus["train"]
+    names = windows.features["ner_tags"].feature.names
+    assert [len(w["tokens"]) for w in windows] == [12, 12, 6]
+    assert all(names[w["ner_tags"][0]] == "B-Disease" for w in windows)  # each piece is a valid BIO sequence
+
+
+def test_document_shorter_than_a_window_and_empty_document(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"short": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n"), "empty": ("", "")})
+    corpus, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert [w["document_id"] for w in corpus["train"]] == ["short"]
+    assert stats.documents["train"] == 2 and stats.windows["train"] == 1
+
+
+# ----- bad input -----
+
+
+def test_offset_beyond_text_names_file_and_line(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\nT2\tDisease 1 9\t尿病\n")})
+    with pytest.raises(BratFormatError, match=r"a\.ann:2: offset 9 is beyond the end of the text \(3"):
+        load(folder)
+
+
+@pytest.mark.parametrize("line", ["T1\tDisease 0\t糖", "T1 Disease 0 3 糖尿病", "T1\tDisease 0 x\t糖", "X1\tfoo",
+                                  "T1\tDisease 3 1\t糖"])
+def test_malformed_lines_name_file_and_line(tmp_path, line):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", f"#1\tnote\n{line}\n")})
+    with pytest.raises(BratFormatError, match=r"a\.ann:2: "):
+        load(folder)
+
+
+def test_entity_text_mismatch_is_a_warning_or_in_strict_mode_an_error(tmp_path, caplog):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病患者", "T1\tDisease 0 3\t糖尿病\nT2\tDisease 1 3\t糖尿\n")})
+    with caplog.at_level(logging.WARNING):
+        corpus, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "a.ann:2: text '糖尿' differs from the .txt at its offsets ('尿病')" in caplog.text
+    assert stats.dropped == {("text_mismatch", "Disease"): 1} and stats.entities_encoded == 1
+    with pytest.raises(BratFormatError, match=r"a\.ann:2: text"):
+        load(folder, strict=True)
+
+
+def test_fragments_separated_by_text_are_reported(tmp_path, caplog):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿和病", "T1\tDisease 0 2;3 4\t糖尿 病\n")})
+    with caplog.at_level(logging.WARNING):
+        _, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "separated by text '和'" in caplog.text
+    assert stats.dropped == {("gap_with_text", "Disease"): 1}
+
+
+def test_ann_without_txt_is_an_error_and_txt_without_ann_a_warning(tmp_path, caplog):
+    folder = write_corpus(tmp_path / "c", {"a": (None, "T1\tDisease 0 1\t糖\n"), "b": ("糖", "")})
+    with pytest.raises(BratFormatError, match=r"a\.ann: no matching a\.txt"):
+        load(folder)
+    folder = write_corpus(tmp_path / "d", {"b": ("糖", ""), "c": ("糖", None)})
+    with caplog.at_level(logging.WARNING):
+        _, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "c.txt: no matching .ann; document not used" in caplog.text and stats.documents["train"] == 1
+    with pytest.raises(BratFormatError, match=r"c\.txt: no matching \.ann"):
+        load(folder, strict=True)
+
+
+def test_non_utf8_file_is_an_error_naming_it(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n")}, encoding="gbk")
+    with pytest.raises(BratFormatError, match=r"a\.(txt|ann): not UTF-8"):
+        load(folder)
+
+
+def test_bom_and_crlf_keep_brat_offsets(tmp_path):
+    # brat counts characters of the file as written: the BOM is character 0 and \r\n is two characters.
+    text = "\ufeff患者有\r\n糖尿病\r\n史"
+    start = text.index("糖")
+    ann = f"T1\tDisease {start} {start + 3}\t糖尿病\r\n"
+    folder = write_corpus(tmp_path / "c", {"a": (text, ann)})
+    corpus, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    (window,) = corpus["train"]
+    names = corpus["train"].features["ner_tags"].feature.names
+    tags = [names[tag] for tag in window["ner_tags"]]
+    assert "".join(window["tokens"]) == text
+    assert bio_to_spans(tags) == [("Disease", start, start + 3)] and stats.entities_encoded == 1
+
+
+# ----- other corpora and splits -----
+
+
+def test_other_types_non_entity_lines_and_annotation_conf(tmp_path):
+    ann = "T1\tGene 0 2\tBR\nT2\tProtein 3 5\tCA\nR1\tBinds Arg1:T1 Arg2:T2\nE1\tBind:T1\nA1\tNeg T1\n" \
+          "N1\tReference T1 db:1\t x\n#1\tAnnotatorNotes T1\tnote\n"
+    folder = write_corpus(tmp_path / "c", {"a": ("BR CA", ann)})
+    corpus, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert corpus["train"].features["ner_tags"].feature.names == ["O", "B-Gene", "I-Gene", "B-Protein", "I-Protein"]
+    assert stats.skipped_lines == {"relation": 1, "event": 1, "attribute": 1, "normalization": 1, "note": 1}
+    (folder / "annotation.conf").write_text("[entities]\nProtein\nGene\nChemical\n[relations]\nBinds\n")
+    corpus, _ = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert corpus["train"].features["ner_tags"].feature.names[1::2] == ["B-Chemical", "B-Gene", "B-Protein"]
+
+
+def test_split_folders_are_the_splits(tmp_path):
+    for split in ("train", "dev", "test"):
+        write_corpus(tmp_path / "c" / split, {f"{split}1": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n")})
+    corpus, _ = load(tmp_path / "c")
+    assert {split: corpus[split]["document_id"] for split in corpus} == {
+        "train": ["train1"], "validation": ["dev1"], "test": ["test1"]}
+
+
+def test_hash_split_is_stable_keeps_groups_together_and_is_configurable():
+    ids = [f"{group}_{part}" for group in range(60) for part in range(1, 4)]
+    splits = {document_id: ruijin_ner.hash_split(document_id) for document_id in ids}
+    for group in range(60):
+        assert len({splits[f"{group}_{part}"] for part in range(1, 4)}) == 1
+    shares = {split: list(splits.values()).count(split) / len(ids) for split in ("train", "validation", "test")}
+    assert 0.6 < shares["train"] < 0.95 and shares["validation"] > 0 and shares["test"] > 0
+    by_document = {d: ruijin_ner.hash_split(d, split_by="document") for d in ids}
+    assert any(len({by_document[f"{g}_{p}"] for p in range(1, 4)}) > 1 for g in range(60))
+    assert all(ruijin_ner.hash_split(d, (0.5, 0.5, 0.0)) != "test" for d in ids)
+
+
+def test_adding_documents_moves_no_document_between_splits(tmp_path):
+    documents = {f"{i}": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n") for i in range(20)}
+    folder = write_corpus(tmp_path / "c", documents)
+    before, _ = load(folder)
+    write_corpus(folder, {f"{i}": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n") for i in range(20, 40)})
+    after, _ = load(folder)
+    for split in before:
+        assert set(before[split]["document_id"]) <= set(after[split]["document_id"])
+
+
+# ----- the real corpus -----
+
+
+@pytest.fixture(scope="module")
+def real_corpus(tmp_path_factory):
+    if not REAL_CORPUS.is_dir():
+        pytest.skip(f"real corpus not found at {REAL_CORPUS} (../shared beside the checkout)")
+    return ruijin_ner.load(REAL_CORPUS, cache_dir=str(tmp_path_factory.mktemp("cache")), return_stats=True)
+
+
+@needs_shared
+def test_real_corpus_round_trip_reproduces_every_encoded_entity(real_corpus):
+    corpus, stats = real_corpus
+    names = corpus["train"].features["ner_tags"].feature.names
+    decoded = set()
+    for split in corpus.values():
+        for window in split.select_columns(["document_id", "offset", "ner_tags"]):
+            tags = [names[tag] for tag in window["ner_tags"]]
+            decoded |= {(window["document_id"], *span) for span in bio_to_spans(tags, window["offset"])}
+    assert stats.entities_read > 120_000 and sum(stats.documents.values()) == 327
+    assert stats.entities_encoded + sum(stats.dropped.values()) == stats.entities_read
+    assert sum(stats.cut_by_windows.values()) == 0
+    # Every encoded entity comes back at its exact first and last offset with its type, and nothing else.
+    from dataset_script.brat import find_documents, read_document
+
+    expected = set()
+    for txt, ann in find_documents(REAL_CORPUS):
+        document = read_document(txt, ann)
+        spans = [(e.type, e.start, e.end) for e in document.entities]
+        _, not_encoded = spans_to_bio(len(document.text), spans)
+        expected |= {(document.document_id, *span) for span in Counter(spans) - Counter(not_encoded)}
+    assert decoded == expected
+    assert len(decoded) == stats.entities_encoded
+
+
+@needs_shared
+def test_real_vocabulary_leaves_few_unknown_characters_and_one_position_each(real_corpus):
+    corpus, _ = real_corpus
+    tokenizer = AutoTokenizer.from_pretrained(SHARED / "bert-base-chinese")
+    encoder = CharacterEncoder(tokenizer)
+    unknown = characters = 0
+    whitespace_id = tokenizer.convert_tokens_to_ids(WHITESPACE_TOKEN)
+    for split in corpus.values():
+        for tokens in split["tokens"]:
+            ids = encoder.ids(tokens)
+            assert len(ids) == len(tokens)
+            for character, token_id in zip(tokens, ids):
+                if character.isspace():
+                    assert token_id == whitespace_id
+                else:
+                    characters += 1
+                    unknown += token_id == tokenizer.unk_token_id
+    assert characters > 2_000_000
+    assert unknown / characters <= 0.001, f"{unknown} of {characters} characters are [UNK]"
+    assert encoder.token("H") == "h" and encoder.token("Ａ") != "[UNK]" and encoder.token("\u3000") == WHITESPACE_TOKEN
