@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Domain-adaptive masked-language-model pretraining of the BERT encoder on raw .txt files.
+
+Users with Hub access continue from ``bert-base-chinese``; offline, the encoder is built from a config with
+the bert-base-chinese vocabulary and learns from the corpus itself:
+
+    python pretrain_mlm.py --data_dir ../shared/data/ruijin_round1/train \
+        --extra_text_dirs ../shared/data/ruijin_round1/unlabeled \
+        --encoder_config configs/bert-small-chinese.json --tokenizer_name ../shared/data/bert-base-chinese \
+        --output_dir outputs/mlm
+    python train.py --model_name_or_path outputs/mlm ...
+
+The text is the TRAINING split of ``--data_dir`` (the same document split as train.py, so no validation or
+test document is ever seen) plus every .txt under ``--extra_text_dirs``. Characters are encoded exactly as for
+NER (one position per character, ``CharacterEncoder``), in windows of ``--max_chars``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    DataCollatorForLanguageModeling,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from dataset_script import ruijin_ner
+from modeling_bert_bilstm_crf import CharacterEncoder, split_into_windows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainArguments:
+    data_dir: str = field(
+        default="data/sample", metadata={"help": "Brat corpus whose training split provides text."}
+    )
+    extra_text_dirs: list[str] = field(
+        default_factory=list, metadata={"help": "Folders of unlabelled .txt files to add (never evaluation text)."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue from this BERT checkpoint (e.g. bert-base-chinese)."}
+    )
+    encoder_config: str | None = field(
+        default=None, metadata={"help": "Or start from random weights with this BERT config."}
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer folder or Hub id."})
+    max_chars: int = field(default=254, metadata={"help": "Characters per training window."})
+    mlm_probability: float = field(default=0.15)
+
+
+@dataclass
+class MlmTrainingArguments(TrainingArguments):
+    output_dir: str | None = field(default="outputs/mlm")
+    learning_rate: float = field(default=5e-4)
+    num_train_epochs: float = field(default=10.0)
+    per_device_train_batch_size: int = field(default=64)
+    warmup_steps: float = field(default=0.06)
+    weight_decay: float = field(default=0.01)
+    save_strategy: str = field(default="no")
+    report_to: None | str | list[str] = field(default="none")
+
+
+def main():
+    parser = HfArgumentParser((PretrainArguments, MlmTrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    else:
+        args, training_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(training_args.seed)
+    if (args.model_name_or_path is None) == (args.encoder_config is None):
+        parser.error("give exactly one of --model_name_or_path and --encoder_config")
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
+    texts = pretraining_texts(args)
+    encoder = CharacterEncoder(tokenizer)
+    windows = datasets.Dataset.from_dict(
+        {"input_ids": [encoder.window_ids(text[start:end]) for text in texts
+                       for start, end in split_into_windows(text, args.max_chars)]}
+    )
+    logger.info("MLM text: %d documents, %d characters, %d windows", len(texts), sum(map(len, texts)),
+                len(windows))
+
+    if args.model_name_or_path:
+        model = BertForMaskedLM.from_pretrained(args.model_name_or_path)
+    else:
+        model = BertForMaskedLM(BertConfig.from_pretrained(args.encoder_config, vocab_size=len(tokenizer)))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=windows,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability),
+        processing_class=tokenizer,
+    )
+    result = trainer.train()
+    trainer.save_model()
+    trainer.save_metrics("train", result.metrics)
+
+
+def pretraining_texts(args) -> list[str]:
+    """The training split's documents of --data_dir and the .txt files of --extra_text_dirs."""
+    texts = list(ruijin_ner.load(args.data_dir, name="brat")["train"]["text"])
+    for folder in args.extra_text_dirs:
+        texts += [path.read_text(encoding="utf-8") for path in sorted(Path(folder).glob("*.txt"))]
+    return [text for text in texts if text]
+
+
+if __name__ == "__main__":
+    main()

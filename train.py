@@ -1,0 +1,325 @@
+#!/usr/bin/env python
+"""Fine-tune BERT -> BiLSTM -> CRF for character-level NER on a brat corpus.
+
+    python train.py --data_dir ../shared/data/ruijin_round1/train --model_name_or_path bert-base-chinese \
+        --output_dir outputs/ruijin
+    accelerate launch train.py ...            # several GPUs or nodes (accelerate's DDP)
+    python train.py configs/quickstart.json   # every argument from a JSON file
+
+The corpus is read through ``dataset_script`` (windows of characters, splits by document), each character
+becomes one model position (``CharacterEncoder``), and ``Trainer`` does the rest: two learning rates
+(pretrained encoder, new head), evaluation every epoch with entity-level seqeval on CRF-decoded paths, the
+best checkpoint by validation micro-F1, early stopping, resumption. At the end the test split is scored and
+the per-type report, the plots and the training figures are written to ``--output_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    EarlyStoppingCallback,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from dataset_script import ruijin_ner
+from modeling_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfForTokenClassification, CharacterEncoder
+from ner_evaluation import EntitySeqeval, summary, write_report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default="bert-base-chinese",
+        metadata={"help": "Pretrained BERT (Hub id or folder), e.g. one written by pretrain_mlm.py, or a checkpoint "
+                          "of this model. Ignored for the weights when --encoder_config is given."},
+    )
+    encoder_config: str | None = field(
+        default=None,
+        metadata={"help": "Build the encoder from this BERT config (file or folder) with random weights instead of "
+                          "loading pretrained ones: for tests and the offline quickstart."},
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer (vocabulary) folder or Hub id, if not --model_name_or_path."}
+    )
+    use_lstm: bool = field(default=True, metadata={"help": "BERT -> BiLSTM -> CRF; false for BERT -> CRF."})
+    lstm_hidden_size: int = field(default=256, metadata={"help": "BiLSTM units per direction."})
+    lstm_layers: int = field(default=1)
+    head_learning_rate: float = field(
+        default=1e-3,
+        metadata={"help": "Learning rate of the BiLSTM, linear and CRF layers, which start from scratch; "
+                          "--learning_rate is the pretrained encoder's."},
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "BERT attention: sdpa or eager."})
+
+
+@dataclass
+class DataArguments:
+    data_dir: str = field(
+        default="data/sample",
+        metadata={"help": "A brat corpus: .txt + .ann files, or train/ validation/ test/ folders of them."},
+    )
+    max_chars: int = field(
+        default=510, metadata={"help": "Window length in characters (the model sees [CLS] + window + [SEP])."}
+    )
+    rare_type_share: float = field(
+        default=0.02, metadata={"help": "An entity type is rare when it has less than this share of the "
+                                        "training entities."}
+    )
+    rare_type_oversampling: int = field(
+        default=1, metadata={"help": "Training windows that hold an entity of a rare type are seen this many "
+                                     "times per epoch (1: no oversampling)."}
+    )
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "Stop after this many evaluations without a better validation F1 (0: never)."}
+    )
+
+
+@dataclass
+class NerTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with this project's defaults: evaluate and save every epoch, keep the best model
+    by validation micro-F1, batches of similar lengths, warmup, weight decay."""
+
+    output_dir: str | None = field(default="outputs/ner")
+    learning_rate: float = field(default=3e-5, metadata={"help": "Learning rate of the BERT encoder."})
+    num_train_epochs: float = field(default=10.0)
+    per_device_train_batch_size: int = field(default=32)
+    per_device_eval_batch_size: int = field(default=64)
+    warmup_steps: float = field(default=0.1)
+    weight_decay: float = field(default=0.01)
+    eval_strategy: str = field(default="epoch")
+    save_strategy: str = field(default="epoch")
+    logging_strategy: str = field(default="epoch")
+    save_total_limit: int | None = field(default=2)
+    load_best_model_at_end: bool = field(default=True)
+    metric_for_best_model: str | None = field(default="f1")
+    train_sampling_strategy: str = field(default="group_by_length")
+    report_to: None | str | list[str] = field(default="none")
+    bf16: bool = field(
+        default_factory=lambda: torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        metadata={"help": "bf16 mixed precision; on by default where the GPU supports it."},
+    )
+
+
+def main():
+    parser = HfArgumentParser((ModelArguments, DataArguments, NerTrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(training_args.seed)
+
+    corpus = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars)
+    label_names = corpus["train"].features["ner_tags"].feature.names
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    with training_args.main_process_first(desc="encoding windows"):
+        encoded = corpus.map(
+            encode_batch, batched=True, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["tokens", "ner_tags"],
+            desc="Encoding windows",
+        )
+    train_set = oversample_rare_types(encoded["train"], label_names, data_args)
+
+    model = build_model(model_args, tokenizer, label_names)
+    metric = NerMetrics(label_names)
+    callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience else []
+    trainer = BertBiLstmCrfTrainer(
+        model=model,
+        args=training_args,
+        head_learning_rate=model_args.head_learning_rate,
+        train_dataset=train_set,
+        eval_dataset=encoded["validation"],
+        data_collator=DataCollatorForTokenClassification(
+            tokenizer, pad_to_multiple_of=8 if training_args.bf16 or training_args.fp16 else None
+        ),
+        processing_class=tokenizer,
+        compute_metrics=metric,
+        preprocess_logits_for_metrics=lambda emissions, labels: model.crf.viterbi_tags(emissions, labels != -100),
+        callbacks=callbacks,
+    )
+
+    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
+    trainer.save_model()
+    figures = training_figures(train_result.metrics, trainer.state.epoch, train_set)
+    trainer.log_metrics("train", figures)
+    trainer.save_metrics("train", figures)
+
+    test_output = trainer.predict(encoded["test"], metric_key_prefix="test")
+    trainer.log_metrics("test", test_output.metrics)
+    trainer.save_metrics("test", test_output.metrics)
+    if trainer.is_world_process_zero():
+        output_dir = Path(training_args.output_dir)
+        write_report(metric.last_report, output_dir / "test_report")
+        plot_training(trainer.state.log_history, metric.last_report, output_dir)
+        print((output_dir / "test_report.md").read_text(encoding="utf-8"))
+
+
+def encode_batch(batch, tokenizer):
+    """One model position per character: [CLS] window [SEP], labels -100 on the special tokens."""
+    encoder = CharacterEncoder(tokenizer)
+    input_ids = [encoder.window_ids(characters) for characters in batch["tokens"]]
+    labels = [[-100, *tags, -100] for tags in batch["ner_tags"]]
+    return {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids], "labels": labels,
+            "length": [len(ids) for ids in input_ids]}
+
+
+def oversample_rare_types(train_set, label_names, data_args):
+    """Repeat training windows that hold an entity of a rare type, so the rare types weigh more per epoch."""
+    if data_args.rare_type_oversampling <= 1:
+        return train_set
+    begin_types = {index: name[2:] for index, name in enumerate(label_names) if name.startswith("B-")}
+    window_types = [{begin_types[tag] for tag in labels if tag in begin_types} for labels in train_set["labels"]]
+    counts = Counter(entity_type for labels in train_set["labels"] for tag in labels
+                     if (entity_type := begin_types.get(tag)))
+    total = sum(counts.values())
+    rare = {entity_type for entity_type, count in counts.items() if count < data_args.rare_type_share * total}
+    repeats = [data_args.rare_type_oversampling if types & rare else 1 for types in window_types]
+    logger.info("Rare types %s: %d windows repeated %d times", sorted(rare), sum(r > 1 for r in repeats),
+                data_args.rare_type_oversampling)
+    return train_set.select([index for index, repeat in enumerate(repeats) for _ in range(repeat)])
+
+
+def build_model(model_args, tokenizer, label_names):
+    label_kwargs = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: index for index, name in enumerate(label_names)},
+        "use_lstm": model_args.use_lstm,
+        "lstm_hidden_size": model_args.lstm_hidden_size,
+        "lstm_layers": model_args.lstm_layers,
+        "cls_token_id": tokenizer.cls_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+    }
+    if model_args.encoder_config:
+        config = BertBiLstmCrfConfig.from_pretrained(model_args.encoder_config, **label_kwargs)
+        config._attn_implementation = model_args.attn_implementation
+        return BertBiLstmCrfForTokenClassification(config)
+    return BertBiLstmCrfForTokenClassification.from_pretrained(
+        model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **label_kwargs
+    )
+
+
+class BertBiLstmCrfTrainer(Trainer):
+    """``Trainer`` with two learning rates: ``args.learning_rate`` for the pretrained encoder and
+    ``head_learning_rate`` for the BiLSTM, linear and CRF layers, which start from random weights and need a
+    far larger step. Biases, LayerNorm weights and the CRF transitions get no weight decay."""
+
+    def __init__(self, *args, head_learning_rate: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.head_learning_rate = head_learning_rate
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(self.parameter_groups(model), **optimizer_kwargs)
+        return self.optimizer
+
+    def parameter_groups(self, model):
+        groups = {}
+        for name, parameter in model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            is_encoder = name.startswith(model.base_model_prefix + ".")
+            decays = parameter.ndim >= 2 and not name.startswith("crf.")
+            key = (is_encoder, decays)
+            if key not in groups:
+                groups[key] = {
+                    "params": [],
+                    "lr": self.args.learning_rate if is_encoder else self.head_learning_rate,
+                    "weight_decay": self.args.weight_decay if decays else 0.0,
+                }
+            groups[key]["params"].append(parameter)
+        return list(groups.values())
+
+
+class NerMetrics:
+    """``compute_metrics`` for Trainer: entity-level seqeval on CRF-decoded tag ids (``-100`` where the label
+    is ``-100``). Keeps the last full per-type report for the test report."""
+
+    def __init__(self, label_names):
+        self.label_names = label_names
+        self.metric = EntitySeqeval()
+        self.last_report = None
+
+    def __call__(self, eval_prediction):
+        predictions, references = [], []
+        for predicted, gold in zip(eval_prediction.predictions, eval_prediction.label_ids):
+            visible = gold != -100
+            predictions.append([self.label_names[tag] for tag in predicted[visible]])
+            references.append([self.label_names[tag] for tag in gold[visible]])
+        self.last_report = self.metric.compute(predictions=predictions, references=references)
+        per_type = {f"f1_{name}": row["f1-score"] for name, row in self.last_report.items() if "avg" not in name}
+        return {**summary(self.last_report), **per_type}
+
+
+def resume_checkpoint(training_args):
+    """An explicit --resume_from_checkpoint, else the last checkpoint in --output_dir: rerunning an interrupted
+    command goes on where it stopped."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    if last:
+        logger.warning("Resuming from %s; give a new --output_dir to start afresh", last)
+    return last
+
+
+def training_figures(metrics, epochs, train_set):
+    """Training throughput: characters (model positions, padding excluded) per second, and peak GPU memory."""
+    tokens = sum(train_set["length"]) * (epochs or 0)
+    figures = {**metrics, "train_tokens_per_second": tokens / metrics["train_runtime"]}
+    if torch.cuda.is_available():
+        figures["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return figures
+
+
+def plot_training(log_history, test_report, output_dir):
+    """Losses and validation F1 per epoch, test F1 per type, as PNG for people who would rather look."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(entry["epoch"], entry["loss"]) for entry in log_history if "loss" in entry]
+    evaluation = [entry for entry in log_history if "eval_loss" in entry]
+    figure, (loss_axis, f1_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_axis.plot([epoch for epoch, _ in train], [loss for _, loss in train], marker="o", label="training")
+    loss_axis.plot([e["epoch"] for e in evaluation], [e["eval_loss"] for e in evaluation], marker="o",
+                   label="validation")
+    loss_axis.set(xlabel="epoch", ylabel="CRF negative log-likelihood", title="Loss")
+    loss_axis.legend()
+    for key, label in (("eval_f1", "micro-F1"), ("eval_macro_f1", "macro-F1")):
+        f1_axis.plot([e["epoch"] for e in evaluation], [e[key] for e in evaluation], marker="o", label=label)
+    f1_axis.set(xlabel="epoch", ylabel="F1", title="Validation entity F1", ylim=(0, 1))
+    f1_axis.legend()
+    figure.tight_layout()
+    figure.savefig(output_dir / "training_curves.png", dpi=120)
+    plt.close(figure)
+
+    types = [name for name in test_report if "avg" not in name]
+    figure, axis = plt.subplots(figsize=(10, 4))
+    axis.bar(types, [test_report[name]["f1-score"] for name in types], color="tab:blue")
+    axis.set(ylabel="F1", ylim=(0, 1), title=f"Test F1 per type (micro {test_report['micro avg']['f1-score']:.3f}, "
+                                             f"macro {test_report['macro avg']['f1-score']:.3f})")
+    axis.tick_params(axis="x", rotation=45)
+    figure.tight_layout()
+    figure.savefig(output_dir / "test_f1_per_type.png", dpi=120)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()
