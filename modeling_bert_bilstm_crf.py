@@ -12,12 +12,15 @@ shipped next to a checkpoint and loaded with ``trust_remote_code=True``:
   interface, log-likelihood from ``forward``) that also accepts masks with holes.
 """
 
+import unicodedata
+
 import torch
 from torch import nn
 from transformers import BertConfig, BertModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings
+from transformers.pipelines.base import ChunkPipeline
 
 
 # ----- CRF: algorithms -----
@@ -47,7 +50,9 @@ def _compact(mask: torch.Tensor, trim: bool):
     """
     order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
     lengths = mask.sum(1)
-    seq_len = int(lengths.max()) if trim and mask.shape[1] > 0 else mask.shape[1]
+    seq_len = mask.shape[1]
+    if trim:  # keep one column so that all-masked batches still flow through (and give 0 / empty paths)
+        seq_len = min(max(int(lengths.max()), 1), seq_len)
     order = order[:, :seq_len]
     compact_mask = torch.arange(seq_len, device=mask.device) < lengths.unsqueeze(1)
     return order, lengths, compact_mask
@@ -318,6 +323,20 @@ class CRF(nn.Module):
             tags = tags.transpose(0, 1)
         return [[tag for tag in row if tag >= 0] for row in tags.tolist()]
 
+    def marginals(self, emissions, mask=None) -> torch.Tensor:
+        """Posterior probability of every tag at every position, shaped like ``emissions``, 0 where invisible.
+
+        The gradient of the log-likelihood with respect to the emissions is the path's one-hot indicator minus
+        these marginals, so one backward pass of ``forward`` (forward-backward on the CPU) yields them.
+        """
+        mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device) if mask is None else mask
+        tags = torch.zeros(emissions.shape[:2], dtype=torch.long, device=emissions.device)
+        with torch.enable_grad():
+            emissions = emissions.detach().float().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(self(emissions, tags, mask, reduction="sum"), emissions)
+        path = nn.functional.one_hot(tags, self.num_tags) * mask.bool().unsqueeze(-1)
+        return path - gradient
+
     @torch.no_grad()
     def viterbi_tags(self, emissions, mask=None) -> torch.LongTensor:
         """Viterbi tags as a tensor shaped like ``mask``, -100 at invisible positions (no host sync on CUDA)."""
@@ -368,6 +387,8 @@ class BertBiLstmCrfConfig(BertConfig):
         lstm_dropout: Dropout between stacked BiLSTM layers (``nn.LSTM``'s ``dropout``; unused for one layer).
         cls_token_id / sep_token_id: Ids hidden from the CRF by ``decode`` when no ``crf_mask`` is given
             (BERT's Chinese vocabulary: 101 and 102).
+        window_chars: Length in characters of the windows the model was trained on; the pipeline cuts texts
+            into windows of this length (positions beyond it would be untrained).
         classifier_dropout (from ``BertConfig``): dropout before the emission layer; defaults to
             ``hidden_dropout_prob``.
     """
@@ -382,6 +403,7 @@ class BertBiLstmCrfConfig(BertConfig):
         lstm_dropout: float = 0.0,
         cls_token_id: int = 101,
         sep_token_id: int = 102,
+        window_chars: int = 510,
         **kwargs,
     ):
         self.use_lstm = use_lstm
@@ -390,6 +412,11 @@ class BertBiLstmCrfConfig(BertConfig):
         self.lstm_dropout = lstm_dropout
         self.cls_token_id = cls_token_id
         self.sep_token_id = sep_token_id
+        self.window_chars = window_chars
+        # The model's own token-classification pipeline (CRF decoding), loaded by pipeline(..., trust_remote_code=True).
+        kwargs.setdefault("custom_pipelines", {"token-classification": {
+            "impl": "modeling_bert_bilstm_crf.BertBiLstmCrfNerPipeline", "pt": ["AutoModelForTokenClassification"],
+            "tf": [], "type": "text"}})
         super().__init__(**kwargs)
 
 
@@ -481,8 +508,10 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         crf_mask: torch.Tensor | None = None,
-    ) -> torch.LongTensor:
-        """Viterbi tags (B, T), -100 where the CRF does not look.
+        return_marginals: bool = False,
+    ):
+        """Viterbi tags (B, T), -100 where the CRF does not look; with ``return_marginals`` also the CRF's
+        posterior tag probabilities (B, T, num_labels).
 
         ``crf_mask`` defaults to ``attention_mask`` without the ``config.cls_token_id`` /
         ``config.sep_token_id`` positions, matching labels that put -100 on [CLS], [SEP] and padding.
@@ -493,7 +522,8 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
             special = (input_ids == self.config.cls_token_id) | (input_ids == self.config.sep_token_id)
             crf_mask = attention_mask.bool() & ~special
         logits = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-        return self.crf.viterbi_tags(logits, crf_mask)
+        tags = self.crf.viterbi_tags(logits, crf_mask)
+        return (tags, self.crf.marginals(logits, crf_mask)) if return_marginals else tags
 
     def _emissions(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if self.lstm is not None:
@@ -516,3 +546,196 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
 
 BertBiLstmCrfConfig.register_for_auto_class("AutoConfig")
 BertBiLstmCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+
+# ----- Text <-> model positions: characters, windows, BIO tags, spans -----
+#
+# One model position per character, always, so that an entity's first and last characters are positions of
+# their own and offsets survive text -> tags -> text exactly. These pieces are shared by the dataset builder,
+# training, predict.py and the pipeline below; they live in this file because it travels alone to the Hub.
+
+WHITESPACE_TOKEN = "[unused1]"
+"""Every whitespace character (space, line break, tab, ideographic space) is fed as this one vocabulary entry.
+Whitespace is 14% of the Ruijin corpus and sits inside entities that cross line breaks, where it is tagged
+``I-X`` like its neighbours, so it needs a position rather than being dropped as BERT's tokenizer does."""
+
+SENTENCE_ENDS = frozenset("。！？；!?;\n")
+
+
+class CharacterEncoder:
+    """Vocabulary ids for characters, exactly one per character.
+
+    A character is fed as itself, else as its lower case (bert-base-chinese has Latin letters in lower case
+    only), else as its NFKC form in lower case (full-width ``Ａ１`` -> ``a1``), else as [UNK]; whitespace as
+    ``WHITESPACE_TOKEN``. Results are memoised per character: a corpus has millions of characters but only
+    a few thousand distinct ones.
+    """
+
+    def __init__(self, tokenizer):
+        self.vocab = tokenizer.get_vocab()
+        self.cls_token_id = tokenizer.cls_token_id
+        self.sep_token_id = tokenizer.sep_token_id
+        self.unk_token = tokenizer.unk_token
+        self._ids: dict[str, int] = {}
+
+    def token(self, character: str) -> str:
+        if character.isspace():
+            return WHITESPACE_TOKEN
+        for candidate in (character, character.lower(), unicodedata.normalize("NFKC", character).lower()):
+            if len(candidate) == 1 and candidate in self.vocab:
+                return candidate
+        return self.unk_token
+
+    def ids(self, characters) -> list[int]:
+        ids = self._ids
+        for character in set(characters) - ids.keys():
+            ids[character] = self.vocab[self.token(character)]
+        return [ids[character] for character in characters]
+
+    def window_ids(self, characters) -> list[int]:
+        """Model input of a window: [CLS], one id per character, [SEP]."""
+        return [self.cls_token_id, *self.ids(characters), self.sep_token_id]
+
+
+def split_into_windows(text: str, max_chars: int, spans=()) -> list[tuple[int, int]]:
+    """(start, end) windows that cover ``text`` exactly once, in order, each at most ``max_chars`` long.
+
+    A window ends after the last sentence end (。！？；!?; or a line break) it can reach, else at the last
+    position it can reach; it never ends inside one of the ``(start, end)`` ``spans`` unless a span is
+    longer than a window, when the cut is unavoidable (the dataset builder counts such cuts).
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be positive, got {max_chars}")
+    blocked = bytearray(len(text) + 1)  # blocked[c]: a cut before character c would split a span
+    for start, end in spans:
+        end = min(end, len(text))
+        blocked[start + 1 : end] = b"\x01" * max(end - start - 1, 0)
+    windows, start = [], 0
+    while start < len(text):
+        limit = min(start + max_chars, len(text))
+        windows.append((start, limit if limit == len(text) else _best_cut(text, start, limit, blocked)))
+        start = windows[-1][1]
+    return windows
+
+
+def _best_cut(text: str, start: int, limit: int, blocked: bytearray) -> int:
+    allowed = [cut for cut in range(limit, start, -1) if not blocked[cut]]
+    for cut in allowed:
+        if text[cut - 1] in SENTENCE_ENDS:
+            return cut
+    return allowed[0] if allowed else limit
+
+
+def spans_to_bio(length: int, spans) -> tuple[list[str], list[tuple[str, int, int]]]:
+    """BIO tags of ``length`` characters from ``(type, start, end)`` spans (end exclusive), and the spans that
+    could not be encoded.
+
+    One tag per character cannot express overlapping or nested entities. Policy: longest span first (ties:
+    earlier start, then type name); a span is encoded only if none of its characters is taken yet, otherwise
+    it is returned as not encoded, so the caller can count it.
+    """
+    tags, not_encoded = ["O"] * length, []
+    for entity_type, start, end in sorted(spans, key=lambda span: (span[1] - span[2], span[1], span[0])):
+        if not 0 <= start < end <= length:
+            raise ValueError(f"span {entity_type} {start} {end} is outside 0..{length}")
+        if any(tag != "O" for tag in tags[start:end]):
+            not_encoded.append((entity_type, start, end))
+            continue
+        tags[start:end] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (end - start - 1)
+    return tags, not_encoded
+
+
+def bio_to_spans(tags, offset: int = 0) -> list[tuple[str, int, int]]:
+    """``(type, start + offset, end + offset)`` spans of BIO tags, end exclusive. An ``I-X`` that continues no
+    ``X`` entity starts one, as seqeval's default mode reads it."""
+    spans, current = [], None  # current: [type, start] of the open entity
+    for position, tag in enumerate([*tags, "O"]):
+        prefix, entity_type = tag[:2], tag[2:]
+        if current and (prefix != "I-" or entity_type != current[0]):
+            spans.append((current[0], current[1] + offset, position + offset))
+            current = None
+        if prefix == "B-" or (prefix == "I-" and current is None):
+            current = [entity_type, position]
+    return spans
+
+# ----- end of text section -----
+
+
+# ----- Pipeline -----
+
+
+class BertBiLstmCrfNerPipeline(ChunkPipeline):
+    """Token classification that returns the CRF's Viterbi entities with character offsets into the input.
+
+    The standard token-classification pipeline takes the argmax of each token's logits, which is not what a
+    CRF model predicts. This one splits each text into windows of ``config.window_chars`` characters (as in
+    training), feeds one model position per character, decodes each window with the CRF and reads the BIO
+    tags back into entities. Registered as the model's ``token-classification`` pipeline, so
+    ``pipeline("token-classification", model=..., trust_remote_code=True)`` returns it.
+
+    Each entity is ``{"entity_group", "score", "word", "start", "end"}`` (``end`` exclusive) with the
+    aggregation ``"simple"`` (the default), or one entry per tagged character (``"entity"``, ``"index"``)
+    with ``"none"``. ``score`` is the CRF's posterior marginal probability of the predicted tags, averaged
+    over the entity's characters.
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.character_encoder = CharacterEncoder(self.tokenizer)
+
+    def _sanitize_parameters(self, aggregation_strategy=None, window_chars=None, **kwargs):
+        preprocess_params = {"window_chars": window_chars} if window_chars else {}
+        postprocess_params = {"aggregation_strategy": aggregation_strategy} if aggregation_strategy else {}
+        if aggregation_strategy not in (None, "simple", "none"):
+            raise ValueError(f"aggregation_strategy must be 'simple' or 'none', not {aggregation_strategy!r}")
+        return preprocess_params, {}, postprocess_params
+
+    def preprocess(self, text, window_chars=None):
+        if not isinstance(text, str):
+            raise ValueError(f"this pipeline takes strings, got {type(text).__name__}")
+        windows = split_into_windows(text, window_chars or self.model.config.window_chars) or [(0, 0)]
+        for index, (start, end) in enumerate(windows):
+            input_ids = torch.tensor([self.character_encoder.window_ids(text[start:end])])
+            yield {
+                "input_ids": input_ids,
+                "attention_mask": torch.ones_like(input_ids),
+                "window": text[start:end],
+                "offset": start,
+                "is_last": index == len(windows) - 1,
+            }
+
+    def _forward(self, model_inputs):
+        window, offset, is_last = model_inputs.pop("window"), model_inputs.pop("offset"), model_inputs.pop("is_last")
+        tags, marginals = self.model.decode(**model_inputs, return_marginals=True)
+        return {"tags": tags, "marginals": marginals, "window": window, "offset": offset, "is_last": is_last}
+
+    def postprocess(self, all_outputs, aggregation_strategy="simple"):
+        id2label = self.model.config.id2label
+        entities = []
+        for output in all_outputs:
+            visible = output["tags"][0] != -100
+            tags = output["tags"][0][visible].tolist()
+            scores = output["marginals"][0][visible].gather(1, torch.tensor(tags).view(-1, 1)).squeeze(1).tolist() \
+                if tags else []
+            window, offset = output["window"], output["offset"]
+            names = [id2label[tag] for tag in tags]
+            if aggregation_strategy == "none":
+                entities += [
+                    {"entity": name, "score": score, "index": offset + i, "word": window[i],
+                     "start": offset + i, "end": offset + i + 1}
+                    for i, (name, score) in enumerate(zip(names, scores)) if name != "O"
+                ]
+                continue
+            for entity_type, start, end in bio_to_spans(names):
+                entities.append({
+                    "entity_group": entity_type,
+                    "score": sum(scores[start:end]) / (end - start),
+                    "word": window[start:end],
+                    "start": offset + start,
+                    "end": offset + end,
+                })
+        return entities

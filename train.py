@@ -134,7 +134,7 @@ def main():
         )
     train_set = oversample_rare_types(encoded["train"], label_names, data_args)
 
-    model = build_model(model_args, tokenizer, label_names)
+    model = build_model(model_args, tokenizer, label_names, data_args.max_chars)
     metric = NerMetrics(label_names)
     callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience else []
     trainer = BertBiLstmCrfTrainer(
@@ -193,7 +193,7 @@ def oversample_rare_types(train_set, label_names, data_args):
     return train_set.select([index for index, repeat in enumerate(repeats) for _ in range(repeat)])
 
 
-def build_model(model_args, tokenizer, label_names):
+def build_model(model_args, tokenizer, label_names, window_chars):
     label_kwargs = {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
@@ -203,6 +203,7 @@ def build_model(model_args, tokenizer, label_names):
         "lstm_layers": model_args.lstm_layers,
         "cls_token_id": tokenizer.cls_token_id,
         "sep_token_id": tokenizer.sep_token_id,
+        "window_chars": window_chars,
     }
     if model_args.encoder_config:
         config = BertBiLstmCrfConfig.from_pretrained(model_args.encoder_config, **label_kwargs)

@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Tag Chinese medical text with a trained model and write brat annotations.
+
+    python predict.py --model_name_or_path outputs/ruijin --input_dir new_docs/ --output_dir predicted/
+    python predict.py --model_name_or_path outputs/ruijin --input_dir test_docs/ --output_dir predicted/ \
+        --gold_dir test_docs/                       # also score against gold .ann files (strict, per type)
+    echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
+
+One .ann per .txt: a ``T`` line per entity with its type, document offsets and covered text. An entity that
+crosses line breaks is written as fragments split at the breaks (``T3 Disease 106 107;108 114``), as brat
+requires and as the Ruijin corpus does. The model runs through its own token-classification pipeline
+(``modeling_bert_bilstm_crf.BertBiLstmCrfNerPipeline``), so this script, the pipeline and the Hub widget
+return the same entities.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, pipeline
+
+from dataset_script import ruijin_ner
+from ner_evaluation import report_to_markdown, score_entities, write_report
+
+
+@dataclass
+class PredictArguments:
+    model_name_or_path: str = field(metadata={"help": "Folder written by train.py, or a Hub id."})
+    input_dir: str | None = field(default=None, metadata={"help": "Folder of .txt documents to tag."})
+    input_file: str | None = field(
+        default=None, metadata={"help": "One .txt file, or - for standard input: prints entities as JSON."}
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write one .ann per .txt."})
+    gold_dir: str | None = field(
+        default=None, metadata={"help": "Folder of gold .ann files: score the predictions (strict entity F1)."}
+    )
+    batch_size: int = field(default=32, metadata={"help": "Windows per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ...; default: GPU when present."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 weights; default: on for CUDA."})
+
+
+def main():
+    (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses()
+    if (args.input_dir is None) == (args.input_file is None):
+        sys.exit("predict.py: give exactly one of --input_dir and --input_file")
+    tagger = load_tagger(args)
+    if args.input_file:
+        text = sys.stdin.read() if args.input_file == "-" else Path(args.input_file).read_text(encoding="utf-8")
+        print(json.dumps(tag_texts(tagger, [text], args.batch_size)[0], ensure_ascii=False, indent=1))
+        return
+
+    documents = read_texts(Path(args.input_dir))
+    predictions = tag_texts(tagger, list(documents.values()), args.batch_size, progress=True)
+    if args.output_dir:
+        output_dir = Path(args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for (document_id, text), entities in zip(documents.items(), predictions):
+            (output_dir / f"{document_id}.ann").write_text(brat_annotations(text, entities), encoding="utf-8")
+        print(f"Wrote {len(documents)} .ann files to {output_dir}")
+    if args.gold_dir:
+        report = score_against_gold(Path(args.gold_dir), dict(zip(documents, predictions)))
+        if args.output_dir:
+            write_report(report, Path(args.output_dir) / "brat_scores")
+        print(report_to_markdown(report))
+
+
+def load_tagger(args):
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    use_bf16 = args.bf16 if args.bf16 is not None else device.startswith("cuda")
+    return pipeline(
+        "token-classification",
+        model=args.model_name_or_path,
+        trust_remote_code=True,
+        device=device,
+        dtype=torch.bfloat16 if use_bf16 else torch.float32,
+    )
+
+
+def read_texts(input_dir: Path) -> dict[str, str]:
+    """Documents by id (file stem), read as written: newline="" keeps \\r\\n as two characters, as brat counts."""
+    paths = sorted(input_dir.glob("*.txt"))
+    if not paths:
+        sys.exit(f"predict.py: no .txt files in {input_dir}")
+    texts = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", newline="") as file:
+                texts[path.stem] = file.read()
+        except UnicodeDecodeError as error:
+            sys.exit(f"predict.py: {path} is not UTF-8 ({error})")
+    return texts
+
+
+def tag_texts(tagger, texts: list[str], batch_size: int, progress: bool = False) -> list[list[dict]]:
+    """Entities for each text (the pipeline batches windows across documents)."""
+    results = tagger(texts, batch_size=batch_size)
+    return list(tqdm(results, total=len(texts), desc="Documents", disable=not progress))
+
+
+def brat_annotations(text: str, entities: list[dict]) -> str:
+    """The .ann text: one ``T`` line per entity, split into fragments at line breaks."""
+    lines = []
+    for number, entity in enumerate(entities, start=1):
+        fragments = line_fragments(text, entity["start"], entity["end"])
+        offsets = ";".join(f"{start} {end}" for start, end in fragments)
+        covered = " ".join(text[start:end] for start, end in fragments)
+        lines.append(f"T{number}\t{entity['entity_group']} {offsets}\t{covered}\n")
+    return "".join(lines)
+
+
+def line_fragments(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) pieces of ``text[start:end]`` between line-break characters."""
+    fragments, fragment_start = [], start
+    for position in range(start, end):
+        if text[position] in "\r\n":
+            if position > fragment_start:
+                fragments.append((fragment_start, position))
+            fragment_start = position + 1
+    if end > fragment_start:
+        fragments.append((fragment_start, end))
+    return fragments
+
+
+def score_against_gold(gold_dir: Path, predictions: dict[str, list[dict]]) -> dict:
+    """Strict brat-level scores over the predicted documents: same document, type, first and last offset."""
+    gold_documents = {doc["document_id"]: doc for doc in ruijin_ner.read_corpus_documents(gold_dir)}
+    missing = sorted(set(predictions) - set(gold_documents))
+    if missing:
+        sys.exit(f"predict.py: no gold .ann in {gold_dir} for {', '.join(missing[:5])}")
+    gold = [(document_id, entity["type"], entity["start"], entity["end"])
+            for document_id in predictions for entity in gold_documents[document_id]["entities"]]
+    predicted = [(document_id, entity["entity_group"], entity["start"], entity["end"])
+                 for document_id, entities in predictions.items() for entity in entities]
+    return score_entities(gold, predicted)
+
+
+if __name__ == "__main__":
+    main()
