@@ -15,6 +15,7 @@ the per-type report, the plots and the training figures are written to ``--outpu
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -124,7 +125,7 @@ def main():
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
 
-    corpus = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars)
+    corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
     label_names = corpus["train"].features["ner_tags"].feature.names
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="encoding windows"):
@@ -164,6 +165,7 @@ def main():
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         write_report(metric.last_report, output_dir / "test_report")
+        write_corpus_summary(corpus_stats, data_args, output_dir / "corpus.json")
         plot_training(trainer.state.log_history, metric.last_report, output_dir)
         print((output_dir / "test_report.md").read_text(encoding="utf-8"))
 
@@ -286,6 +288,22 @@ def training_figures(metrics, epochs, train_set):
     if torch.cuda.is_available():
         figures["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return figures
+
+
+def write_corpus_summary(stats, data_args, path):
+    """What the model was trained and tested on, for the model card."""
+    split_folders = ruijin_ner.split_folders(Path(data_args.data_dir))
+    corpus_summary = {
+        "data_dir": data_args.data_dir,
+        "max_chars": data_args.max_chars,
+        "split_rule": "the corpus' train/validation/test folders" if split_folders
+        else "by a hash of the document group id, 80/10/10",
+        "splits": {split: {"documents": stats.documents[split], "windows": stats.windows[split]}
+                   for split in ("train", "validation", "test")},
+        "entities_read": stats.entities_read,
+        "entities_encoded": stats.entities_encoded,
+    }
+    path.write_text(json.dumps(corpus_summary, indent=2), encoding="utf-8")
 
 
 def plot_training(log_history, test_report, output_dir):

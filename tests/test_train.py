@@ -2,48 +2,18 @@
 test report, plots) -> reload through AutoModel, as a user runs it from the command line."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-TINY_BERT = REPO / "configs" / "tiny-bert"
-
-
-def run(arguments, cwd=REPO, launcher=(sys.executable,)):
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
-    completed = subprocess.run([*launcher, *arguments], cwd=cwd, env=environment, capture_output=True, text=True,
-                               timeout=600)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
-    return completed
-
-
-def small_training(output_dir, *extra, encoder=("--encoder_config", str(TINY_BERT))):
-    return [
-        "train.py", "--data_dir", "data/sample", *encoder, "--tokenizer_name", str(TINY_BERT),
-        "--output_dir", str(output_dir), "--max_chars", "62", "--num_train_epochs", "3",
-        "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lstm_hidden_size", "16",
-        "--use_cpu", "true", "--seed", "7", *extra,
-    ]
+from conftest import TINY_BERT, run_script, small_training
 
 
 def checkpoint_step(path):
     return int(path.name.split("-")[1])
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("train") / "model"
-    completed = run(small_training(output_dir))
-    return output_dir, completed
-
-
-def test_training_writes_model_reports_and_plots(trained):
-    output_dir, completed = trained
+def test_training_writes_model_reports_and_plots(trained_model):
+    output_dir, completed = trained_model
     for name in ("model.safetensors", "config.json", "modeling_bert_bilstm_crf.py", "tokenizer.json",
                  "test_report.json", "test_report.md", "training_curves.png", "test_f1_per_type.png",
                  "train_results.json", "test_results.json"):
@@ -59,35 +29,36 @@ def test_training_writes_model_reports_and_plots(trained):
     assert "| type | precision | recall | F1 | support |" in completed.stdout
 
 
-def test_validation_every_epoch_and_best_model_kept(trained):
-    output_dir, _ = trained
-    state = json.loads(next(output_dir.glob("checkpoint-*/trainer_state.json")).read_text(encoding="utf-8"))
+def test_validation_every_epoch_and_best_model_kept(trained_model):
+    output_dir, _ = trained_model
+    latest = max(output_dir.glob("checkpoint-*"), key=checkpoint_step)
+    state = json.loads((latest / "trainer_state.json").read_text(encoding="utf-8"))
     evaluations = [entry for entry in state["log_history"] if "eval_f1" in entry]
     assert [entry["epoch"] for entry in evaluations] == [1.0, 2.0, 3.0]
     assert state["best_metric"] == max(entry["eval_f1"] for entry in evaluations)
     assert {"eval_macro_f1", "eval_precision", "eval_recall"} <= evaluations[0].keys()
 
 
-def test_trained_model_reloads_in_a_fresh_process(trained, tmp_path):
-    output_dir, _ = trained
+def test_trained_model_reloads_in_a_fresh_process(trained_model, tmp_path):
+    output_dir, _ = trained_model
     script = (
         "import torch\n"
         "from transformers import AutoModelForTokenClassification\n"
         f"model = AutoModelForTokenClassification.from_pretrained({str(output_dir)!r}, trust_remote_code=True)\n"
         "print(type(model).__name__, model.config.num_labels)\n"
     )
-    completed = run(["-c", script], cwd=tmp_path)
+    completed = run_script(["-c", script], cwd=tmp_path)
     assert completed.stdout.split() == ["BertBiLstmCrfForTokenClassification", "31"]
 
 
-def test_interrupted_training_resumes_from_its_last_checkpoint(trained, tmp_path):
-    output_dir, _ = trained
+def test_interrupted_training_resumes_from_its_last_checkpoint(trained_model, tmp_path):
+    output_dir, _ = trained_model
     earliest = min(output_dir.glob("checkpoint-*"), key=checkpoint_step)
     # An interruption after that checkpoint: rerunning the same command goes on from it to the last epoch.
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
     shutil.copytree(earliest, resumed_dir / earliest.name)
-    completed = run(small_training(resumed_dir))
+    completed = run_script(small_training(resumed_dir))
     assert f"Resuming from {resumed_dir / earliest.name}" in completed.stderr
     latest = max(resumed_dir.glob("checkpoint-*"), key=checkpoint_step)
     assert json.loads((latest / "trainer_state.json").read_text(encoding="utf-8"))["epoch"] == 3.0
@@ -96,10 +67,10 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(trained, tmp_path
 
 def test_pretrain_mlm_then_fine_tune(tmp_path):
     mlm_dir = tmp_path / "mlm"
-    run(["pretrain_mlm.py", "--data_dir", "data/sample", "--encoder_config", str(TINY_BERT / "config.json"),
+    run_script(["pretrain_mlm.py", "--data_dir", "data/sample", "--encoder_config", str(TINY_BERT / "config.json"),
          "--tokenizer_name", str(TINY_BERT), "--output_dir", str(mlm_dir), "--max_chars", "62",
          "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--use_cpu", "true"])
     assert (mlm_dir / "model.safetensors").is_file()
     output_dir = tmp_path / "ner"
-    run(small_training(output_dir, "--num_train_epochs", "1", encoder=("--model_name_or_path", str(mlm_dir))))
+    run_script(small_training(output_dir, "--num_train_epochs", "1", encoder=("--model_name_or_path", str(mlm_dir))))
     assert (output_dir / "test_report.json").is_file()

@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny model trained once per test session by the real train.py on the sample corpus."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_BERT = REPO / "configs" / "tiny-bert"
+
+
+def run_script(arguments, cwd=REPO, timeout=600):
+    """Run a command line of the project as a user would (CPU only) and return the completed process."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    completed = subprocess.run([sys.executable, *arguments], cwd=cwd, env=environment, capture_output=True,
+                               text=True, timeout=timeout)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
+    return completed
+
+
+def small_training(output_dir, *extra, encoder=("--encoder_config", str(TINY_BERT))):
+    """train.py arguments for a tiny BERT-BiLSTM-CRF on the sample corpus (seconds on a CPU)."""
+    return [
+        "train.py", "--data_dir", "data/sample", *encoder, "--tokenizer_name", str(TINY_BERT),
+        "--output_dir", str(output_dir), "--max_chars", "62", "--num_train_epochs", "3",
+        "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lstm_hidden_size", "16",
+        "--use_cpu", "true", "--seed", "7", *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory):
+    """(output folder, completed process) of one small training run."""
+    output_dir = tmp_path_factory.mktemp("train") / "model"
+    return output_dir, run_script(small_training(output_dir))
