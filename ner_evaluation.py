@@ -116,3 +116,56 @@ def _plain_report(report: dict) -> dict:
     """seqeval returns numpy scalars; reports are written as JSON, so keep plain Python numbers."""
     return {name: {key: value.item() if hasattr(value, "item") else value for key, value in row.items()}
             for name, row in report.items()}
+
+
+ERROR_CATEGORIES = ("correct", "wrong_type", "wrong_boundary", "wrong_type_and_boundary", "missed", "spurious")
+"""The categories of :func:`error_breakdown`, in table order (``spurious`` counts predictions, the others gold)."""
+
+
+def error_breakdown(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict[str, Counter]:
+    """Where the entities went, per type: entities are ``(document_id, type, start, end)`` tuples, end exclusive.
+
+    Each gold entity counts once under its own type, in the first of these that applies:
+
+    1. ``correct``: the same tuple is predicted;
+    2. ``wrong_type``: a predicted entity has exactly the same span but another type;
+    3. ``wrong_boundary``: an overlapping predicted entity has the same type but other offsets;
+    4. ``missed``: no predicted entity overlaps it;
+    5. ``wrong_type_and_boundary``: only predicted entities of other types and other offsets overlap it
+       (counted so that a type's gold categories add up to its support).
+
+    Each predicted entity that overlaps no gold entity counts as ``spurious`` under its predicted type.
+    Types with no count are absent; a type's Counter returns 0 for the categories it lacks.
+    """
+    gold_set, predicted_set = set(gold), set(predicted)
+    gold_by_document, predicted_by_document = _by_document(gold_set), _by_document(predicted_set)
+
+    def overlapping(entity, by_document):
+        return [other for other in by_document.get(entity[0], ()) if other[2] < entity[3] and entity[2] < other[3]]
+
+    breakdown: dict[str, Counter] = {}
+    for entity in gold_set:
+        document_id, entity_type, start, end = entity
+        others = overlapping(entity, predicted_by_document)
+        if entity in predicted_set:
+            category = "correct"
+        elif any((other[2], other[3]) == (start, end) for other in others):
+            category = "wrong_type"
+        elif any(other[1] == entity_type for other in others):
+            category = "wrong_boundary"
+        elif not others:
+            category = "missed"
+        else:
+            category = "wrong_type_and_boundary"
+        breakdown.setdefault(entity_type, Counter())[category] += 1
+    for entity in predicted_set:
+        if not overlapping(entity, gold_by_document):
+            breakdown.setdefault(entity[1], Counter())["spurious"] += 1
+    return dict(sorted(breakdown.items()))
+
+
+def _by_document(entities) -> dict[str, list[tuple]]:
+    by_document: dict[str, list[tuple]] = {}
+    for entity in entities:
+        by_document.setdefault(entity[0], []).append(entity)
+    return by_document
