@@ -259,7 +259,8 @@ class CRF(nn.Module):
     paths, exactly as ``torchcrf.CRF`` does, so its state dict loads here. Differences: the mask may have
     holes and an invisible first position (invisible positions are skipped: the previous and next visible
     positions are joined by one transition), a sequence with no visible position has log-likelihood 0 and
-    an empty path, ``reduction`` defaults to ``"mean"``, and everything runs in float32 with autocast off.
+    an empty path, ``reduction`` defaults to ``"mean"``, and everything runs in float32 (float64 if given)
+    with autocast off.
 
     Args:
         num_tags: Number of tags.
@@ -299,8 +300,9 @@ class CRF(nn.Module):
             raise ValueError(f"invalid reduction: {reduction}")
         emissions, tags, mask = self._batch_first(emissions, tags, mask)
         with torch.autocast(emissions.device.type, enabled=False):
-            emissions = emissions.float()
-            start, end, transitions = self._float_params()
+            # float32 at least (bf16/fp16 emissions are upcast); float64 stays float64 (gradcheck).
+            emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))
+            start, end, transitions = self._float_params(emissions.dtype)
             order, lengths, compact_mask = _compact(mask, trim=not emissions.is_cuda)
             emissions = _gather_time(emissions, order)
             tags = _gather_time(tags.masked_fill(~mask, 0), order)
@@ -343,8 +345,9 @@ class CRF(nn.Module):
         emissions, _, mask = self._batch_first(emissions, None, mask)
         batch, seq_len, _ = emissions.shape
         with torch.autocast(emissions.device.type, enabled=False):
-            emissions = emissions.float()
-            start, end, transitions = self._float_params()
+            # float32 at least (bf16/fp16 emissions are upcast); float64 stays float64 (gradcheck).
+            emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))
+            start, end, transitions = self._float_params(emissions.dtype)
             order, lengths, compact_mask = _compact(mask, trim=not emissions.is_cuda)
             emissions = _gather_time(emissions, order)
             paths = torch.full((batch, seq_len), -100, dtype=torch.long, device=emissions.device)
@@ -355,8 +358,8 @@ class CRF(nn.Module):
                 paths.scatter_(1, order, compact_paths.masked_fill(~compact_mask, -100))
         return paths if self.batch_first else paths.transpose(0, 1)
 
-    def _float_params(self):
-        return self.start_transitions.float(), self.end_transitions.float(), self.transitions.float()
+    def _float_params(self, dtype=torch.float32):
+        return tuple(p.to(dtype) for p in (self.start_transitions, self.end_transitions, self.transitions))
 
     def _batch_first(self, emissions, tags, mask):
         """Validates shapes and returns batch-first tensors and a bool mask."""
@@ -675,7 +678,8 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
     Each entity is ``{"entity_group", "score", "word", "start", "end"}`` (``end`` exclusive) with the
     aggregation ``"simple"`` (the default), or one entry per tagged character (``"entity"``, ``"index"``)
     with ``"none"``. ``score`` is the CRF's posterior marginal probability of the predicted tags, averaged
-    over the entity's characters.
+    over the entity's characters. Predicted entities are trimmed of leading and trailing whitespace (a
+    whitespace-only one is dropped): whitespace is tagged inside entities, never at their edges.
     """
 
     _load_processor = False
@@ -730,7 +734,7 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
                     for i, (name, score) in enumerate(zip(names, scores)) if name != "O"
                 ]
                 continue
-            for entity_type, start, end in bio_to_spans(names):
+            for entity_type, start, end in _strip_whitespace(window, bio_to_spans(names)):
                 entities.append({
                     "entity_group": entity_type,
                     "score": sum(scores[start:end]) / (end - start),
@@ -739,3 +743,14 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
                     "end": offset + end,
                 })
         return entities
+
+
+def _strip_whitespace(text: str, spans):
+    """Spans without leading or trailing whitespace; whitespace-only spans are left out."""
+    for entity_type, start, end in spans:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if start < end:
+            yield entity_type, start, end
