@@ -53,7 +53,8 @@ class EntitySeqeval(evaluate.Metric):
 
 def score_entities(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict:
     """Strict entity scores: an entity is a tuple ``(document_id, type, start, end)`` and counts as found
-    only when the same tuple is predicted. Returns the shared report layout."""
+    only when the same tuple is predicted; an entity annotated twice counts once. Returns the shared report
+    layout."""
     gold_set, predicted_set = set(gold), set(predicted)
     found = Counter(entity[1] for entity in gold_set & predicted_set)
     support = Counter(entity[1] for entity in gold_set)

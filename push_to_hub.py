@@ -161,7 +161,7 @@ character offsets into the input. The model itself:
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 model = AutoModelForTokenClassification.from_pretrained("{args.repo_id}", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("{args.repo_id}")
+tokenizer = AutoTokenizer.from_pretrained("{args.repo_id}", trust_remote_code=True)
 ```
 
 `model(**inputs, labels=labels).loss` is the CRF negative log-likelihood and `model.decode(...)` returns the
