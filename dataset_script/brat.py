@@ -1,18 +1,23 @@
 """Reading brat standoff files (``NNN.txt`` + ``NNN.ann``): the one place where .ann lines are parsed.
 
-Offsets count characters of the .txt as written: files are decoded as UTF-8 with ``newline=""`` so that
-``\\r\\n`` stays two characters and a byte-order mark stays character 0, as brat itself counts them. Every
-entity's text is checked against the .txt at its offsets, so a file whose offsets were counted differently
-is reported instead of producing shifted tags.
+Offsets count characters of the .txt as written, as brat itself counts them (its server reads files with
+``codecs.open(..., encoding="utf8")``: no newline translation, no BOM removal). So files are decoded as UTF-8
+with ``newline=""``: ``\\r\\n`` stays two characters and a byte-order mark stays character 0 of the .txt
+(a BOM at the start of a .ann is dropped: it is not part of any annotation). Every entity's text is checked
+against the .txt at its offsets, so a file whose offsets were counted differently (say, without its BOM)
+is reported instead of producing shifted tags. .ann lines are split at ``\\n`` only (``str.splitlines``
+would also split at characters such as U+2028 that may occur inside an entity's text).
 
 What is an error and what a warning (``strict=True`` makes warnings errors):
 
 ==========================================  ======================================================
 malformed line, offset beyond the text,      ``BratFormatError`` naming the file and line
-non-UTF-8 file, .ann without .txt
+non-UTF-8 file, .ann without .txt,
+unknown line kind
 entity text differs from the .txt            warning; entity not used (reason ``text_mismatch``)
 fragments separated by more than whitespace  warning; entity not used (reason ``gap_with_text``)
-.txt without .ann                            warning; document not used (it may be unannotated)
+.txt without .ann                            warning; document not used: an unannotated text read as
+                                             all ``O`` would teach the model that its entities are none
 R, E, A, M, N, # and * lines                 skipped and counted, no warning
 ==========================================  ======================================================
 """
@@ -29,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 NON_ENTITY_LINES = {"R": "relation", "E": "event", "A": "attribute", "M": "attribute", "N": "normalization",
                     "#": "note", "*": "equivalence"}
+BOM = "\ufeff"
 _OFFSETS = re.compile(r"^\d+ \d+(;\d+ \d+)*$")
 
 
@@ -57,10 +63,11 @@ class Document:
 
 
 def read_document(txt_path: Path, ann_path: Path, strict: bool = False) -> Document:
-    """One document: its text and its text-bound (``T``) annotations, fragments merged (see ``_merge``)."""
+    """One document: its text and its text-bound (``T``) annotations, fragments merged (see ``_check_entity``)."""
     document = Document(txt_path.stem, read_text(txt_path))
-    for line_number, line in enumerate(read_text(ann_path).splitlines(), start=1):
+    for line_number, line in enumerate(read_text(ann_path).removeprefix(BOM).split("\n"), start=1):
         where = f"{ann_path}:{line_number}"
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         kind = line[0]
@@ -72,7 +79,9 @@ def read_document(txt_path: Path, ann_path: Path, strict: bool = False) -> Docum
         entity = _parse_entity(line, where, len(document.text))
         problem = _check_entity(entity, document.text)
         if problem:
-            _warn(f"{where}: {problem[1]}; entity {entity.id} not used", strict)
+            hint = " (the .txt starts with a byte-order mark, which brat counts as character 0)" \
+                if document.text.startswith(BOM) and problem[0] == "text_mismatch" else ""
+            _warn(f"{where}: {problem[1]}{hint}; entity {entity.id} not used", strict)
             document.rejected[(problem[0], entity.type)] += 1
             continue
         document.entities.append(entity)
@@ -96,13 +105,17 @@ def find_documents(folder: Path, strict: bool = False) -> list[tuple[Path, Path]
     ann_ids = {path.stem for path in folder.glob("*.ann")}
     for document_id in sorted(ann_ids - txt_ids):
         raise BratFormatError(f"{folder / (document_id + '.ann')}: no matching {document_id}.txt")
-    for document_id in sorted(txt_ids - ann_ids):
-        _warn(f"{folder / (document_id + '.txt')}: no matching .ann; document not used", strict)
+    for txt_path in texts_without_annotations(folder):
+        _warn(f"{txt_path}: no matching .ann; document not used", strict)
     return [(folder / f"{document_id}.txt", folder / f"{document_id}.ann") for document_id in sorted(txt_ids & ann_ids)]
 
 
+def texts_without_annotations(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.glob("*.txt") if not path.with_suffix(".ann").exists())
+
+
 def _parse_entity(line: str, where: str, text_length: int) -> Entity:
-    fields = line.rstrip("\r").split("\t")
+    fields = line.split("\t", 2)  # the entity's text may itself hold a tab of the .txt
     if len(fields) != 3 or " " not in fields[1]:
         raise BratFormatError(f"{where}: expected 'ID<TAB>TYPE START END[;START END...]<TAB>TEXT', got {line[:80]!r}")
     entity_id, (entity_type, offsets), text = fields[0], fields[1].split(" ", 1), fields[2]

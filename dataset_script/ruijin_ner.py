@@ -11,15 +11,23 @@ directly (``download_and_prepare`` then ``as_dataset``). The result is an ordina
 
 Configs:
 
-* ``bio`` (default): one example per window of at most ``max_chars`` characters: ``id``, ``document_id``,
-  ``offset`` (of the window's first character in the .txt), ``tokens`` (one entry per character, whitespace
-  included) and ``ner_tags`` (ClassLabel: ``O``, then ``B-X``, ``I-X`` per type).
-* ``brat``: one example per document: ``document_id``, ``text`` and its ``entities`` with their fragments.
+* ``bio`` (default): one example per window of at most ``max_chars`` characters: ``id``
+  (``{document_id}-{window_index}``), ``document_id``, ``offset`` (of the window's first character in the
+  .txt), ``tokens`` (one entry per character, whitespace included) and ``ner_tags`` (ClassLabel: ``O``, then
+  ``B-X``, ``I-X`` per type). Overlapping entities: see ``spans_to_bio`` (longest first; the others are
+  counted as dropped). An entity that a window boundary cuts (only one longer than a window can be) is
+  counted; its continuation starts the next window with ``B-X``, so every window is valid BIO on its own.
+* ``brat``: one example per document: ``document_id``, ``text`` and its usable ``entities`` (``start``/``end``
+  of the merged span, and the ``fragments`` as written).
 
-Splits: ``train/``, ``validation/`` (or ``dev/``) and ``test/`` subfolders when ``data_dir`` has them;
-otherwise the documents of ``data_dir`` (or of its only subfolder ``train/``) are split by a hash of their
-group id, so that the parts of one source document (``123_1``, ``123_2`` ...) stay together and a
-document's split never changes when others are added.
+Splits: ``train/``, ``validation/`` (or ``dev/``) and ``test/`` subfolders when ``data_dir`` has all three;
+otherwise the documents of ``data_dir`` (or of its ``train/`` when that is its only split folder) are split
+by a SHA-1 of their group id (``split_by="group"``, the id up to the first ``_``), so that the parts of one
+source document (``123_1``, ``123_2`` ...) stay together and a document's split never changes when others
+are added; ``split_by="document"`` hashes the whole id. Some but not all split folders is an error.
+
+Label set: the 15 Ruijin types when the corpus uses no others; else an ``annotation.conf`` ([entities]) beside
+the data; else the sorted types found in all splits (``entity_types=`` overrides).
 """
 
 from __future__ import annotations
@@ -33,9 +41,10 @@ from pathlib import Path
 import datasets
 
 # The character, window and BIO functions live in the model file, which travels alone to the Hub.
+import modeling_bert_bilstm_crf
 from modeling_bert_bilstm_crf import spans_to_bio, split_into_windows
 
-from .brat import BratFormatError, Document, find_documents, read_document, read_text
+from .brat import BratFormatError, Document, find_documents, read_document, read_text, texts_without_annotations
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,7 @@ def bio_labels(entity_types) -> list[str]:
 
 
 RUIJIN_LABELS = bio_labels(RUIJIN_ENTITY_TYPES)
+TEXT_SECTION_START = "# ----- Text <-> model positions"
 SPLITS = (datasets.Split.TRAIN, datasets.Split.VALIDATION, datasets.Split.TEST)
 
 
@@ -63,7 +73,8 @@ class BratNerConfig(datasets.BuilderConfig):
     ``split_fractions``: train/validation/test shares for corpora without split folders. ``split_by``:
     ``"group"`` (document id up to the first ``_``) or ``"document"``. ``strict``: warnings become errors.
     ``entity_types``: the label set; ``load`` fills it in from the corpus. ``corpus_hash``: a digest of the
-    files, so that an edited corpus is built anew rather than read from a stale cache."""
+    files, so that an edited corpus is built anew rather than read from a stale cache (``data_dir`` and every
+    other setting are part of the cache folder's name already, through ``datasets``' config id)."""
 
     max_chars: int = 510
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -72,10 +83,21 @@ class BratNerConfig(datasets.BuilderConfig):
     entity_types: tuple[str, ...] = tuple(RUIJIN_ENTITY_TYPES)
     corpus_hash: str = ""
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_chars < 1:
+            raise ValueError(f"max_chars must be positive, got {self.max_chars}")
+        if self.split_by not in ("group", "document"):
+            raise ValueError(f"split_by must be 'group' or 'document', got {self.split_by!r}")
+        fractions = tuple(self.split_fractions)
+        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
+            raise ValueError(f"split_fractions must be three non-negative shares adding up to 1, got {fractions}")
+
 
 @dataclass
 class CorpusStats:
-    """What the loader did with the corpus; ``entities_encoded + sum(dropped) == entities_read``."""
+    """What the loader did with the corpus; ``entities_encoded + sum(dropped.values()) == entities_read``.
+    ``print(stats.format())`` shows it all."""
 
     documents: Counter = field(default_factory=Counter)  # per split
     windows: Counter = field(default_factory=Counter)  # per split
@@ -85,38 +107,38 @@ class CorpusStats:
     dropped: Counter = field(default_factory=Counter)  # (reason, type) -> count
     cut_by_windows: Counter = field(default_factory=Counter)  # type -> entities split across two windows
     skipped_lines: Counter = field(default_factory=Counter)  # kind -> count
+    warnings: Counter = field(default_factory=Counter)  # kind -> count (see brat.py for the kinds)
 
     def add_document(self, split: str, document: Document, not_encoded, cut, windows: int) -> None:
         self.documents[split] += 1
         self.windows[split] += windows
         self.characters += len(document.text)
-        rejected = sum(document.rejected.values())
-        self.entities_read += len(document.entities) + rejected
+        self.entities_read += len(document.entities) + sum(document.rejected.values())
         self.entities_encoded += len(document.entities) - len(not_encoded)
         self.dropped.update(document.rejected)
         self.dropped.update(("overlap", entity_type) for entity_type, _, _ in not_encoded)
         self.cut_by_windows.update(cut)
         self.skipped_lines.update(document.skipped_lines)
+        for reason, _ in document.rejected.elements():
+            self.warnings[reason] += 1
 
     def format(self) -> str:
-        by_reason = Counter()
-        for (reason, _), count in self.dropped.items():
-            by_reason[reason] += count
         lines = [
             f"documents: {dict(self.documents)}   windows: {dict(self.windows)}   characters: {self.characters}",
             f"entities read: {self.entities_read}   encoded: {self.entities_encoded}   "
-            f"not encoded: {sum(self.dropped.values())} {dict(by_reason)}",
-            f"not encoded by type: {dict(sorted(self._dropped_by_type().items()))}",
+            f"not encoded: {sum(self.dropped.values())}",
+            *(f"  not encoded ({reason}): {total} {by_type}" for reason, total, by_type in self._dropped_by_reason()),
             f"entities cut by a window boundary: {sum(self.cut_by_windows.values())} {dict(self.cut_by_windows)}",
             f"lines skipped (not text-bound entities): {dict(self.skipped_lines)}",
+            f"warnings: {sum(self.warnings.values())} {dict(self.warnings)}",
         ]
         return "\n".join(lines)
 
-    def _dropped_by_type(self) -> Counter:
-        by_type = Counter()
-        for (_, entity_type), count in self.dropped.items():
-            by_type[entity_type] += count
-        return by_type
+    def _dropped_by_reason(self):
+        """(reason, total, {type: count}) for each reason, most frequent types first."""
+        for reason in sorted({reason for reason, _ in self.dropped}):
+            by_type = Counter({entity_type: count for (r, entity_type), count in self.dropped.items() if r == reason})
+            yield reason, sum(by_type.values()), dict(by_type.most_common())
 
 
 class BratNer(datasets.GeneratorBasedBuilder):
@@ -194,23 +216,31 @@ def split_corpus(data_dir: Path, config: BratNerConfig) -> dict[str, list[tuple[
     folders = split_folders(data_dir)
     if folders:
         return {split: find_documents(folder, config.strict) for split, folder in folders.items()}
-    corpus_dir = corpus_folder(data_dir)
     documents = {split: [] for split in SPLITS}
-    for pair in find_documents(corpus_dir, config.strict):
+    for pair in find_documents(corpus_folder(data_dir), config.strict):
         documents[hash_split(pair[0].stem, config.split_fractions, config.split_by)].append(pair)
     return documents
 
 
 def split_folders(data_dir: Path) -> dict[str, Path] | None:
-    validation = next((data_dir / name for name in ("validation", "dev") if (data_dir / name).is_dir()), None)
-    if (data_dir / "train").is_dir() and validation and (data_dir / "test").is_dir():
-        return {datasets.Split.TRAIN: data_dir / "train", datasets.Split.VALIDATION: validation,
-                datasets.Split.TEST: data_dir / "test"}
-    return None
+    """The splits' folders when ``data_dir`` has ``train/``, ``validation/`` (or ``dev/``) and ``test/``; None
+    when it has none of them or ``train/`` alone (that corpus is split by hash). Anything in between is an
+    error rather than a guess: a ``test/`` that silently went unused would be worse."""
+    present = [name for name in ("train", "validation", "dev", "test") if (data_dir / name).is_dir()]
+    if present in ([], ["train"]):
+        return None
+    if present not in (["train", "validation", "test"], ["train", "dev", "test"]):
+        raise BratFormatError(f"{data_dir}: has split folders {present}; give train/, validation/ (or dev/) and "
+                              "test/, or train/ alone or a folder of .txt/.ann files to be split by hash")
+    if any(data_dir.glob("*.txt")) or any(data_dir.glob("*.ann")):
+        raise BratFormatError(f"{data_dir}: has both split folders and .txt/.ann files; which are the corpus?")
+    return {datasets.Split.TRAIN: data_dir / "train", datasets.Split.VALIDATION: data_dir / present[1],
+            datasets.Split.TEST: data_dir / "test"}
 
 
 def corpus_folder(data_dir: Path) -> Path:
-    """The folder holding the documents: ``data_dir`` itself, or its ``train/`` when that is all it has."""
+    """The folder holding the documents: ``data_dir`` itself, or its ``train/`` when that is all it has (as in
+    ``ruijin_round1/``, whose other folder, ``unlabeled/``, holds texts without annotations)."""
     if not data_dir.is_dir():
         raise BratFormatError(f"{data_dir}: no such folder")
     if any(data_dir.glob("*.txt")) or any(data_dir.glob("*.ann")):
@@ -220,9 +250,15 @@ def corpus_folder(data_dir: Path) -> Path:
     raise BratFormatError(f"{data_dir}: no .txt/.ann files, and no train/ (validation/ test/) folders")
 
 
+def document_folders(data_dir: Path) -> list[Path]:
+    folders = split_folders(data_dir)
+    return list(folders.values()) if folders else [corpus_folder(data_dir)]
+
+
 def hash_split(document_id: str, fractions=(0.8, 0.1, 0.1), split_by: str = "group") -> str:
-    """The split of a document, from a hash of its group id (or its own id): deterministic, and stable when
-    documents are added, because it depends on nothing but the id."""
+    """The split of a document, from a SHA-1 of its group id (``123`` for ``123_4``) or of its own id: the same
+    on every machine and Python version, and stable when documents are added, because it depends on nothing
+    but the id. Splitting by group keeps the parts of one source document out of each other's test set."""
     if split_by not in ("group", "document"):
         raise ValueError(f"split_by must be 'group' or 'document', got {split_by!r}")
     key = document_id.split("_")[0] if split_by == "group" else document_id
@@ -232,20 +268,24 @@ def hash_split(document_id: str, fractions=(0.8, 0.1, 0.1), split_by: str = "gro
     return datasets.Split.VALIDATION if position < fractions[0] + fractions[1] else datasets.Split.TEST
 
 
-def corpus_entity_types(data_dir: Path, documents) -> tuple[str, ...]:
-    """The Ruijin types when the corpus uses no others; else the [entities] of an ``annotation.conf`` beside
-    the data, or else the sorted types found in the .ann files."""
-    found = set()
-    for _, ann_path in documents:
-        for line in read_text(ann_path).splitlines():
-            if line.startswith("T") and "\t" in line:
-                found.add(line.split("\t")[1].split(" ")[0])
-    if found <= set(RUIJIN_ENTITY_TYPES):
+def corpus_entity_types(data_dir: Path, documents: list[Document], requested=None) -> tuple[str, ...]:
+    """The label set: ``requested`` if given; else the Ruijin types when the corpus uses no others; else the
+    [entities] of an ``annotation.conf`` beside the data; else the sorted types found in all splits. A type in
+    the data but not in the label set is an error naming both."""
+    found = {entity.type for document in documents for entity in document.entities}
+    found |= {entity_type for document in documents for _, entity_type in document.rejected}
+    if requested is not None:
+        types, source = tuple(requested), "entity_types"
+    elif found <= set(RUIJIN_ENTITY_TYPES):
         return tuple(RUIJIN_ENTITY_TYPES)
-    for conf in (data_dir / "annotation.conf", data_dir / "train" / "annotation.conf"):
-        if conf.is_file():
-            return annotation_conf_types(conf)
-    return tuple(sorted(found))
+    else:
+        conf = next((folder / "annotation.conf" for folder in (data_dir, *document_folders(data_dir))
+                     if (folder / "annotation.conf").is_file()), None)
+        types, source = (annotation_conf_types(conf), str(conf)) if conf else (tuple(sorted(found)), "")
+    missing = found - set(types)
+    if missing:
+        raise BratFormatError(f"{data_dir}: entity types {sorted(missing)} are not in {source} {list(types)}")
+    return types
 
 
 def annotation_conf_types(conf_path: Path) -> tuple[str, ...]:
@@ -269,22 +309,41 @@ def corpus_hash(documents) -> str:
     return digest.hexdigest()[:16]
 
 
+def code_hash() -> str:
+    """A digest of the code that turns files into examples (this package and the model file's text section),
+    the builder's ``hash``: a changed window or tag policy then builds anew instead of reusing old Arrow files."""
+    model_source = Path(modeling_bert_bilstm_crf.__file__).read_text(encoding="utf-8")
+    section = model_source[model_source.find(TEXT_SECTION_START):]
+    digest = hashlib.sha1(section.encode("utf-8"))
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None, **config_kwargs):
     """The corpus as a ``DatasetDict`` (train, validation, test), with ``CorpusStats`` if ``return_stats``.
 
-    The statistics are logged every time; the Arrow files are cached under ``cache_dir`` (default: the
-    ``datasets`` cache) and rebuilt whenever a file of the corpus changes.
+    ``config_kwargs`` are ``BratNerConfig`` fields (``max_chars``, ``split_fractions``, ``split_by``,
+    ``strict``, ``entity_types``). The statistics are logged every time; the Arrow files are cached under
+    ``cache_dir`` (default: the ``datasets`` cache, outside the repository) in a folder named after
+    ``data_dir``, the settings, the files' contents and this code, so any change among them builds anew.
     """
     data_dir = Path(data_dir).resolve()
-    probe = BratNerConfig(**{key: value for key, value in config_kwargs.items() if key != "entity_types"})
-    split_documents = split_corpus(data_dir, probe)
-    all_documents = [pair for split in SPLITS for pair in split_documents[split]]
-    config_kwargs.setdefault("entity_types", corpus_entity_types(data_dir, all_documents))
-    config_kwargs["entity_types"] = tuple(config_kwargs["entity_types"])
-    builder = BratNer(config_name=name, data_dir=str(data_dir), cache_dir=cache_dir,
-                      corpus_hash=corpus_hash(all_documents), **config_kwargs)
-    stats = corpus_stats(split_documents, builder.config)
+    config = BratNerConfig(name=name, **config_kwargs)  # checks the settings before anything is read
+    split_documents = split_corpus(data_dir, config)
+    documents = {split: [read_document(txt, ann, config.strict) for txt, ann in pairs]
+                 for split, pairs in split_documents.items()}
+    all_documents = [document for split in SPLITS for document in documents[split]]
+    config_kwargs["entity_types"] = corpus_entity_types(data_dir, all_documents, config_kwargs.get("entity_types"))
+    stats = corpus_stats(documents, config.max_chars)
+    unannotated = sum(len(texts_without_annotations(folder)) for folder in document_folders(data_dir))
+    if unannotated:
+        stats.warnings["txt_without_ann"] = unannotated
     logger.info("Corpus %s:\n%s", data_dir, stats.format())
+
+    all_pairs = [pair for split in SPLITS for pair in split_documents[split]]
+    builder = BratNer(config_name=name, data_dir=str(data_dir), cache_dir=cache_dir, hash=code_hash(),
+                      corpus_hash=corpus_hash(all_pairs), **config_kwargs)
     builder.download_and_prepare()
     corpus = datasets.DatasetDict({str(split): _split_dataset(builder, split) for split in SPLITS})
     return (corpus, stats) if return_stats else corpus
@@ -298,12 +357,11 @@ def _split_dataset(builder, split) -> datasets.Dataset:
     return datasets.Dataset.from_dict({name: [] for name in features}, features=features, split=split)
 
 
-def corpus_stats(split_documents, config: BratNerConfig) -> CorpusStats:
+def corpus_stats(documents: dict[str, list[Document]], max_chars: int) -> CorpusStats:
     stats = CorpusStats()
     for split in SPLITS:
-        for txt_path, ann_path in split_documents[split]:
-            document = read_document(txt_path, ann_path, config.strict)
-            examples, not_encoded, cut = window_examples(document, config.max_chars)
+        for document in documents[split]:
+            examples, not_encoded, cut = window_examples(document, max_chars)
             stats.add_document(str(split), document, not_encoded, cut, len(examples))
     return stats
 
@@ -311,4 +369,3 @@ def corpus_stats(split_documents, config: BratNerConfig) -> CorpusStats:
 def read_corpus_documents(folder) -> list[dict]:
     """The documents of one folder in the ``brat`` config's layout (for scoring predictions)."""
     return [document_example(read_document(txt, ann)) for txt, ann in find_documents(Path(folder))]
-
