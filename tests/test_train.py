@@ -5,7 +5,7 @@ import json
 import shutil
 
 import pytest
-from conftest import TINY_BERT, run_script, small_training
+from conftest import REPO, TINY_BERT, run_script, small_training
 
 
 def checkpoint_step(path):
@@ -74,3 +74,20 @@ def test_pretrain_mlm_then_fine_tune(tmp_path):
     output_dir = tmp_path / "ner"
     run_script(small_training(output_dir, "--num_train_epochs", "1", encoder=("--model_name_or_path", str(mlm_dir))))
     assert (output_dir / "test_report.json").is_file()
+
+
+def test_quickstart_configuration_runs(tmp_path):
+    # The README's first command, with its output redirected: the JSON file's arguments as a command line.
+    arguments = json.loads((REPO / "configs" / "quickstart.json").read_text(encoding="utf-8"))
+    arguments.update(output_dir=str(tmp_path / "quickstart"), num_train_epochs=2, use_cpu=True)
+    command = ["train.py"] + [item for key, value in arguments.items() for item in (f"--{key}", str(value))]
+    run_script(command)
+    assert (tmp_path / "quickstart" / "test_report.md").is_file()
+
+
+def test_accelerate_launch_runs_the_same_script(tmp_path):
+    output_dir = tmp_path / "accelerate"
+    arguments = small_training(output_dir, "--num_train_epochs", "1")
+    run_script(["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", *arguments])
+    assert (output_dir / "model.safetensors").is_file() and (output_dir / "test_report.json").is_file()
