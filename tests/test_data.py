@@ -11,7 +11,8 @@ from transformers import AutoTokenizer
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError
-from modeling_bert_bilstm_crf import WHITESPACE_TOKEN, CharacterEncoder, bio_to_spans, spans_to_bio, split_into_windows
+from modeling_bert_bilstm_crf import (WHITESPACE_TOKEN, bio_to_spans, character_token, characters_to_token_ids,
+                                      spans_to_bio, split_into_windows)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -114,6 +115,34 @@ def test_bio_to_spans_reads_stray_inside_tags_as_entity_starts():
         ("A", 0, 2), ("B", 2, 3), ("A", 4, 5), ("A", 5, 7)]
 
 
+@pytest.fixture
+def small_tokenizer(tmp_path):
+    vocab = ["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "糖", "尿", "病", "h", "b", "a", "1", "c", "ａ"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer"}', encoding="utf-8")
+    return AutoTokenizer.from_pretrained(tmp_path)
+
+
+def test_character_tokens_follow_the_documented_fallbacks(small_tokenizer):
+    vocab = small_tokenizer.get_vocab()
+    assert [character_token(ch, vocab) for ch in " \n\t\r\u3000\xa0"] == [WHITESPACE_TOKEN] * 6
+    assert [character_token(ch, vocab) for ch in "糖HbA1c"] == ["糖", "h", "b", "a", "1", "c"]
+    assert character_token("Ａ", vocab) == "ａ"  # its lower case is in the vocabulary
+    assert character_token("Ｈ", vocab) == "h"  # NFKC (full width -> ASCII), lower-cased
+    assert character_token("１", vocab) == "1"
+    assert [character_token(ch, vocab) for ch in ("腺", "ß", "ﬁ")] == ["[UNK]"] * 3  # "ss", "fi": not one character
+
+
+def test_characters_to_token_ids_gives_one_id_per_character(small_tokenizer):
+    characters = list("糖尿病 HbA1c\n２型")
+    ids = characters_to_token_ids(characters, small_tokenizer)
+    vocab = small_tokenizer.get_vocab()
+    assert ids == [vocab[character_token(ch, vocab)] for ch in characters]
+    assert ids[3] == ids[9] == vocab[WHITESPACE_TOKEN] and ids[-1] == vocab["[UNK]"]
+    small_tokenizer.add_tokens(["型"])  # a grown vocabulary is not read from a stale cache
+    assert characters_to_token_ids(["型"], small_tokenizer) == [small_tokenizer.convert_tokens_to_ids("型")]
+
+
 def test_windows_cover_text_exactly_once_and_avoid_entities():
     rng = random.Random(0)
     for _ in range(200):
@@ -132,6 +161,21 @@ def test_windows_cover_text_exactly_once_and_avoid_entities():
 def test_windows_prefer_sentence_ends():
     text = "甲乙丙。丁戊己庚辛壬癸子丑"
     assert split_into_windows(text, 8) == [(0, 4), (4, 12), (12, 13)]
+    assert split_into_windows("甲乙\n丙丁! 戊", 4) == [(0, 3), (3, 6), (6, 8)]  # line break, then "!"
+
+
+def test_windows_at_their_limits():
+    assert split_into_windows("", 5) == []
+    assert split_into_windows("糖尿病", 510) == [(0, 3)]
+    assert split_into_windows("糖尿病", 3) == [(0, 3)]
+    # The only cut that splits no entity is taken, though no sentence ends there.
+    assert split_into_windows("abcdefghijkl", 8, [(0, 6), (6, 12)]) == [(0, 6), (6, 12)]
+    # A sentence end inside an entity is not a cut; the last cut before the entity is.
+    assert split_into_windows("ab。cd。efgh", 7, [(3, 9)]) == [(0, 3), (3, 10)]
+    # An entity longer than a window cannot be kept whole: cut at the window's limit.
+    assert split_into_windows("a" * 10, 4, [(0, 10)]) == [(0, 4), (4, 8), (8, 10)]
+    with pytest.raises(ValueError):
+        split_into_windows("abc", 0)
 
 
 def test_entity_longer_than_a_window_is_cut_and_reported(tmp_path):
@@ -219,6 +263,40 @@ def test_bom_and_crlf_keep_brat_offsets(tmp_path):
     assert bio_to_spans(tags) == [("Disease", start, start + 3)] and stats.entities_encoded == 1
 
 
+def test_offsets_counted_without_the_bom_are_reported_not_shifted(tmp_path, caplog):
+    text = "\ufeff患者有糖尿病"
+    folder = write_corpus(tmp_path / "c", {"a": (text, "T1\tDisease 3 6\t糖尿病\n")})  # 3 = without the BOM
+    with caplog.at_level(logging.WARNING):
+        corpus, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "byte-order mark, which brat counts as character 0" in caplog.text
+    assert stats.entities_encoded == 0 and stats.dropped == {("text_mismatch", "Disease"): 1}
+    assert set(corpus["train"][0]["ner_tags"]) == {0}  # all O: no tag lands one character off
+
+
+def test_ann_with_bom_crlf_and_a_tab_inside_an_entity(tmp_path):
+    text = "血糖\t7.0 mmol/L"
+    ann = "\ufeffT1\tTest 0 2\t血糖\r\nT2\tTest_Value 0 13\t血糖\t7.0 mmol/L\r\n"
+    folder = write_corpus(tmp_path / "c", {"a": (text, ann)})
+    documents = ruijin_ner.load(folder, name="brat", cache_dir=str(tmp_path / "cache"), split_fractions=(1, 0, 0))
+    entities = documents["train"][0]["entities"]
+    assert [(e["id"], e["start"], e["end"], e["text"]) for e in entities] == [
+        ("T1", 0, 2, "血糖"), ("T2", 0, 13, "血糖\t7.0 mmol/L")]
+
+
+def test_warnings_are_counted_in_the_statistics(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿\n"), "b": ("糖", None)})
+    _, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert stats.warnings == {"text_mismatch": 1, "txt_without_ann": 1}
+    assert "warnings: 2" in stats.format() and "not encoded (text_mismatch): 1 {'Disease': 1}" in stats.format()
+
+
+@pytest.mark.parametrize("settings", [{"split_fractions": (0.8, 0.1)}, {"split_fractions": (0.5, 0.1, 0.1)},
+                                      {"split_by": "sentence"}, {"max_chars": 0}])
+def test_bad_settings_are_refused_before_reading(tmp_path, settings):
+    with pytest.raises(ValueError):
+        load(write_corpus(tmp_path / "c", {"a": ("糖", "")}), **settings)
+
+
 # ----- other corpora and splits -----
 
 
@@ -234,12 +312,33 @@ def test_other_types_non_entity_lines_and_annotation_conf(tmp_path):
     assert corpus["train"].features["ner_tags"].feature.names[1::2] == ["B-Chemical", "B-Gene", "B-Protein"]
 
 
+def test_annotation_conf_without_a_type_of_the_data_is_an_error(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("BR CA", "T1\tGene 0 2\tBR\nT2\tProtein 3 5\tCA\n")})
+    (folder / "annotation.conf").write_text("[entities]\nGene\n", encoding="utf-8")
+    with pytest.raises(BratFormatError, match=r"entity types \['Protein'\] are not in .*annotation\.conf"):
+        load(folder)
+    with pytest.raises(BratFormatError, match=r"\['Protein'\] are not in entity_types"):
+        load(folder, entity_types=["Gene"])
+
+
 def test_split_folders_are_the_splits(tmp_path):
     for split in ("train", "dev", "test"):
         write_corpus(tmp_path / "c" / split, {f"{split}1": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n")})
     corpus, _ = load(tmp_path / "c")
     assert {split: corpus[split]["document_id"] for split in corpus} == {
         "train": ["train1"], "validation": ["dev1"], "test": ["test1"]}
+
+
+def test_only_train_folder_is_the_corpus_and_partial_split_folders_are_an_error(tmp_path):
+    documents = {f"{i}_1": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n") for i in range(12)}
+    write_corpus(tmp_path / "c" / "train", documents)
+    (tmp_path / "c" / "unlabeled").mkdir()  # like ruijin_round1/: other folders are not splits
+    corpus, stats = load(tmp_path / "c")
+    assert sum(stats.documents.values()) == 12
+    assert all(ruijin_ner.hash_split(d) == split for split in corpus for d in corpus[split]["document_id"])
+    write_corpus(tmp_path / "c" / "test", {"t": ("糖", "")})
+    with pytest.raises(BratFormatError, match=r"has split folders \['train', 'test'\]"):
+        load(tmp_path / "c")
 
 
 def test_hash_split_is_stable_keeps_groups_together_and_is_configurable():
@@ -262,6 +361,18 @@ def test_adding_documents_moves_no_document_between_splits(tmp_path):
     after, _ = load(folder)
     for split in before:
         assert set(before[split]["document_id"]) <= set(after[split]["document_id"])
+
+
+def test_changed_settings_or_files_build_anew_in_the_same_cache(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病。糖尿病。", "T1\tDisease 0 3\t糖尿病\n")})
+    cache = str(tmp_path / "cache")
+    settings = {"cache_dir": cache, "split_fractions": (1.0, 0.0, 0.0)}
+    assert ruijin_ner.load(folder, **settings)["train"]["offset"] == [0]
+    assert ruijin_ner.load(folder, max_chars=4, **settings)["train"]["offset"] == [0, 4]
+    write_corpus(folder, {"a": ("糖尿病。", "T1\tDisease 0 3\t糖尿病\n")})
+    assert ruijin_ner.load(folder, **settings)["train"]["tokens"] == [list("糖尿病。")]
+    copy = write_corpus(tmp_path / "other", {"a": ("高血压", "T1\tDisease 0 3\t高血压\n")})
+    assert ruijin_ner.load(copy, **settings)["train"]["tokens"] == [list("高血压")]
 
 
 # ----- the real corpus -----
@@ -303,12 +414,11 @@ def test_real_corpus_round_trip_reproduces_every_encoded_entity(real_corpus):
 def test_real_vocabulary_leaves_few_unknown_characters_and_one_position_each(real_corpus):
     corpus, _ = real_corpus
     tokenizer = AutoTokenizer.from_pretrained(SHARED / "bert-base-chinese")
-    encoder = CharacterEncoder(tokenizer)
     unknown = characters = 0
     whitespace_id = tokenizer.convert_tokens_to_ids(WHITESPACE_TOKEN)
     for split in corpus.values():
         for tokens in split["tokens"]:
-            ids = encoder.ids(tokens)
+            ids = characters_to_token_ids(tokens, tokenizer)
             assert len(ids) == len(tokens)
             for character, token_id in zip(tokens, ids):
                 if character.isspace():
@@ -318,4 +428,3 @@ def test_real_vocabulary_leaves_few_unknown_characters_and_one_position_each(rea
                     unknown += token_id == tokenizer.unk_token_id
     assert characters > 2_000_000
     assert unknown / characters <= 0.001, f"{unknown} of {characters} characters are [UNK]"
-    assert encoder.token("H") == "h" and encoder.token("Ａ") != "[UNK]" and encoder.token("\u3000") == WHITESPACE_TOKEN
