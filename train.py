@@ -125,14 +125,14 @@ def main():
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
 
-    corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
-    label_names = corpus["train"].features["ner_tags"].feature.names
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
-    with training_args.main_process_first(desc="encoding windows"):
+    with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
+        corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
         encoded = corpus.map(
             encode_batch, batched=True, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["tokens", "ner_tags"],
             desc="Encoding windows",
         )
+    label_names = corpus["train"].features["ner_tags"].feature.names
     train_set = oversample_rare_types(encoded["train"], label_names, data_args)
 
     model = build_model(model_args, tokenizer, label_names, data_args.max_chars)
@@ -149,7 +149,8 @@ def main():
         ),
         processing_class=tokenizer,
         compute_metrics=metric,
-        preprocess_logits_for_metrics=lambda emissions, labels: model.crf.viterbi_tags(emissions, labels != -100),
+        # Metrics on the CRF's Viterbi paths, decoded batch by batch (no emissions kept in memory).
+        preprocess_logits_for_metrics=lambda logits, labels: model.crf.viterbi_tags(logits, labels != -100),
         callbacks=callbacks,
     )
 
@@ -210,10 +211,15 @@ def build_model(model_args, tokenizer, label_names, window_chars):
     if model_args.encoder_config:
         config = BertBiLstmCrfConfig.from_pretrained(model_args.encoder_config, **label_kwargs)
         config._attn_implementation = model_args.attn_implementation
-        return BertBiLstmCrfForTokenClassification(config)
-    return BertBiLstmCrfForTokenClassification.from_pretrained(
-        model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **label_kwargs
-    )
+        model = BertBiLstmCrfForTokenClassification(config)
+    else:
+        model = BertBiLstmCrfForTokenClassification.from_pretrained(
+            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **label_kwargs
+        )
+    if window_chars + 2 > model.config.max_position_embeddings:
+        raise ValueError(f"--max_chars {window_chars} needs {window_chars + 2} positions with [CLS] and [SEP]; the "
+                         f"encoder has {model.config.max_position_embeddings}")
+    return model
 
 
 class BertBiLstmCrfTrainer(Trainer):
