@@ -8,7 +8,7 @@ from collections import Counter
 
 import nbformat
 import pytest
-from conftest import REPO, TINY_BERT, run_script
+from conftest import REPO
 from nbclient import NotebookClient
 
 from dataset_script import ruijin_ner
@@ -20,13 +20,8 @@ PROBE = 'import json; print("PROBE" + json.dumps(errors.to_dict() if "errors" in
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("explore") / "model"
-    run_script(["train.py", "--data_dir", "data/sample", "--encoder_config", str(TINY_BERT),
-                "--tokenizer_name", str(TINY_BERT), "--output_dir", str(output_dir), "--max_chars", "62",
-                "--num_train_epochs", "2", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3",
-                "--lstm_hidden_size", "16", "--use_cpu", "true"])
-    return output_dir
+def model_dir(trained_model):
+    return trained_model[0]
 
 
 @pytest.fixture(scope="module")
