@@ -556,8 +556,6 @@ BertBiLstmCrfForTokenClassification.register_for_auto_class("AutoModelForTokenCl
 # their own and offsets survive text -> tags -> text exactly. These pieces are shared by the dataset builder,
 # training, predict.py and the pipeline below; they live in this file because it travels alone to the Hub.
 
-import weakref  # noqa: E402  (kept with the section that uses it; the file's upper part belongs to the model)
-
 WHITESPACE_TOKEN = "[unused1]"
 """Every whitespace character (space, line break, tab, ideographic space) is fed as this one vocabulary entry.
 Whitespace is 14% of the Ruijin corpus and sits inside entities that cross line breaks, where it is tagged
@@ -566,48 +564,35 @@ Whitespace is 14% of the Ruijin corpus and sits inside entities that cross line 
 SENTENCE_ENDS = frozenset("。！？；!?;\n")
 
 
-def character_token(ch: str, vocab) -> str:
-    """The vocabulary entry a character is fed as: whitespace as ``WHITESPACE_TOKEN``; else the character itself,
-    else its lower case (bert-base-chinese has Latin letters in lower case only), else its NFKC form in lower
-    case (full-width ``Ａ１`` -> ``a1``), each only if it is one character found in ``vocab``; else ``[UNK]``."""
-    if ch.isspace():
-        return WHITESPACE_TOKEN
-    for candidate in (ch, ch.lower(), unicodedata.normalize("NFKC", ch).lower()):
-        if len(candidate) == 1 and candidate in vocab:
-            return candidate
-    return "[UNK]"
-
-
-# Per tokenizer: (its size when cached, its vocabulary, character -> id). ``get_vocab()`` builds a new dict on
-# every call and a corpus has millions of characters but only a few thousand distinct ones, so both are kept.
-# Weak keys: a cache goes away with its tokenizer instead of being found again under a recycled ``id()``.
-_TOKEN_ID_CACHES = weakref.WeakKeyDictionary()
-
-
-def characters_to_token_ids(chars, tokenizer) -> list[int]:
-    """One vocabulary id per character (see ``character_token``), so positions and characters correspond 1:1."""
-    cached = _TOKEN_ID_CACHES.get(tokenizer)
-    if cached is None or cached[0] != len(tokenizer):  # tokens added since: start afresh
-        cached = _TOKEN_ID_CACHES[tokenizer] = (len(tokenizer), tokenizer.get_vocab(), {})
-    _, vocab, ids = cached
-    for ch in set(chars) - ids.keys():
-        ids[ch] = vocab[character_token(ch, vocab)]
-    return [ids[ch] for ch in chars]
-
-
 class CharacterEncoder:
-    """A tokenizer's ids for characters (``characters_to_token_ids``), with [CLS] and [SEP] for model input."""
+    """Vocabulary ids for characters, exactly one per character.
+
+    A character is fed as itself, else as its lower case (bert-base-chinese has Latin letters in lower case
+    only), else as its NFKC form in lower case (full-width ``Ａ１`` -> ``a1``), each only if that is one
+    character of the vocabulary, else as the unknown token; whitespace as ``WHITESPACE_TOKEN``. Ids are
+    memoised per character: a corpus has millions of characters but only a few thousand distinct ones.
+    """
 
     def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+        self.vocab = tokenizer.get_vocab()
+        self.unk_token = tokenizer.unk_token
         self.cls_token_id = tokenizer.cls_token_id
         self.sep_token_id = tokenizer.sep_token_id
+        self._ids: dict[str, int] = {}
 
     def token(self, character: str) -> str:
-        return character_token(character, self.tokenizer.get_vocab())
+        if character.isspace():
+            return WHITESPACE_TOKEN
+        for candidate in (character, character.lower(), unicodedata.normalize("NFKC", character).lower()):
+            if len(candidate) == 1 and candidate in self.vocab:
+                return candidate
+        return self.unk_token
 
     def ids(self, characters) -> list[int]:
-        return characters_to_token_ids(characters, self.tokenizer)
+        ids = self._ids
+        for character in set(characters) - ids.keys():
+            ids[character] = self.vocab[self.token(character)]
+        return [ids[character] for character in characters]
 
     def window_ids(self, characters) -> list[int]:
         """Model input of a window: [CLS], one id per character, [SEP]."""

@@ -11,8 +11,7 @@ from transformers import AutoTokenizer
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError
-from modeling_bert_bilstm_crf import (WHITESPACE_TOKEN, bio_to_spans, character_token, characters_to_token_ids,
-                                      spans_to_bio, split_into_windows)
+from modeling_bert_bilstm_crf import WHITESPACE_TOKEN, CharacterEncoder, bio_to_spans, spans_to_bio, split_into_windows
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -124,23 +123,24 @@ def small_tokenizer(tmp_path):
 
 
 def test_character_tokens_follow_the_documented_fallbacks(small_tokenizer):
-    vocab = small_tokenizer.get_vocab()
-    assert [character_token(ch, vocab) for ch in " \n\t\r\u3000\xa0"] == [WHITESPACE_TOKEN] * 6
-    assert [character_token(ch, vocab) for ch in "糖HbA1c"] == ["糖", "h", "b", "a", "1", "c"]
-    assert character_token("Ａ", vocab) == "ａ"  # its lower case is in the vocabulary
-    assert character_token("Ｈ", vocab) == "h"  # NFKC (full width -> ASCII), lower-cased
-    assert character_token("１", vocab) == "1"
-    assert [character_token(ch, vocab) for ch in ("腺", "ß", "ﬁ")] == ["[UNK]"] * 3  # "ss", "fi": not one character
+    encoder = CharacterEncoder(small_tokenizer)
+    assert [encoder.token(ch) for ch in " \n\t\r\u3000\xa0"] == [WHITESPACE_TOKEN] * 6
+    assert [encoder.token(ch) for ch in "糖HbA1c"] == ["糖", "h", "b", "a", "1", "c"]
+    assert encoder.token("Ａ") == "ａ"  # its lower case is in the vocabulary
+    assert encoder.token("Ｈ") == "h"  # NFKC (full width -> ASCII), lower-cased
+    assert encoder.token("１") == "1"
+    assert [encoder.token(ch) for ch in ("腺", "ß", "ﬁ")] == ["[UNK]"] * 3  # "ss", "fi": not one character
 
 
-def test_characters_to_token_ids_gives_one_id_per_character(small_tokenizer):
+def test_character_ids_one_per_character_and_window_input(small_tokenizer):
+    encoder = CharacterEncoder(small_tokenizer)
     characters = list("糖尿病 HbA1c\n２型")
-    ids = characters_to_token_ids(characters, small_tokenizer)
     vocab = small_tokenizer.get_vocab()
-    assert ids == [vocab[character_token(ch, vocab)] for ch in characters]
+    ids = encoder.ids(characters)
+    assert ids == [vocab[encoder.token(ch)] for ch in characters]
     assert ids[3] == ids[9] == vocab[WHITESPACE_TOKEN] and ids[-1] == vocab["[UNK]"]
-    small_tokenizer.add_tokens(["型"])  # a grown vocabulary is not read from a stale cache
-    assert characters_to_token_ids(["型"], small_tokenizer) == [small_tokenizer.convert_tokens_to_ids("型")]
+    assert encoder.ids(characters) == ids  # memoised ids are the same
+    assert encoder.window_ids("糖") == [vocab["[CLS]"], vocab["糖"], vocab["[SEP]"]]
 
 
 def test_windows_cover_text_exactly_once_and_avoid_entities():
@@ -414,11 +414,12 @@ def test_real_corpus_round_trip_reproduces_every_encoded_entity(real_corpus):
 def test_real_vocabulary_leaves_few_unknown_characters_and_one_position_each(real_corpus):
     corpus, _ = real_corpus
     tokenizer = AutoTokenizer.from_pretrained(SHARED / "bert-base-chinese")
+    encoder = CharacterEncoder(tokenizer)
     unknown = characters = 0
     whitespace_id = tokenizer.convert_tokens_to_ids(WHITESPACE_TOKEN)
     for split in corpus.values():
         for tokens in split["tokens"]:
-            ids = characters_to_token_ids(tokens, tokenizer)
+            ids = encoder.ids(tokens)
             assert len(ids) == len(tokens)
             for character, token_id in zip(tokens, ids):
                 if character.isspace():
