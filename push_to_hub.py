@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers import HfArgumentParser
 
 from dataset_script import ruijin_ner
+from ner_evaluation import report_to_markdown
 
 # What from_pretrained, AutoTokenizer and the card need; checkpoints, optimizer states and pickles stay home.
 UPLOADED_FILES = (
@@ -50,8 +52,6 @@ class PushArguments:
 
 
 def main():
-    from transformers import HfArgumentParser
-
     (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses()
     if args.dry_run:
         build_repository(Path(args.model_dir), Path(args.dry_run), args)
@@ -105,7 +105,7 @@ def model_card(model_dir: Path, args) -> ModelCard:
 def _eval_results(report: dict, dataset_name: str) -> list[EvalResult]:
     common = {"task_type": "token-classification", "task_name": "Named entity recognition",
               "dataset_type": "brat", "dataset_name": dataset_name, "dataset_split": "test"}
-    rows = (("micro avg", "f1", "micro-F1 (strict entities)"), ("micro avg", "precision", "micro precision"),
+    rows = (("micro avg", "f1", "micro-F1 (entities)"), ("micro avg", "precision", "micro precision"),
             ("micro avg", "recall", "micro recall"), ("macro avg", "f1", "macro-F1 over types"))
     return [EvalResult(metric_type=metric, metric_value=round(report[row][_column(metric)], 4), metric_name=name,
                        **common) for row, metric, name in rows]
@@ -116,8 +116,6 @@ def _column(metric: str) -> str:
 
 
 def _card_text(args, config: dict, report: dict, corpus: dict | None) -> str:
-    from ner_evaluation import report_to_markdown
-
     architecture = "BERT → BiLSTM → CRF" if config.get("use_lstm", True) else "BERT → CRF"
     types = sorted({label[2:] for label in config["id2label"].values() if label != "O"})
     type_rows = "\n".join(f"| {name} | {ruijin_ner.RUIJIN_TYPE_NAMES_ZH.get(name, '')} |" for name in types)
@@ -127,7 +125,7 @@ def _card_text(args, config: dict, report: dict, corpus: dict | None) -> str:
 
 A character-level {architecture} tagger for Chinese medical named entities ({len(types)} types,
 {len(config['id2label'])} BIO tags), trained on brat-annotated diabetes literature. Test micro-F1 **{micro:.3f}**,
-macro-F1 **{macro:.3f}** (strict entity match, held-out documents).
+macro-F1 **{macro:.3f}** (entity level: type and both boundaries must match; held-out documents).
 
 ## Intended use
 
@@ -173,7 +171,7 @@ Viterbi tags. For folders of documents, `predict.py` of the project writes brat 
 
 ## Results on the test split
 
-Strict entity-level scores (type, first and last character must match) per type:
+Entity-level scores per type (seqeval over the test windows: type, first and last character must match):
 
 {report_to_markdown(report)}
 ![Training curves](training_curves.png)
