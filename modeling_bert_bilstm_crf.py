@@ -437,6 +437,9 @@ class BertBiLstmCrfPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # ``forward`` takes **kwargs, from which the Trainer would infer that the loss is normalised by its
+    # ``num_items_in_batch`` and skip dividing it by the gradient accumulation steps; the CRF loss is a mean.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module):
         # The base class covers Linear (normal(0, initializer_range)), LSTM (xavier weights, zero biases),

@@ -280,6 +280,21 @@ def test_trainer_steps_decrease_the_loss(tmp_path):
     assert dataset_loss(model, dataset) < 0.8 * before
 
 
+def test_trainer_gradient_accumulation_averages_the_mean_loss(tmp_path):
+    """The loss is already a mean, so the Trainer must divide it by the accumulation steps (not expect the model
+    to normalise by ``num_items_in_batch``): the logged loss of 2 x 4 sequences is the mean over the 8."""
+    torch.manual_seed(4)
+    model = BertBiLstmCrfForTokenClassification(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    dataset = TinyDataset(size=8)
+    expected = dataset_loss(model, dataset)
+    arguments = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4,
+                                  gradient_accumulation_steps=2, learning_rate=0.0, report_to=[], use_cpu=True,
+                                  save_strategy="no", logging_steps=1, disable_tqdm=True)
+    trainer = Trainer(model=model, args=arguments, train_dataset=dataset)
+    trainer.train()
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(expected, rel=1e-4)
+
+
 def test_bf16_autocast_on_cpu_is_close_to_float32(model):
     input_ids, attention_mask, labels = make_batch()
     reference = model(input_ids, attention_mask=attention_mask, labels=labels).loss
