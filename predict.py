@@ -4,6 +4,8 @@
     python predict.py --model_name_or_path outputs/ruijin --input_dir new_docs/ --output_dir predicted/
     python predict.py --model_name_or_path outputs/ruijin --input_dir test_docs/ --output_dir predicted/ \
         --gold_dir test_docs/                       # also score against gold .ann files (strict, per type)
+    python predict.py --model_name_or_path outputs/ruijin --data_dir ../shared/data/ruijin_round1/train \
+        --split test                                # tag and score one split of a corpus, as train.py splits it
     echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
 
 One .ann per .txt: a ``T`` line per entity with its type, document offsets and covered text. An entity that
@@ -32,6 +34,10 @@ from ner_evaluation import report_to_markdown, score_entities, write_report
 class PredictArguments:
     model_name_or_path: str = field(metadata={"help": "Folder written by train.py, or a Hub id."})
     input_dir: str | None = field(default=None, metadata={"help": "Folder of .txt documents to tag."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Or a brat corpus: tag and score the documents of --split (train.py's split)."}
+    )
+    split: str = field(default="test", metadata={"help": "The split of --data_dir: train, validation or test."})
     input_file: str | None = field(
         default=None, metadata={"help": "One .txt file, or - for standard input: prints entities as JSON."}
     )
@@ -46,15 +52,21 @@ class PredictArguments:
 
 def main():
     (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses()
-    if (args.input_dir is None) == (args.input_file is None):
-        sys.exit("predict.py: give exactly one of --input_dir and --input_file")
+    if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
+        sys.exit("predict.py: give exactly one of --input_dir, --input_file and --data_dir")
     tagger = load_tagger(args)
     if args.input_file:
         text = sys.stdin.read() if args.input_file == "-" else Path(args.input_file).read_text(encoding="utf-8")
         print(json.dumps(tag_texts(tagger, [text], args.batch_size)[0], ensure_ascii=False, indent=1))
         return
 
-    documents = read_texts(Path(args.input_dir))
+    if args.data_dir:
+        split = ruijin_ner.load(args.data_dir, name="brat")[args.split]
+        documents = dict(zip(split["document_id"], split["text"]))
+        gold_documents = list(split)
+    else:
+        documents = read_texts(Path(args.input_dir))
+        gold_documents = ruijin_ner.read_corpus_documents(args.gold_dir) if args.gold_dir else None
     predictions = tag_texts(tagger, list(documents.values()), args.batch_size, progress=True)
     if args.output_dir:
         output_dir = Path(args.output_dir)
@@ -62,8 +74,8 @@ def main():
         for (document_id, text), entities in zip(documents.items(), predictions):
             (output_dir / f"{document_id}.ann").write_text(brat_annotations(text, entities), encoding="utf-8")
         print(f"Wrote {len(documents)} .ann files to {output_dir}")
-    if args.gold_dir:
-        report = score_against_gold(Path(args.gold_dir), dict(zip(documents, predictions)))
+    if gold_documents is not None:
+        report = score_against_gold(gold_documents, dict(zip(documents, predictions)))
         if args.output_dir:
             write_report(report, Path(args.output_dir) / "brat_scores")
         print(report_to_markdown(report))
@@ -126,12 +138,13 @@ def line_fragments(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return fragments
 
 
-def score_against_gold(gold_dir: Path, predictions: dict[str, list[dict]]) -> dict:
-    """Strict brat-level scores over the predicted documents: same document, type, first and last offset."""
-    gold_documents = {doc["document_id"]: doc for doc in ruijin_ner.read_corpus_documents(gold_dir)}
+def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[dict]]) -> dict:
+    """Strict brat-level scores over the predicted documents: same document, type, first and last offset.
+    Every usable gold entity counts, nested ones too (the model can predict one entity per character)."""
+    gold_documents = {doc["document_id"]: doc for doc in gold_documents}
     missing = sorted(set(predictions) - set(gold_documents))
     if missing:
-        sys.exit(f"predict.py: no gold .ann in {gold_dir} for {', '.join(missing[:5])}")
+        sys.exit(f"predict.py: no gold annotations for {', '.join(missing[:5])}")
     gold = [(document_id, entity["type"], entity["start"], entity["end"])
             for document_id in predictions for entity in gold_documents[document_id]["entities"]]
     predicted = [(document_id, entity["entity_group"], entity["start"], entity["end"])

@@ -14,6 +14,7 @@ from huggingface_hub import HfApi, ModelCard
 
 import predict
 import push_to_hub
+from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_document
 from modeling_bert_bilstm_crf import bio_to_spans, spans_to_bio
 
@@ -212,3 +213,14 @@ def test_upload_creates_the_repository_and_uploads_the_folder(trained_model, mon
     assert calls[0] == ("create_repo", "someone/ner", {"private": True, "exist_ok": True})
     assert calls[1][:2] == ("upload_folder", "someone/ner") and "model.safetensors" in calls[1][2]
     assert "README.md" in calls[1][2]
+
+
+def test_predict_scores_a_split_of_a_corpus(trained_model, tmp_path):
+    model_dir, _ = trained_model
+    run_script(["predict.py", "--model_name_or_path", str(model_dir), "--data_dir", "data/sample", "--split", "test",
+                "--output_dir", str(tmp_path)])
+    test_documents = ruijin_ner.load(SAMPLE, name="brat")["test"]
+    assert sorted(path.stem for path in tmp_path.glob("*.ann")) == sorted(test_documents["document_id"])
+    gold = {(doc["document_id"], e["type"], e["start"], e["end"]) for doc in test_documents for e in doc["entities"]}
+    report = json.loads((tmp_path / "brat_scores.json").read_text(encoding="utf-8"))
+    assert report["micro avg"]["support"] == len(gold)
