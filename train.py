@@ -82,8 +82,9 @@ class DataArguments:
                                         "training entities."}
     )
     rare_type_oversampling: int = field(
-        default=1, metadata={"help": "Training windows that hold an entity of a rare type are seen this many "
-                                     "times per epoch (1: no oversampling)."}
+        default=3, metadata={"help": "Training windows that hold an entity of a rare type are seen this many "
+                                     "times per epoch (1: no oversampling; 3 raised validation macro-F1 in the "
+                                     "README's CPU runs)."}
     )
     early_stopping_patience: int = field(
         default=3, metadata={"help": "Stop after this many evaluations without a better validation F1 (0: never)."}
