@@ -725,11 +725,10 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
         entities = []
         for output in all_outputs:
             visible = output["tags"][0] != -100
-            tags = output["tags"][0][visible].tolist()
-            scores = output["marginals"][0][visible].gather(1, torch.tensor(tags).view(-1, 1)).squeeze(1).tolist() \
-                if tags else []
+            tags = output["tags"][0][visible]
+            scores = output["marginals"][0][visible].gather(1, tags.unsqueeze(1)).squeeze(1).tolist()
             window, offset = output["window"], output["offset"]
-            names = [id2label[tag] for tag in tags]
+            names = [id2label[tag] for tag in tags.tolist()]
             if aggregation_strategy == "none":
                 entities += [
                     {"entity": name, "score": score, "index": offset + i, "word": window[i],
