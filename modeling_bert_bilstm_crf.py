@@ -12,6 +12,7 @@ shipped next to a checkpoint and loaded with ``trust_remote_code=True``:
   interface, log-likelihood from ``forward``) that also accepts masks with holes.
 """
 
+import math
 import unicodedata
 
 import torch
@@ -31,15 +32,20 @@ from transformers.pipelines.base import ChunkPipeline
 # exactly one transition and the algorithms below only handle suffix padding.
 #
 # Log-likelihood and Viterbi are computed by one of two interchangeable, exact implementations, chosen by
-# device (both are tested on the CPU):
-# * CPU: a sequential forward algorithm in exp-space (one small matmul per step instead of a K x K
-#   logsumexp) with a hand-written backward (forward-backward marginals), 4-7x faster than pytorch-crf;
+# ``_parallel_over_time`` (CUDA or not; the tests run both on the CPU):
+# * sequential (CPU): the forward algorithm in exp-space (one small matmul per step instead of a K x K
+#   logsumexp) with a hand-written backward (forward-backward marginals), 4-8x faster than pytorch-crf;
 #   Viterbi as a loop of (B, K, K) max-plus steps.
-# * CUDA: a log-semiring product tree over time (O(log T) depth, batched matmuls, autograd through
-#   ~log2(T) levels): few kernel launches and no host synchronisation; Viterbi over precomputed step
-#   matrices (two kernels per step). On the CPU the tree is slower than the sequential loop because it
-#   does O(T K^3) instead of O(T K^2) work.
+# * parallel over time (CUDA): log Z as a log-semiring product tree of the step matrices (O(log T) depth,
+#   batched matmuls, autograd through ~log2(T) levels); Viterbi in O(sqrt(T)) launches over chunks of steps.
+#   Few kernel launches and no host synchronisation, at O(T K^3) instead of O(T K^2) work: the right trade
+#   on a GPU, where a per-step loop waits on launches, and the wrong one on a CPU.
 # Viterbi paths are recovered from the backpointers by pointer doubling (O(log T) gathers) on both.
+
+
+def _parallel_over_time(emissions: torch.Tensor) -> bool:
+    """Whether to use the algorithms with few kernel launches (GPU) rather than the least work (CPU)."""
+    return emissions.is_cuda
 
 
 def _compact(mask: torch.Tensor, trim: bool):
@@ -102,7 +108,12 @@ def _log_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # Rows/columns that are entirely -inf (e.g. forbidden transitions) would give inf - inf = nan.
     a_max = torch.where(torch.isfinite(a_max), a_max, torch.zeros_like(a_max))
     b_max = torch.where(torch.isfinite(b_max), b_max, torch.zeros_like(b_max))
-    return torch.log(torch.matmul((a - a_max).exp(), (b - b_max).exp())) + a_max + b_max
+    product = torch.matmul((a - a_max).exp(), (b - b_max).exp())
+    # Sums that underflow to 0 (log = -inf, e.g. through hard -1e4 transitions) get gradient 0, as their true
+    # gradient ~exp(-1e4) is: log's gradient 1/0 would turn into nan in the matmul's backward.
+    positive = product > 0
+    log_product = torch.where(positive, torch.where(positive, product, 1.0).log(), float("-inf"))
+    return log_product + a_max + b_max
 
 
 def _log_partition_tree(emissions, mask, start, end, transitions):
@@ -198,29 +209,55 @@ def _log_partition_sequential(emissions, mask, start, end, transitions):
     return _SequentialLogPartition.apply(emissions, mask, start, end, transitions)
 
 
-def _viterbi_backpointers_steps(emissions, mask, start, transitions):
-    """Max-plus forward sweep: best final scores (B, K) and backpointers (B, T-1, K).
+def _max_plus(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """C[..., j] = max_i(a[..., i] + b[..., i, j]) and its argmax i, for (..., K) vectors and (..., K, K) matrices."""
+    return (a.unsqueeze(-1) + b).max(-2)
 
-    Uses the precomputed step matrices: masked steps are the max-plus identity, so their backpointer is the
-    identity map and the score is carried unchanged. Two kernels per step and no host synchronisation,
-    which is what counts on the GPU; on the CPU building the (B, T, K, K) matrices costs more than it saves.
+
+def _viterbi_backpointers_chunked(emissions, mask, start, transitions):
+    """Max-plus forward sweep in O(sqrt(T)) kernel launches: best final scores (B, K), backpointers (B, T-1, K).
+
+    The T - 1 step matrices (masked steps are the max-plus identity, whose backpointer is the identity map) are
+    cut into C chunks of L ~ sqrt(T) steps. (1) Each chunk's max-plus product, for all chunks at once, in L
+    matrix steps; (2) the scores entering each chunk, C vector steps through those products; (3) the ordinary
+    sweep inside every chunk at once from its entering scores, L vector steps that also give the backpointers.
+    A step-by-step loop costs two launches per position (~1,000 at T = 512), which is what a GPU waits on;
+    this costs ~6 sqrt(T), and O(T K^3) instead of O(T K^2) work, which the GPU absorbs and a CPU does not.
     """
+    batch, _, num_tags = emissions.shape
     steps = _step_matrices(emissions, mask, transitions)
+    num_steps = steps.shape[1]
     score = start + emissions[:, 0]
+    if num_steps == 0:
+        return score, _stack_backpointers([], emissions)
+    chunk_len = math.isqrt(num_steps - 1) + 1
+    num_chunks = -(-num_steps // chunk_len)
+    identity = _log_identity(num_tags, emissions).expand(batch, num_chunks * chunk_len - num_steps, -1, -1)
+    chunks = torch.cat([steps, identity], 1).view(batch, num_chunks, chunk_len, num_tags, num_tags)
+
+    products = chunks[:, :, 0]
+    for offset in range(1, chunk_len):
+        products = (products.unsqueeze(-1) + chunks[:, :, offset].unsqueeze(-3)).amax(-2)
+    entering = [score]
+    for chunk in range(num_chunks - 1):
+        entering.append(_max_plus(entering[-1], products[:, chunk])[0])
+
+    chunk_scores = torch.stack(entering, 1)
     backpointers = []
-    for t in range(steps.shape[1]):
-        score, best_prev = (score.unsqueeze(2) + steps[:, t]).max(1)
+    for offset in range(chunk_len):
+        chunk_scores, best_prev = _max_plus(chunk_scores, chunks[:, :, offset])
         backpointers.append(best_prev)
-    return score, _stack_backpointers(backpointers, emissions)
+    backpointers = torch.stack(backpointers, 2).view(batch, num_chunks * chunk_len, num_tags)
+    return chunk_scores[:, -1], backpointers[:, :num_steps]
 
 
 def _viterbi_backpointers_sequential(emissions, mask, start, transitions):
-    """Same result as ``_viterbi_backpointers_steps`` with (B, K, K) work per step only (CPU)."""
+    """Same result as ``_viterbi_backpointers_chunked`` with (B, K, K) work per step only (CPU)."""
     identity = torch.arange(transitions.shape[0], device=emissions.device)
     score = start + emissions[:, 0]
     backpointers = []
     for t in range(1, emissions.shape[1]):
-        best_score, best_prev = (score.unsqueeze(2) + transitions).max(1)
+        best_score, best_prev = _max_plus(score, transitions)
         visible = mask[:, t : t + 1]
         score = torch.where(visible, best_score + emissions[:, t], score)
         backpointers.append(torch.where(visible, best_prev, identity))
@@ -303,10 +340,11 @@ class CRF(nn.Module):
             # float32 at least (bf16/fp16 emissions are upcast); float64 stays float64 (gradcheck).
             emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))
             start, end, transitions = self._float_params(emissions.dtype)
-            order, lengths, compact_mask = _compact(mask, trim=not emissions.is_cuda)
+            parallel = _parallel_over_time(emissions)
+            order, lengths, compact_mask = _compact(mask, trim=not parallel)
             emissions = _gather_time(emissions, order)
             tags = _gather_time(tags.masked_fill(~mask, 0), order)
-            log_partition = _log_partition_tree if emissions.is_cuda else _log_partition_sequential
+            log_partition = _log_partition_tree if parallel else _log_partition_sequential
             numerator = _path_score(emissions, tags, compact_mask, start, end, transitions)
             denominator = log_partition(emissions, compact_mask, start, end, transitions)
             llh = torch.where(lengths > 0, numerator - denominator, torch.zeros_like(numerator))
@@ -348,11 +386,12 @@ class CRF(nn.Module):
             # float32 at least (bf16/fp16 emissions are upcast); float64 stays float64 (gradcheck).
             emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))
             start, end, transitions = self._float_params(emissions.dtype)
-            order, lengths, compact_mask = _compact(mask, trim=not emissions.is_cuda)
+            parallel = _parallel_over_time(emissions)
+            order, lengths, compact_mask = _compact(mask, trim=not parallel)
             emissions = _gather_time(emissions, order)
             paths = torch.full((batch, seq_len), -100, dtype=torch.long, device=emissions.device)
             if emissions.shape[1] > 0:
-                sweep = _viterbi_backpointers_steps if emissions.is_cuda else _viterbi_backpointers_sequential
+                sweep = _viterbi_backpointers_chunked if parallel else _viterbi_backpointers_sequential
                 score, backpointers = sweep(emissions, compact_mask, start, transitions)
                 compact_paths = _follow_backpointers(backpointers, (score + end).argmax(1))
                 paths.scatter_(1, order, compact_paths.masked_fill(~compact_mask, -100))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import torch
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -34,6 +35,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.modeling_outputs import MaskedLMOutput
 
 from dataset_script import ruijin_ner
 from modeling_bert_bilstm_crf import CharacterEncoder, split_into_windows
@@ -94,9 +96,9 @@ def main():
                 len(windows))
 
     if args.model_name_or_path:
-        model = BertForMaskedLM.from_pretrained(args.model_name_or_path)
+        model = BertForMaskedLMOnMaskedPositions.from_pretrained(args.model_name_or_path)
     else:
-        model = BertForMaskedLM(BertConfig.from_pretrained(args.encoder_config, vocab_size=len(tokenizer)))
+        model = BertForMaskedLMOnMaskedPositions(BertConfig.from_pretrained(args.encoder_config, vocab_size=vocabulary_size(tokenizer)))
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -107,6 +109,36 @@ def main():
     result = trainer.train()
     trainer.save_model()
     trainer.save_metrics("train", result.metrics)
+
+
+class BertForMaskedLMOnMaskedPositions(BertForMaskedLM):
+    """``BertForMaskedLM`` that runs the prediction head on the masked positions only.
+
+    The head (hidden size -> 21,128 characters) costs more than a small encoder, and the stock model computes it
+    at every position only for the loss to ignore the 85% that are not masked. Same weights, same loss (mean
+    cross-entropy over masked positions); ``logits`` hold the masked positions' scores only.
+    """
+
+    # The loss is a mean over this batch, so Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        if labels is None:
+            return super().forward(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
+        hidden = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        masked = labels != -100
+        scores = self.cls(hidden[masked])
+        loss = torch.nn.functional.cross_entropy(scores.float(), labels[masked], reduction="sum")
+        return MaskedLMOutput(loss=loss / masked.sum().clamp(min=1), logits=scores)
+
+
+def vocabulary_size(tokenizer) -> int:
+    """Rows the embedding needs: the largest token id + 1.
+
+    Not ``len(tokenizer)``: bert-base-chinese's vocab.txt repeats some lines (21,128 ids, 21,075 distinct
+    tokens), so ids reach beyond the number of distinct tokens.
+    """
+    return max(tokenizer.get_vocab().values()) + 1
 
 
 def pretraining_texts(args) -> list[str]:

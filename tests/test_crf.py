@@ -1,7 +1,7 @@
 """The project's CRF against pytorch-crf, brute force and gradcheck, on the CPU.
 
-Both implementations of each algorithm are checked here: the sequential ones (used on the CPU) through the
-module and the GPU ones (log-semiring product tree, step-matrix Viterbi) by calling them directly.
+Both implementations of each algorithm are checked here: the sequential ones (used on the CPU) and the GPU
+ones (log-semiring product tree, chunked Viterbi), which the ``parallel_algorithms`` fixture selects on the CPU.
 """
 
 import itertools
@@ -99,25 +99,76 @@ def test_realistic_shape_matches_torchcrf():
     assert crf.decode(emissions, mask) == reference.decode(emissions, mask)
 
 
-def test_gpu_algorithms_match_on_cpu():
-    """The product tree (log Z) and step-matrix Viterbi used on CUDA give the CPU algorithms' results."""
-    crf, reference = make_pair(num_tags=31, seed=4)
-    emissions, _, mask = random_batch(5, 77, 31, seed=4)
+@pytest.fixture
+def parallel_algorithms(monkeypatch):
+    """Make the CRF use its GPU algorithms (product tree, chunked Viterbi) on CPU tensors."""
+    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: True)
+
+
+@pytest.mark.parametrize("seq_len", [1, 2, 3, 10, 77, 300])
+def test_gpu_algorithms_match_on_cpu(parallel_algorithms, seq_len):
+    """Log-likelihood, its gradient and the Viterbi paths of the GPU algorithms equal pytorch-crf's."""
+    crf, reference = make_pair(num_tags=31, seed=seq_len)
+    emissions, tags, mask = random_batch(5, seq_len, 31, seed=seq_len)
+    emissions.requires_grad_(True)
+    ours = crf(emissions, tags, mask, reduction="none")
+    theirs = reference(emissions, tags, mask, reduction="none")
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    ours_grad = torch.autograd.grad(ours.sum(), emissions)[0]
+    their_grad = torch.autograd.grad(theirs.sum(), emissions)[0]
+    torch.testing.assert_close(ours_grad, their_grad, rtol=1e-3, atol=1e-4)
+    assert crf.decode(emissions, mask) == reference.decode(emissions, mask)
+
+
+def test_gpu_algorithms_with_holes_match_the_cpu_ones(monkeypatch):
+    crf, _ = make_pair(num_tags=31, seed=4)
+    emissions, tags, mask = random_batch(5, 77, 31, seed=4)
     mask[2, :10] = False
     mask[3, 20:30] = False
     mask[4] = False
-    tree = partitions(crf, emissions, mask, tree=True)
-    sequential = partitions(crf, emissions, mask, tree=False)
-    torch.testing.assert_close(tree, sequential, rtol=1e-5, atol=1e-4)
-    order, _, compact_mask = modeling._compact(mask, trim=False)
-    compact = modeling._gather_time(emissions, order)
-    start, _, transitions = crf._float_params()
-    for sweep in (modeling._viterbi_backpointers_steps, modeling._viterbi_backpointers_sequential):
-        score, backpointers = sweep(compact, compact_mask, start, transitions)
-        if sweep is modeling._viterbi_backpointers_steps:
-            expected_score, expected_backpointers = score, backpointers
-    torch.testing.assert_close(score, expected_score)
-    assert torch.equal(backpointers, expected_backpointers)
+    results = []
+    for parallel in (False, True):
+        monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: parallel)
+        results.append((crf(emissions, tags, mask, reduction="none"), crf.viterbi_tags(emissions, mask)))
+    (sequential_llh, sequential_paths), (parallel_llh, parallel_paths) = results
+    torch.testing.assert_close(parallel_llh, sequential_llh, rtol=1e-5, atol=1e-4)
+    assert torch.equal(parallel_paths, sequential_paths)
+    assert (parallel_paths[4] == -100).all() and parallel_llh[4] == 0
+
+
+def count_dispatched_ops(function) -> int:
+    """ATen operations ``function`` dispatches, views left out: on a GPU, about the number of kernel launches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counter.count += not func.is_view
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        function()
+    return Counter.count
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_gpu_algorithms_need_few_kernel_launches(monkeypatch, parallel):
+    """At B=32, T=512, K=31 a loop over time costs several launches per position; the GPU algorithms far fewer."""
+    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: parallel)
+    crf, _ = make_pair(num_tags=31, seed=11)
+    emissions, tags, mask = random_batch(32, 512, 31, seed=11, min_len=256)
+    emissions.requires_grad_(True)
+
+    def log_likelihood_forward_backward():
+        crf(emissions, tags, mask).backward()
+
+    llh_ops = count_dispatched_ops(log_likelihood_forward_backward)
+    viterbi_ops = count_dispatched_ops(lambda: crf.viterbi_tags(emissions, mask))
+    if parallel:
+        assert llh_ops < 600 and viterbi_ops < 250, (llh_ops, viterbi_ops)
+    else:  # the CPU algorithms loop over time: what the counts above are compared with
+        assert llh_ops > 4 * 511 and viterbi_ops > 4 * 511, (llh_ops, viterbi_ops)
 
 
 def test_loads_torchcrf_state_dict_and_names():
@@ -221,8 +272,10 @@ def test_gradcheck_full_log_likelihood():
     assert torch.autograd.gradcheck(llh, (emissions, *params))
 
 
-def test_large_transition_range_gradient_is_exact():
-    """Hard constraints (-1e4 transitions) take the log-space fallback of the edge marginals."""
+@pytest.mark.parametrize("tree", [False, True])
+def test_large_transition_range_gradient_is_exact(tree):
+    """Hard constraints (-1e4 transitions): the log-space fallback of the edge marginals (sequential) and
+    sums that underflow to 0 (tree) still give exact, finite gradients."""
     crf, _ = make_pair(num_tags=4, seed=8)
     with torch.no_grad():
         crf.transitions[0, 1] = -1e4
@@ -230,8 +283,9 @@ def test_large_transition_range_gradient_is_exact():
     emissions = torch.randn(3, 12, 4, dtype=torch.float64, requires_grad=True) * 20
     mask = torch.ones(3, 12, dtype=torch.bool)
     params = [p.detach().double().requires_grad_(True) for p in crf._float_params()]
-    sequential = modeling._log_partition_sequential(emissions, mask, *params)
-    grads = torch.autograd.grad(sequential.sum(), [emissions, *params])
+    log_partition = modeling._log_partition_tree if tree else modeling._log_partition_sequential
+    log_z = log_partition(emissions, mask, *params)
+    grads = torch.autograd.grad(log_z.sum(), [emissions, *params])
     # Reference: autograd through pytorch-crf's log-space forward algorithm, in float64.
     reference = torchcrf.CRF(4, batch_first=True).double()
     start, end, transitions = params
@@ -239,7 +293,7 @@ def test_large_transition_range_gradient_is_exact():
     reference.transitions.data = transitions.detach()
     expected = reference._compute_normalizer(emissions.transpose(0, 1), mask.transpose(0, 1))
     expected_grads = torch.autograd.grad(expected.sum(), [emissions, *reference.parameters()])
-    torch.testing.assert_close(sequential, expected)
+    torch.testing.assert_close(log_z, expected)
     for grad, expected_grad in zip(grads, expected_grads):
         assert torch.isfinite(grad).all()
         torch.testing.assert_close(grad, expected_grad)

@@ -66,9 +66,14 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(trained_model, tm
 
 
 def test_pretrain_mlm_then_fine_tune(tmp_path):
+    # A vocabulary with a repeated line, as bert-base-chinese's: the largest id exceeds the distinct tokens.
+    tokenizer_dir = tmp_path / "tokenizer"
+    shutil.copytree(TINY_BERT, tokenizer_dir)
+    vocab = (TINY_BERT / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (tokenizer_dir / "vocab.txt").write_text("\n".join(vocab[:-1] + ["[UNK]"] + vocab[-1:]) + "\n", encoding="utf-8")
     mlm_dir = tmp_path / "mlm"
     run_script(["pretrain_mlm.py", "--data_dir", "data/sample", "--encoder_config", str(TINY_BERT / "config.json"),
-         "--tokenizer_name", str(TINY_BERT), "--output_dir", str(mlm_dir), "--max_chars", "62",
+         "--tokenizer_name", str(tokenizer_dir), "--output_dir", str(mlm_dir), "--max_chars", "62",
          "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--use_cpu", "true"])
     assert (mlm_dir / "model.safetensors").is_file()
     output_dir = tmp_path / "ner"
@@ -91,3 +96,26 @@ def test_accelerate_launch_runs_the_same_script(tmp_path):
     run_script(["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", *arguments])
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "test_report.json").is_file()
+
+
+def test_masked_positions_head_gives_the_stock_masked_lm_loss():
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from pretrain_mlm import BertForMaskedLMOnMaskedPositions
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    ours = BertForMaskedLMOnMaskedPositions(config).eval()
+    stock = BertForMaskedLM(config).eval()
+    stock.load_state_dict(ours.state_dict())
+    input_ids = torch.randint(5, 50, (3, 12))
+    labels = torch.where(torch.rand(3, 12) < 0.3, input_ids, -100)
+    labels[0, 0] = input_ids[0, 0]  # at least one masked position
+    expected = stock(input_ids=input_ids, labels=labels).loss
+    output = ours(input_ids=input_ids, labels=labels)
+    torch.testing.assert_close(output.loss, expected)
+    assert output.logits.shape == (int((labels != -100).sum()), 50)
+    # A batch without masked positions contributes nothing (no NaN from an empty mean).
+    assert ours(input_ids=input_ids, labels=torch.full_like(labels, -100)).loss.item() == 0.0
