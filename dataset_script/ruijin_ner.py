@@ -32,6 +32,7 @@ the data; else the sorted types found in all splits (``entity_types=`` overrides
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import Counter
@@ -45,6 +46,7 @@ import modeling_bert_bilstm_crf
 from modeling_bert_bilstm_crf import spans_to_bio, split_into_windows
 
 from .brat import BratFormatError, Document, find_documents, read_document, read_text, texts_without_annotations
+from .brat import logger as brat_logger
 
 logger = logging.getLogger(__name__)
 
@@ -344,9 +346,20 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
     all_pairs = [pair for split in SPLITS for pair in split_documents[split]]
     builder = BratNer(config_name=name, data_dir=str(data_dir), cache_dir=cache_dir, hash=code_hash(),
                       corpus_hash=corpus_hash(all_pairs), **config_kwargs)
-    builder.download_and_prepare()
+    with _silenced(brat_logger):  # what it would warn about was just logged with the statistics
+        builder.download_and_prepare()
     corpus = datasets.DatasetDict({str(split): _split_dataset(builder, split) for split in SPLITS})
     return (corpus, stats) if return_stats else corpus
+
+
+@contextlib.contextmanager
+def _silenced(silenced_logger: logging.Logger):
+    previous = silenced_logger.level
+    silenced_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        silenced_logger.setLevel(previous)
 
 
 def _split_dataset(builder, split) -> datasets.Dataset:
