@@ -72,6 +72,10 @@ class MlmTrainingArguments(TrainingArguments):
     weight_decay: float = field(default=0.01)
     save_strategy: str = field(default="no")
     report_to: None | str | list[str] = field(default="none")
+    bf16: bool = field(
+        default_factory=lambda: torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        metadata={"help": "bf16 mixed precision; on by default where the GPU supports it."},
+    )
 
 
 def main():

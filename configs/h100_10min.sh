@@ -20,18 +20,20 @@ NER_CHARS=${NER_CHARS:-126}
 NER_LR=${NER_LR:-1e-4}
 HEAD_LR=${HEAD_LR:-1e-3}
 NER_BATCH=${NER_BATCH:-32}
+WORKERS=${WORKERS:-4}
+PYTHON=${PYTHON:-python3}
 
 start=$(date +%s)
-python3 pretrain_mlm.py --data_dir "$DATA/ruijin_round1/train" --extra_text_dirs "$DATA/ruijin_round1/unlabeled" \
+"$PYTHON" pretrain_mlm.py --data_dir "$DATA/ruijin_round1/train" --extra_text_dirs "$DATA/ruijin_round1/unlabeled" \
     --encoder_config "$ENCODER" --tokenizer_name "$DATA/bert-base-chinese" --output_dir "$OUT_DIR/mlm" \
     --max_chars "$MLM_CHARS" --num_train_epochs "$MLM_EPOCHS" --learning_rate "$MLM_LR" \
-    --per_device_train_batch_size 128 --bf16 true --dataloader_num_workers 4 --logging_steps 100 --disable_tqdm true
+    --per_device_train_batch_size 128 --dataloader_num_workers "$WORKERS" --logging_steps 100 --disable_tqdm true
 pretrained=$(date +%s)
-python3 train.py --data_dir "$DATA/ruijin_round1/train" --model_name_or_path "$OUT_DIR/mlm" \
+"$PYTHON" train.py --data_dir "$DATA/ruijin_round1/train" --model_name_or_path "$OUT_DIR/mlm" \
     --tokenizer_name "$DATA/bert-base-chinese" --output_dir "$OUT_DIR/ner" --max_chars "$NER_CHARS" \
     --num_train_epochs "$NER_EPOCHS" --learning_rate "$NER_LR" --head_learning_rate "$HEAD_LR" \
     --per_device_train_batch_size "$NER_BATCH" --per_device_eval_batch_size 128 --early_stopping_patience 4 \
-    --save_total_limit 1 --dataloader_num_workers 4 --disable_tqdm true
+    --save_total_limit 1 --dataloader_num_workers "$WORKERS" --disable_tqdm true
 finished=$(date +%s)
 echo "wall clock: pretraining $((pretrained - start)) s, fine-tuning and test $((finished - pretrained)) s," \
      "total $((finished - start)) s"

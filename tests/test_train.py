@@ -2,7 +2,11 @@
 test report, plots) -> reload through AutoModel, as a user runs it from the command line."""
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import REPO, TINY_BERT, run_script, small_training
@@ -119,3 +123,22 @@ def test_masked_positions_head_gives_the_stock_masked_lm_loss():
     assert output.logits.shape == (int((labels != -100).sum()), 50)
     # A batch without masked positions contributes nothing (no NaN from an empty mean).
     assert ours(input_ids=input_ids, labels=torch.full_like(labels, -100)).loss.item() == 0.0
+
+
+def test_ten_minute_gpu_run_script_runs_small(tmp_path):
+    """configs/h100_10min.sh end to end on the CPU: the sample corpus laid out like ../shared/data, a tiny BERT."""
+    data = tmp_path / "data"
+    (data / "ruijin_round1" / "unlabeled").mkdir(parents=True)
+    (data / "ruijin_round1" / "train").symlink_to(REPO / "data" / "sample")
+    (data / "ruijin_round1" / "unlabeled" / "1.txt").write_text("糖尿病患者口服二甲双胍。\n", encoding="utf-8")
+    (data / "bert-base-chinese").symlink_to(TINY_BERT)
+    settings = dict(DATA=str(data), OUT_DIR=str(tmp_path / "out"), ENCODER=str(TINY_BERT / "config.json"),
+                    MLM_EPOCHS="1", MLM_CHARS="62", NER_EPOCHS="1", NER_CHARS="62", WORKERS="0",
+                    PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(["bash", str(REPO / "configs" / "h100_10min.sh")], env={**os.environ, **settings},
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    assert re.search(r"wall clock: pretraining \d+ s, fine-tuning and test \d+ s, total \d+ s", completed.stdout)
+    assert (tmp_path / "out" / "mlm" / "model.safetensors").is_file()
+    report = json.loads((tmp_path / "out" / "ner" / "test_report.json").read_text(encoding="utf-8"))
+    assert {"micro avg", "macro avg"} <= set(report)
