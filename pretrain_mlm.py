@@ -102,7 +102,8 @@ def main():
     if args.model_name_or_path:
         model = BertForMaskedLMOnMaskedPositions.from_pretrained(args.model_name_or_path)
     else:
-        model = BertForMaskedLMOnMaskedPositions(BertConfig.from_pretrained(args.encoder_config, vocab_size=vocabulary_size(tokenizer)))
+        config = BertConfig.from_pretrained(args.encoder_config, vocab_size=vocabulary_size(tokenizer))
+        model = BertForMaskedLMOnMaskedPositions(config)
     trainer = Trainer(
         model=model,
         args=training_args,
