@@ -31,14 +31,13 @@ from transformers import (
     BertForMaskedLM,
     DataCollatorForLanguageModeling,
     HfArgumentParser,
-    Trainer,
-    TrainingArguments,
     set_seed,
 )
 from transformers.modeling_outputs import MaskedLMOutput
 
 from dataset_script import ruijin_ner
 from modeling_bert_bilstm_crf import CharacterEncoder, split_into_windows
+from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class PretrainArguments:
 
 
 @dataclass
-class MlmTrainingArguments(TrainingArguments):
+class MlmTrainingArguments(TimeBudgetTrainingArguments):
     output_dir: str | None = field(default="outputs/mlm")
     learning_rate: float = field(default=5e-4)
     num_train_epochs: float = field(default=10.0)
@@ -104,7 +103,7 @@ def main():
     else:
         config = BertConfig.from_pretrained(args.encoder_config, vocab_size=vocabulary_size(tokenizer))
         model = BertForMaskedLMOnMaskedPositions(config)
-    trainer = Trainer(
+    trainer = TimeBudgetTrainer(
         model=model,
         args=training_args,
         train_dataset=windows,

@@ -29,8 +29,6 @@ from transformers import (
     DataCollatorForTokenClassification,
     EarlyStoppingCallback,
     HfArgumentParser,
-    Trainer,
-    TrainingArguments,
     set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
@@ -38,6 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from dataset_script import ruijin_ner
 from modeling_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfForTokenClassification, CharacterEncoder
 from ner_evaluation import EntitySeqeval, summary, write_report
+from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +91,9 @@ class DataArguments:
 
 
 @dataclass
-class NerTrainingArguments(TrainingArguments):
+class NerTrainingArguments(TimeBudgetTrainingArguments):
     """``TrainingArguments`` with this project's defaults: evaluate and save every epoch, keep the best model
-    by validation micro-F1, batches of similar lengths, warmup, weight decay."""
+    by validation micro-F1, batches of similar lengths, warmup, weight decay; ``--time_budget_minutes``."""
 
     output_dir: str | None = field(default="outputs/ner")
     learning_rate: float = field(default=3e-5, metadata={"help": "Learning rate of the BERT encoder."})
@@ -223,7 +222,7 @@ def build_model(model_args, tokenizer, label_names, window_chars):
     return model
 
 
-class BertBiLstmCrfTrainer(Trainer):
+class BertBiLstmCrfTrainer(TimeBudgetTrainer):
     """``Trainer`` with two learning rates: ``args.learning_rate`` for the pretrained encoder and
     ``head_learning_rate`` for the BiLSTM, linear and CRF layers, which start from random weights and need a
     far larger step. Biases, LayerNorm weights and the CRF transitions get no weight decay."""

@@ -126,15 +126,16 @@ def test_masked_positions_head_gives_the_stock_masked_lm_loss():
 
 
 def test_ten_minute_gpu_run_script_runs_small(tmp_path):
-    """configs/h100_10min.sh end to end on the CPU: the sample corpus laid out like ../shared/data, a tiny BERT."""
+    """configs/h100_10min.sh end to end on the CPU: the sample corpus laid out like ../shared/data, a tiny BERT,
+    both phases on a wall-clock budget of 3 seconds."""
     data = tmp_path / "data"
     (data / "ruijin_round1" / "unlabeled").mkdir(parents=True)
     (data / "ruijin_round1" / "train").symlink_to(REPO / "data" / "sample")
     (data / "ruijin_round1" / "unlabeled" / "1.txt").write_text("糖尿病患者口服二甲双胍。\n", encoding="utf-8")
     (data / "bert-base-chinese").symlink_to(TINY_BERT)
-    settings = dict(DATA=str(data), OUT_DIR=str(tmp_path / "out"), ENCODER=str(TINY_BERT / "config.json"),
-                    MLM_EPOCHS="1", MLM_CHARS="62", NER_EPOCHS="1", NER_CHARS="62", WORKERS="0",
-                    PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
+    settings = dict(DATA=str(data), OUT_DIR=str(tmp_path / "out"), REPORT_DIR=str(tmp_path / "report"),
+                    ENCODER=str(TINY_BERT / "config.json"), MLM_MINUTES="0.05", MLM_CHARS="62", NER_MINUTES="0.05",
+                    NER_CHARS="62", WORKERS="0", PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
     completed = subprocess.run(["bash", str(REPO / "configs" / "h100_10min.sh")], env={**os.environ, **settings},
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-5000:]
@@ -142,3 +143,15 @@ def test_ten_minute_gpu_run_script_runs_small(tmp_path):
     assert (tmp_path / "out" / "mlm" / "model.safetensors").is_file()
     report = json.loads((tmp_path / "out" / "ner" / "test_report.json").read_text(encoding="utf-8"))
     assert {"micro avg", "macro avg"} <= set(report)
+
+    # Each phase trained for its 3 s and stopped there, far short of its upper bound of epochs.
+    pretraining = json.loads((tmp_path / "report" / "mlm_results.json").read_text(encoding="utf-8"))
+    fine_tuning = json.loads((tmp_path / "report" / "all_results.json").read_text(encoding="utf-8"))
+    for results, epoch_bound in ((pretraining, 1000), (fine_tuning, 100)):
+        assert 3.0 <= results["train_runtime"] < 6.0
+        assert 1 < results["epoch"] < epoch_bound
+    # The report folder holds the run's log and results without the weights.
+    assert sorted(path.name for path in (tmp_path / "report").iterdir()) == [
+        "all_results.json", "corpus.json", "mlm_results.json", "run.log", "test_f1_per_type.png",
+        "test_report.json", "test_report.md", "training_curves.png"]
+    assert "wall clock: pretraining" in (tmp_path / "report" / "run.log").read_text(encoding="utf-8")
