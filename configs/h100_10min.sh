@@ -5,13 +5,13 @@
 #   bash configs/h100_10min.sh                       # data from ../shared/data, results in outputs/h100
 #   DATA=.gpu_data OUT_DIR=/tmp/run1 REPORT_DIR=$OUT/run1 MLM_MINUTES=4 bash configs/h100_10min.sh
 #
-# Both phases train for a wall-clock budget (--time_budget_minutes: the learning rate warms up and decays to zero
-# over the budget, see time_budget.py), so the run ends on time on any GPU; the epochs are upper bounds. The
-# budgets leave about 2 minutes of the 10 for start-up, the corpus, evaluation and the test pass. No early
-# stopping: the budget ends the run, its last minutes at a low learning rate, and the best epoch is kept. Every setting
-# below can be overridden from the environment. They are a starting point, not yet a measured recipe: choose them
-# on the validation F1 that train.py prints and keeps in all_results.json. REPORT_DIR, when set, receives the
-# reports, plots and log of the run (a handful of small files) without the weights.
+# Both phases train for a wall-clock budget (--time_budget_minutes: the learning rate warms up and decays to
+# zero over the budget, see time_budget.py), so the run ends on time on any GPU; the epochs are upper bounds.
+# The budgets leave about 2 minutes of the 10 for start-up, the corpus, evaluation and the test pass. No early
+# stopping: the budget ends the run, its last minutes at a low learning rate, and the best epoch is kept.
+# Every setting below can be overridden from the environment. They are a starting point, not yet a measured
+# recipe: choose them on the validation F1 that train.py prints and keeps in all_results.json. REPORT_DIR, when
+# set, receives the reports, plots and log of the run (a handful of small files) without the weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -53,7 +53,8 @@ echo "wall clock: pretraining $((pretrained - start)) s, fine-tuning and test $(
      "total $((finished - start)) s"
 if [[ -n $REPORT_DIR ]]; then
     cp "$OUT_DIR/mlm/all_results.json" "$REPORT_DIR/mlm_results.json"
-    for name in all_results.json test_report.json test_report.md corpus.json training_curves.png test_f1_per_type.png; do
+    for name in all_results.json test_report.json test_report.md corpus.json training_curves.png \
+                test_f1_per_type.png; do
         cp "$OUT_DIR/ner/$name" "$REPORT_DIR/"
     done
 fi
