@@ -599,9 +599,17 @@ BertBiLstmCrfForTokenClassification.register_for_auto_class("AutoModelForTokenCl
 # training, predict.py and the pipeline below; they live in this file because it travels alone to the Hub.
 
 WHITESPACE_TOKEN = "[unused1]"
-"""Every whitespace character (space, line break, tab, ideographic space) is fed as this one vocabulary entry.
-Whitespace is 14% of the Ruijin corpus and sits inside entities that cross line breaks, where it is tagged
-``I-X`` like its neighbours, so it needs a position rather than being dropped as BERT's tokenizer does."""
+"""Every blank character (see ``is_blank``) is fed as this one vocabulary entry. Whitespace is 14% of the Ruijin
+corpus and sits inside entities that cross line breaks, where it is tagged ``I-X`` like its neighbours, so it
+needs a position rather than being dropped as BERT's tokenizer does."""
+
+
+def is_blank(character: str) -> bool:
+    """Whitespace (space, line break, tab, ideographic space ...) or an invisible format character (Unicode
+    category Cf: byte-order mark, zero-width space, joiners, soft hyphen): no text of its own, so it is fed as
+    ``WHITESPACE_TOKEN`` rather than as an unknown character, and never starts or ends a predicted entity."""
+    return character.isspace() or unicodedata.category(character) == "Cf"
+
 
 SENTENCE_ENDS = frozenset("。！？；!?;\n")
 
@@ -611,7 +619,7 @@ class CharacterEncoder:
 
     A character is fed as itself, else as its lower case (bert-base-chinese has Latin letters in lower case
     only), else as its NFKC form in lower case (full-width ``Ａ１`` -> ``a1``), each only if that is one
-    character of the vocabulary, else as the unknown token; whitespace as ``WHITESPACE_TOKEN``. Ids are
+    character of the vocabulary, else as the unknown token; blanks (``is_blank``) as ``WHITESPACE_TOKEN``. Ids are
     memoised per character: a corpus has millions of characters but only a few thousand distinct ones.
     """
 
@@ -623,7 +631,7 @@ class CharacterEncoder:
         self._ids: dict[str, int] = {}
 
     def token(self, character: str) -> str:
-        if character.isspace():
+        if is_blank(character):
             return WHITESPACE_TOKEN
         for candidate in (character, character.lower(), unicodedata.normalize("NFKC", character).lower()):
             if len(candidate) == 1 and candidate in self.vocab:
@@ -720,8 +728,9 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
     Each entity is ``{"entity_group", "score", "word", "start", "end"}`` (``end`` exclusive) with the
     aggregation ``"simple"`` (the default), or one entry per tagged character (``"entity"``, ``"index"``)
     with ``"none"``. ``score`` is the CRF's posterior marginal probability of the predicted tags, averaged
-    over the entity's characters. Predicted entities are trimmed of leading and trailing whitespace (a
-    whitespace-only one is dropped): whitespace is tagged inside entities, never at their edges.
+    over the entity's characters. Predicted entities are trimmed of leading and trailing blanks (whitespace and
+    invisible format characters, ``is_blank``; a blank-only one is dropped): blanks are tagged inside entities,
+    never at their edges.
     """
 
     _load_processor = False
@@ -734,6 +743,11 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
         self.character_encoder = CharacterEncoder(self.tokenizer)
 
     def _sanitize_parameters(self, aggregation_strategy=None, window_chars=None, **kwargs):
+        if window_chars is not None:
+            positions = self.model.config.max_position_embeddings
+            if not 1 <= window_chars <= positions - 2:
+                raise ValueError(f"window_chars must be between 1 and {positions - 2} (the model has {positions} "
+                                 f"positions, two of them for [CLS] and [SEP]), got {window_chars}")
         preprocess_params = {"window_chars": window_chars} if window_chars else {}
         postprocess_params = {"aggregation_strategy": aggregation_strategy} if aggregation_strategy else {}
         if aggregation_strategy not in (None, "simple", "none"):
@@ -775,7 +789,7 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
                     for i, (name, score) in enumerate(zip(names, scores)) if name != "O"
                 ]
                 continue
-            for entity_type, start, end in _strip_whitespace(window, bio_to_spans(names)):
+            for entity_type, start, end in _strip_blanks(window, bio_to_spans(names)):
                 entities.append({
                     "entity_group": entity_type,
                     "score": sum(scores[start:end]) / (end - start),
@@ -786,12 +800,12 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
         return entities
 
 
-def _strip_whitespace(text: str, spans):
-    """Spans without leading or trailing whitespace; whitespace-only spans are left out."""
+def _strip_blanks(text: str, spans):
+    """Spans without leading or trailing blanks (``is_blank``); blank-only spans are left out."""
     for entity_type, start, end in spans:
-        while start < end and text[start].isspace():
+        while start < end and is_blank(text[start]):
             start += 1
-        while end > start and text[end - 1].isspace():
+        while end > start and is_blank(text[end - 1]):
             end -= 1
         if start < end:
             yield entity_type, start, end

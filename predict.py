@@ -27,7 +27,10 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser, pipeline
 
 from dataset_script import ruijin_ner
+from dataset_script.brat import BratFormatError, read_text
 from ner_evaluation import report_to_markdown, score_entities, write_report
+
+SPLIT_NAMES = ("train", "validation", "test")
 
 
 @dataclass
@@ -37,7 +40,7 @@ class PredictArguments:
     data_dir: str | None = field(
         default=None, metadata={"help": "Or a brat corpus: tag and score the documents of --split (train.py's split)."}
     )
-    split: str = field(default="test", metadata={"help": "The split of --data_dir: train, validation or test."})
+    split: str = field(default="test", metadata={"help": "The split of --data_dir.", "choices": SPLIT_NAMES})
     input_file: str | None = field(
         default=None, metadata={"help": "One .txt file, or - for standard input: prints entities as JSON."}
     )
@@ -54,20 +57,24 @@ def main():
     (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses()
     if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
         sys.exit("predict.py: give exactly one of --input_dir, --input_file and --data_dir")
-    tagger = load_tagger(args)
+    # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
     if args.input_file:
-        text = sys.stdin.read() if args.input_file == "-" else Path(args.input_file).read_text(encoding="utf-8")
-        print(json.dumps(tag_texts(tagger, [text], args.batch_size)[0], ensure_ascii=False, indent=1))
+        text = read_standard_input() if args.input_file == "-" else read_text(Path(args.input_file))
+        print(json.dumps(tag_texts(load_tagger(args), [text], args.batch_size)[0], ensure_ascii=False, indent=1))
         return
 
     if args.data_dir:
         split = ruijin_ner.load(args.data_dir, name="brat")[args.split]
+        if not len(split):
+            sys.exit(f"predict.py: the {args.split} split of {args.data_dir} has no documents")
         documents = dict(zip(split["document_id"], split["text"]))
         gold_documents = list(split)
     else:
         documents = read_texts(Path(args.input_dir))
         gold_documents = ruijin_ner.read_corpus_documents(args.gold_dir) if args.gold_dir else None
-    predictions = tag_texts(tagger, list(documents.values()), args.batch_size, progress=True)
+    if gold_documents is not None:
+        check_gold_matches(gold_documents, documents)
+    predictions = tag_texts(load_tagger(args), list(documents.values()), args.batch_size, progress=True)
     if args.output_dir:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -94,22 +101,28 @@ def load_tagger(args):
 
 
 def read_texts(input_dir: Path) -> dict[str, str]:
-    """Documents by id (file stem), read as written: newline="" keeps \\r\\n as two characters, as brat counts."""
+    """Documents by id (file stem), read as brat counts their characters (``read_text``: UTF-8, \\r\\n kept)."""
+    if not input_dir.is_dir():
+        sys.exit(f"predict.py: {input_dir}: no such folder")
     paths = sorted(input_dir.glob("*.txt"))
     if not paths:
         sys.exit(f"predict.py: no .txt files in {input_dir}")
-    texts = {}
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8", newline="") as file:
-                texts[path.stem] = file.read()
-        except UnicodeDecodeError as error:
-            sys.exit(f"predict.py: {path} is not UTF-8 ({error})")
-    return texts
+    return {path.stem: read_text(path) for path in paths}
+
+
+def read_standard_input() -> str:
+    """Standard input as UTF-8 with line endings untouched, like a file (Python's text stdin would translate
+    \\r\\n and smuggle undecodable bytes in as surrogates)."""
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BratFormatError(f"standard input: not UTF-8 (byte {error.start}: {error.reason})") from None
 
 
 def tag_texts(tagger, texts: list[str], batch_size: int, progress: bool = False) -> list[list[dict]]:
     """Entities for each text (the pipeline batches windows across documents)."""
+    if not texts:  # the pipeline cannot batch an empty list
+        return []
     results = tagger(texts, batch_size=batch_size)
     return list(tqdm(results, total=len(texts), desc="Documents", disable=not progress))
 
@@ -138,13 +151,22 @@ def line_fragments(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return fragments
 
 
+def check_gold_matches(gold_documents: list[dict], documents: dict[str, str]) -> None:
+    """Every document to tag has a gold document with the very same text: offsets compare only then."""
+    gold_texts = {doc["document_id"]: doc["text"] for doc in gold_documents}
+    missing = sorted(set(documents) - set(gold_texts))
+    if missing:
+        sys.exit(f"predict.py: no gold annotations for {', '.join(missing[:5])}")
+    differing = sorted(document_id for document_id, text in documents.items() if gold_texts[document_id] != text)
+    if differing:
+        sys.exit(f"predict.py: the gold .txt of {', '.join(differing[:5])} differs from the text to tag (line "
+                 "endings?), so their offsets cannot be compared")
+
+
 def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[dict]]) -> dict:
     """Strict brat-level scores over the predicted documents: same document, type, first and last offset.
     Every usable gold entity counts, nested ones too (the model can predict one entity per character)."""
     gold_documents = {doc["document_id"]: doc for doc in gold_documents}
-    missing = sorted(set(predictions) - set(gold_documents))
-    if missing:
-        sys.exit(f"predict.py: no gold annotations for {', '.join(missing[:5])}")
     gold = [(document_id, entity["type"], entity["start"], entity["end"])
             for document_id in predictions for entity in gold_documents[document_id]["entities"]]
     predicted = [(document_id, entity["entity_group"], entity["start"], entity["end"])
@@ -153,4 +175,7 @@ def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[d
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BratFormatError as error:  # bad input files: the message names the file (and line), no traceback
+        sys.exit(f"predict.py: {error}")

@@ -128,6 +128,7 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
+        check_splits_have_text(corpus_stats, data_args.data_dir)
         encoded = corpus.map(
             encode_batch, batched=True, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["tokens", "ner_tags"],
             desc="Encoding windows",
@@ -169,6 +170,16 @@ def main():
         write_corpus_summary(corpus_stats, data_args, output_dir / "corpus.json")
         plot_training(trainer.state.log_history, metric.last_report, output_dir)
         print((output_dir / "test_report.md").read_text(encoding="utf-8"))
+
+
+def check_splits_have_text(stats, data_dir):
+    """Training, validation and the test report each need text; say so before training rather than after."""
+    empty = [split for split in ("train", "validation", "test") if not stats.windows[split]]
+    if empty:
+        verb = "splits have" if len(empty) > 1 else "split has"
+        raise ValueError(f"{data_dir}: the {' and '.join(empty)} {verb} no text (documents per split: "
+                         f"{dict(stats.documents)}); train.py needs all three: add documents, or give train/, "
+                         "validation/ and test/ folders")
 
 
 def encode_batch(batch, tokenizer):

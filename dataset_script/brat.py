@@ -12,8 +12,9 @@ What is an error and what a warning (``strict=True`` makes warnings errors):
 
 ==========================================  ======================================================
 malformed line, offset beyond the text,      ``BratFormatError`` naming the file and line
-non-UTF-8 file, .ann without .txt,
-unknown line kind
+entity without a type, entity id used
+twice, non-UTF-8 file, .ann without .txt,
+unknown line kind, missing folder
 entity text differs from the .txt            warning; entity not used (reason ``text_mismatch``)
 fragments separated by more than whitespace  warning; entity not used (reason ``gap_with_text``)
 .txt without .ann                            warning; document not used: an unannotated text read as
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 NON_ENTITY_LINES = {"R": "relation", "E": "event", "A": "attribute", "M": "attribute", "N": "normalization",
                     "#": "note", "*": "equivalence"}
 BOM = "\ufeff"
-_OFFSETS = re.compile(r"^\d+ \d+(;\d+ \d+)*$")
+_OFFSETS = re.compile(r"^[0-9]+ [0-9]+(;[0-9]+ [0-9]+)*$")  # ASCII digits only, as brat writes
 
 
 class BratFormatError(ValueError):
@@ -65,6 +66,7 @@ class Document:
 def read_document(txt_path: Path, ann_path: Path, strict: bool = False) -> Document:
     """One document: its text and its text-bound (``T``) annotations, fragments merged (see ``_check_entity``)."""
     document = Document(txt_path.stem, read_text(txt_path))
+    id_lines: dict[str, int] = {}  # entity id -> line that defined it
     for line_number, line in enumerate(read_text(ann_path).removeprefix(BOM).split("\n"), start=1):
         where = f"{ann_path}:{line_number}"
         line = line.removesuffix("\r")
@@ -77,15 +79,26 @@ def read_document(txt_path: Path, ann_path: Path, strict: bool = False) -> Docum
         if kind != "T":
             raise BratFormatError(f"{where}: not a brat annotation line: {line[:80]!r}")
         entity = _parse_entity(line, where, len(document.text))
+        if entity.id in id_lines:
+            raise BratFormatError(f"{where}: entity id {entity.id} is already used on line {id_lines[entity.id]}")
+        id_lines[entity.id] = line_number
         problem = _check_entity(entity, document.text)
         if problem:
-            hint = " (the .txt starts with a byte-order mark, which brat counts as character 0)" \
-                if document.text.startswith(BOM) and problem[0] == "text_mismatch" else ""
+            hint = _offset_hint(document.text) if problem[0] == "text_mismatch" else ""
             _warn(f"{where}: {problem[1]}{hint}; entity {entity.id} not used", strict)
             document.rejected[(problem[0], entity.type)] += 1
             continue
         document.entities.append(entity)
     return document
+
+
+def _offset_hint(text: str) -> str:
+    """Why offsets may have been counted differently from brat, for a text-mismatch warning."""
+    if text.startswith(BOM):
+        return " (the .txt starts with a byte-order mark, which brat counts as character 0)"
+    if "\r\n" in text:
+        return " (the .txt has CRLF line endings, which brat counts as two characters)"
+    return ""
 
 
 def read_text(path: Path) -> str:
@@ -101,6 +114,8 @@ def read_text(path: Path) -> str:
 
 def find_documents(folder: Path, strict: bool = False) -> list[tuple[Path, Path]]:
     """(txt, ann) pairs of a folder, sorted by document id."""
+    if not folder.is_dir():
+        raise BratFormatError(f"{folder}: no such folder")
     txt_ids = {path.stem for path in folder.glob("*.txt")}
     ann_ids = {path.stem for path in folder.glob("*.ann")}
     for document_id in sorted(ann_ids - txt_ids):
@@ -119,6 +134,8 @@ def _parse_entity(line: str, where: str, text_length: int) -> Entity:
     if len(fields) != 3 or " " not in fields[1]:
         raise BratFormatError(f"{where}: expected 'ID<TAB>TYPE START END[;START END...]<TAB>TEXT', got {line[:80]!r}")
     entity_id, (entity_type, offsets), text = fields[0], fields[1].split(" ", 1), fields[2]
+    if not entity_type:
+        raise BratFormatError(f"{where}: entity {entity_id} has no type: {line[:80]!r}")
     if not _OFFSETS.match(offsets):
         raise BratFormatError(f"{where}: malformed offsets {offsets!r}")
     fragments = sorted(tuple(map(int, pair.split())) for pair in offsets.split(";"))

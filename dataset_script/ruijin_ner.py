@@ -27,11 +27,13 @@ source document (``123_1``, ``123_2`` ...) stay together and a document's split 
 are added; ``split_by="document"`` hashes the whole id. Some but not all split folders is an error.
 
 Label set: the 15 Ruijin types when the corpus uses no others; else an ``annotation.conf`` ([entities]) beside
-the data; else the sorted types found in all splits (``entity_types=`` overrides).
+the data; else the sorted types found in all splits, with a warning that names the types outside the Ruijin set
+and where each first occurs (``entity_types=`` overrides).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
@@ -201,8 +203,8 @@ def window_examples(document: Document, max_chars: int) -> tuple[list[dict], lis
     tags, not_encoded = spans_to_bio(len(document.text), spans)
     encoded = Counter(spans) - Counter(not_encoded)
     windows = split_into_windows(document.text, max_chars, [(start, end) for _, start, end in encoded])
-    cut = [entity_type for entity_type, start, end in encoded
-           if any(start < window_start < end for window_start, _ in windows)]
+    window_starts = [window_start for window_start, _ in windows]
+    cut = [entity_type for entity_type, start, end in encoded if _starts_inside(window_starts, start, end)]
     examples = []
     for index, (start, end) in enumerate(windows):
         window_tags = tags[start:end]
@@ -211,6 +213,13 @@ def window_examples(document: Document, max_chars: int) -> tuple[list[dict], lis
         examples.append({"id": f"{document.document_id}-{index}", "document_id": document.document_id,
                          "offset": start, "tokens": list(document.text[start:end]), "ner_tags": window_tags})
     return examples, not_encoded, cut
+
+
+def _starts_inside(sorted_starts: list[int], start: int, end: int) -> bool:
+    """Whether one of the sorted window starts falls strictly inside ``start..end`` (binary search: a long
+    document has thousands of windows and entities)."""
+    after = bisect.bisect_right(sorted_starts, start)
+    return after < len(sorted_starts) and sorted_starts[after] < end
 
 
 def split_corpus(data_dir: Path, config: BratNerConfig) -> dict[str, list[tuple[Path, Path]]]:
@@ -229,13 +238,14 @@ def split_folders(data_dir: Path) -> dict[str, Path] | None:
     when it has none of them or ``train/`` alone (that corpus is split by hash). Anything in between is an
     error rather than a guess: a ``test/`` that silently went unused would be worse."""
     present = [name for name in ("train", "validation", "dev", "test") if (data_dir / name).is_dir()]
+    if present and (any(data_dir.glob("*.txt")) or any(data_dir.glob("*.ann"))):
+        raise BratFormatError(f"{data_dir}: has both split folders {present} and .txt/.ann files; which are the "
+                              "corpus?")
     if present in ([], ["train"]):
         return None
     if present not in (["train", "validation", "test"], ["train", "dev", "test"]):
         raise BratFormatError(f"{data_dir}: has split folders {present}; give train/, validation/ (or dev/) and "
                               "test/, or train/ alone or a folder of .txt/.ann files to be split by hash")
-    if any(data_dir.glob("*.txt")) or any(data_dir.glob("*.ann")):
-        raise BratFormatError(f"{data_dir}: has both split folders and .txt/.ann files; which are the corpus?")
     return {datasets.Split.TRAIN: data_dir / "train", datasets.Split.VALIDATION: data_dir / present[1],
             datasets.Split.TEST: data_dir / "test"}
 
@@ -272,8 +282,9 @@ def hash_split(document_id: str, fractions=(0.8, 0.1, 0.1), split_by: str = "gro
 
 def corpus_entity_types(data_dir: Path, documents: list[Document], requested=None) -> tuple[str, ...]:
     """The label set: ``requested`` if given; else the Ruijin types when the corpus uses no others; else the
-    [entities] of an ``annotation.conf`` beside the data; else the sorted types found in all splits. A type in
-    the data but not in the label set is an error naming both."""
+    [entities] of an ``annotation.conf`` beside the data; else the sorted types found in all splits, with a
+    warning (a misspelt type would otherwise pass unnoticed). A type in the data but not in the label set is an
+    error naming both."""
     found = {entity.type for document in documents for entity in document.entities}
     found |= {entity_type for document in documents for _, entity_type in document.rejected}
     if requested is not None:
@@ -284,10 +295,27 @@ def corpus_entity_types(data_dir: Path, documents: list[Document], requested=Non
         conf = next((folder / "annotation.conf" for folder in (data_dir, *document_folders(data_dir))
                      if (folder / "annotation.conf").is_file()), None)
         types, source = (annotation_conf_types(conf), str(conf)) if conf else (tuple(sorted(found)), "")
+        if not conf:
+            _warn_found_types(data_dir, documents, found)
     missing = found - set(types)
     if missing:
         raise BratFormatError(f"{data_dir}: entity types {sorted(missing)} are not in {source} {list(types)}")
     return types
+
+
+def _warn_found_types(data_dir: Path, documents: list[Document], found: set[str]) -> None:
+    """The label set comes from the data: say so, naming where each non-Ruijin type first occurs, so that a
+    misspelt type (``Diseas``) does not silently become a class of its own."""
+    first_seen = {}
+    for document in documents:
+        for entity_type in [entity.type for entity in document.entities] + [t for _, t in document.rejected]:
+            first_seen.setdefault(entity_type, document.document_id)
+    others = ", ".join(f"{entity_type} (first in {first_seen[entity_type]})"
+                       for entity_type in sorted(found - set(RUIJIN_ENTITY_TYPES)))
+    logger.warning("%s: the label set is the %d entity types found in the data, since it uses types that are not "
+                   "Ruijin types: %s. If they are misspelt, correct the .ann files; otherwise put an "
+                   "annotation.conf beside the data or give entity_types= to fix the label set.",
+                   data_dir, len(found), others)
 
 
 def annotation_conf_types(conf_path: Path) -> tuple[str, ...]:

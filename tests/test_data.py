@@ -11,7 +11,14 @@ from transformers import AutoTokenizer
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError
-from modeling_bert_bilstm_crf import WHITESPACE_TOKEN, CharacterEncoder, bio_to_spans, spans_to_bio, split_into_windows
+from modeling_bert_bilstm_crf import (
+    WHITESPACE_TOKEN,
+    CharacterEncoder,
+    bio_to_spans,
+    is_blank,
+    spans_to_bio,
+    split_into_windows,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -125,6 +132,7 @@ def small_tokenizer(tmp_path):
 def test_character_tokens_follow_the_documented_fallbacks(small_tokenizer):
     encoder = CharacterEncoder(small_tokenizer)
     assert [encoder.token(ch) for ch in " \n\t\r\u3000\xa0"] == [WHITESPACE_TOKEN] * 6
+    assert [encoder.token(ch) for ch in "\ufeff\u200b\u200d\u2060\xad"] == [WHITESPACE_TOKEN] * 5  # Cf: invisible
     assert [encoder.token(ch) for ch in "糖HbA1c"] == ["糖", "h", "b", "a", "1", "c"]
     assert encoder.token("Ａ") == "ａ"  # its lower case is in the vocabulary
     assert encoder.token("Ｈ") == "h"  # NFKC (full width -> ASCII), lower-cased
@@ -206,10 +214,16 @@ def test_offset_beyond_text_names_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("line", ["T1\tDisease 0\t糖", "T1 Disease 0 3 糖尿病", "T1\tDisease 0 x\t糖", "X1\tfoo",
-                                  "T1\tDisease 3 1\t糖"])
+                                  "T1\tDisease 3 1\t糖", "T1\t 0 3\t糖尿病", "T1\tDisease \u0660 \u0663\t糖尿病"])
 def test_malformed_lines_name_file_and_line(tmp_path, line):
     folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", f"#1\tnote\n{line}\n")})
     with pytest.raises(BratFormatError, match=r"a\.ann:2: "):
+        load(folder)
+
+
+def test_entity_id_used_twice_names_both_lines(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\nT1\tDisease 1 3\t尿病\n")})
+    with pytest.raises(BratFormatError, match=r"a\.ann:2: entity id T1 is already used on line 1"):
         load(folder)
 
 
@@ -274,6 +288,15 @@ def test_offsets_counted_without_the_bom_are_reported_not_shifted(tmp_path, capl
     assert set(corpus["train"][0]["ner_tags"]) == {0}  # all O: no tag lands one character off
 
 
+def test_offsets_counted_with_lf_line_endings_are_reported_with_a_crlf_hint(tmp_path, caplog):
+    text = "患者\r\n有糖尿病"
+    folder = write_corpus(tmp_path / "c", {"a": (text, "T1\tDisease 4 7\t糖尿病\n")})  # 4 = \r\n counted once
+    with caplog.at_level(logging.WARNING):
+        _, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "CRLF line endings, which brat counts as two characters" in caplog.text
+    assert stats.dropped == {("text_mismatch", "Disease"): 1}
+
+
 def test_ann_with_bom_crlf_and_a_tab_inside_an_entity(tmp_path):
     text = "血糖\t7.0 mmol/L"
     ann = "\ufeffT1\tTest 0 2\t血糖\r\nT2\tTest_Value 0 13\t血糖\t7.0 mmol/L\r\n"
@@ -313,6 +336,17 @@ def test_other_types_non_entity_lines_and_annotation_conf(tmp_path):
     assert corpus["train"].features["ner_tags"].feature.names[1::2] == ["B-Chemical", "B-Gene", "B-Protein"]
 
 
+def test_types_outside_the_ruijin_set_are_named_in_a_warning(tmp_path, caplog):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n"),
+                                           "b": ("糖尿病", "T1\tDiseas 0 3\t糖尿病\n")})
+    with caplog.at_level(logging.WARNING):
+        corpus, _ = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "the label set is the 2 entity types found in the data" in caplog.text
+    assert "Diseas (first in b)" in caplog.text
+    assert corpus["train"].features["ner_tags"].feature.names == ["O", "B-Diseas", "I-Diseas", "B-Disease",
+                                                                  "I-Disease"]
+
+
 def test_annotation_conf_without_a_type_of_the_data_is_an_error(tmp_path):
     folder = write_corpus(tmp_path / "c", {"a": ("BR CA", "T1\tGene 0 2\tBR\nT2\tProtein 3 5\tCA\n")})
     (folder / "annotation.conf").write_text("[entities]\nGene\n", encoding="utf-8")
@@ -340,6 +374,21 @@ def test_only_train_folder_is_the_corpus_and_partial_split_folders_are_an_error(
     write_corpus(tmp_path / "c" / "test", {"t": ("糖", "")})
     with pytest.raises(BratFormatError, match=r"has split folders \['train', 'test'\]"):
         load(tmp_path / "c")
+
+
+@pytest.mark.parametrize("split_folder", ["train", "test"])
+def test_split_folders_beside_documents_are_an_error(tmp_path, split_folder):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n")})
+    write_corpus(folder / split_folder, {"b": ("糖尿病", "")})
+    with pytest.raises(BratFormatError, match=rf"has both split folders \['{split_folder}'\] and \.txt/\.ann files"):
+        load(folder)
+
+
+def test_missing_folder_is_an_error_naming_it(tmp_path):
+    with pytest.raises(BratFormatError, match=r"nowhere: no such folder"):
+        load(tmp_path / "nowhere")
+    with pytest.raises(BratFormatError, match=r"nowhere: no such folder"):
+        ruijin_ner.read_corpus_documents(tmp_path / "nowhere")
 
 
 def test_hash_split_is_stable_keeps_groups_together_and_is_configurable():
@@ -423,7 +472,7 @@ def test_real_vocabulary_leaves_few_unknown_characters_and_one_position_each(rea
             ids = encoder.ids(tokens)
             assert len(ids) == len(tokens)
             for character, token_id in zip(tokens, ids):
-                if character.isspace():
+                if is_blank(character):
                     assert token_id == whitespace_id
                 else:
                     characters += 1

@@ -16,7 +16,7 @@ import predict
 import push_to_hub
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_document
-from modeling_bert_bilstm_crf import bio_to_spans, spans_to_bio
+from modeling_bert_bilstm_crf import bio_to_spans, is_blank, spans_to_bio
 
 SAMPLE = REPO / "data" / "sample"
 REAL_CORPUS = REPO.parent / "shared" / "data" / "ruijin_round1" / "train"
@@ -120,6 +120,23 @@ def test_pipeline_scores_are_crf_marginals_and_windows_join(trained_model):
     characters = ner("二甲双胍片", aggregation_strategy="none")
     assert all(0 < c["score"] <= 1 and c["entity"][:2] in ("B-", "I-") for c in characters)
     assert ner("") == []
+    with pytest.raises(ValueError, match="window_chars must be between 1 and"):
+        ner(text, window_chars=ner.model.config.max_position_embeddings - 1)
+
+
+def test_invisible_characters_are_fed_as_blanks_and_never_edge_an_entity(trained_model):
+    from transformers import pipeline
+
+    model_dir, _ = trained_model
+    ner = pipeline("token-classification", model=str(model_dir), trust_remote_code=True, device="cpu")
+    text = (SAMPLE / "01.txt").read_text(encoding="utf-8")
+    # A byte-order mark (character 0, as brat counts it) and a zero-width space: the model sees what it would see
+    # for spaces, so the entities are the same, and none starts or ends with an invisible character.
+    invisible = ner("\ufeff" + text.replace("。", "。\u200b"))
+    spaced = ner(" " + text.replace("。", "。 "))
+    assert invisible and [(e["entity_group"], e["start"], e["end"]) for e in invisible] == [
+        (e["entity_group"], e["start"], e["end"]) for e in spaced]
+    assert all(not is_blank(e["word"][0]) and not is_blank(e["word"][-1]) for e in invisible)
 
 
 def test_predict_reads_standard_input_and_prints_json(trained_model):
@@ -132,13 +149,50 @@ def test_predict_reads_standard_input_and_prints_json(trained_model):
     assert all({"entity_group", "score", "word", "start", "end"} <= entity.keys() for entity in entities)
 
 
+def test_predict_keeps_crlf_offsets_of_an_input_file(trained_model, tmp_path):
+    model_dir, _ = trained_model
+    text = (SAMPLE / "01.txt").read_text(encoding="utf-8").replace("\n", "\r\n")
+    (tmp_path / "crlf.txt").write_bytes(text.encode("utf-8"))
+    completed = run_script(["predict.py", "--model_name_or_path", str(model_dir), "--input_file",
+                            str(tmp_path / "crlf.txt")])
+    entities = json.loads(completed.stdout)
+    assert entities and all(text[e["start"] : e["end"]] == e["word"] for e in entities)
+
+
+def run_predict_expecting_failure(model_dir, *arguments, stdin=None):
+    completed = subprocess.run([sys.executable, "predict.py", "--model_name_or_path", str(model_dir), *arguments],
+                               input=stdin, capture_output=True, cwd=REPO, timeout=300)
+    stderr = completed.stderr.decode("utf-8")
+    assert completed.returncode != 0 and "Traceback" not in stderr, stderr[-2000:]
+    return stderr
+
+
 def test_predict_reports_bad_input(tmp_path, trained_model):
     model_dir, _ = trained_model
-    (tmp_path / "a.txt").write_bytes("糖尿病".encode("gbk"))
-    completed = subprocess.run(
-        [sys.executable, "predict.py", "--model_name_or_path", str(model_dir), "--input_dir", str(tmp_path),
-         "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert completed.returncode != 0 and f"{tmp_path / 'a.txt'} is not UTF-8" in completed.stderr
+    (tmp_path / "gbk").mkdir()
+    (tmp_path / "gbk" / "a.txt").write_bytes("糖尿病".encode("gbk"))
+    stderr = run_predict_expecting_failure(model_dir, "--input_dir", str(tmp_path / "gbk"))
+    assert f"{tmp_path / 'gbk' / 'a.txt'}: not UTF-8" in stderr
+    stderr = run_predict_expecting_failure(model_dir, "--input_file", str(tmp_path / "gbk" / "a.txt"))
+    assert f"{tmp_path / 'gbk' / 'a.txt'}: not UTF-8" in stderr
+    assert "standard input: not UTF-8" in run_predict_expecting_failure(
+        model_dir, "--input_file", "-", stdin="糖尿病".encode("gbk"))
+    assert f"{tmp_path / 'nowhere'}: no such folder" in run_predict_expecting_failure(
+        model_dir, "--input_dir", str(tmp_path / "nowhere"))
+    assert "invalid choice: 'dev'" in run_predict_expecting_failure(
+        model_dir, "--data_dir", "data/sample", "--split", "dev")
+
+
+def test_predict_refuses_gold_with_another_text(tmp_path, trained_model):
+    model_dir, _ = trained_model
+    (tmp_path / "in").mkdir()
+    text = (SAMPLE / "01.txt").read_text(encoding="utf-8")
+    (tmp_path / "in" / "01.txt").write_bytes(text.replace("\n", "\r\n").encode("utf-8"))
+    stderr = run_predict_expecting_failure(model_dir, "--input_dir", str(tmp_path / "in"), "--gold_dir", str(SAMPLE))
+    assert "the gold .txt of 01 differs from the text to tag" in stderr
+    stderr = run_predict_expecting_failure(model_dir, "--input_dir", str(tmp_path / "in"),
+                                           "--gold_dir", str(tmp_path / "nowhere"))
+    assert f"{tmp_path / 'nowhere'}: no such folder" in stderr
 
 
 # ----- the Hub -----

@@ -102,6 +102,20 @@ def test_accelerate_launch_runs_the_same_script(tmp_path):
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "test_report.json").is_file()
 
 
+def test_a_split_without_text_is_refused_before_training(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("01.txt", "01.ann"):  # one document: the hash split leaves validation and test empty
+        shutil.copy(REPO / "data" / "sample" / name, corpus / name)
+    arguments = small_training(tmp_path / "model")
+    arguments[arguments.index("data/sample")] = str(corpus)
+    completed = subprocess.run([sys.executable, *arguments], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+    assert re.search(r"the (validation and test|train and validation|train and test) splits have no text",
+                     completed.stderr), completed.stderr[-2000:]
+    assert not (tmp_path / "model").exists()
+
+
 def test_masked_positions_head_gives_the_stock_masked_lm_loss():
     import torch
     from transformers import BertConfig, BertForMaskedLM
