@@ -167,7 +167,7 @@ def main():
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         write_report(metric.last_report, output_dir / "test_report")
-        write_corpus_summary(corpus_stats, data_args, output_dir / "corpus.json")
+        write_corpus_summary(corpus_stats, data_args, model_args, output_dir / "corpus.json")
         plot_training(trainer.state.log_history, metric.last_report, output_dir)
         print((output_dir / "test_report.md").read_text(encoding="utf-8"))
 
@@ -307,8 +307,8 @@ def training_figures(metrics, epochs, train_set):
     return figures
 
 
-def write_corpus_summary(stats, data_args, path):
-    """What the model was trained and tested on, for the model card."""
+def write_corpus_summary(stats, data_args, model_args, path):
+    """What the model was trained and tested on, and the encoder it started from, for the model card."""
     split_folders = ruijin_ner.split_folders(Path(data_args.data_dir))
     corpus_summary = {
         "data_dir": data_args.data_dir,
@@ -319,6 +319,7 @@ def write_corpus_summary(stats, data_args, path):
                    for split in ("train", "validation", "test")},
         "entities_read": stats.entities_read,
         "entities_encoded": stats.entities_encoded,
+        "encoder": {"model_name_or_path": model_args.model_name_or_path, "encoder_config": model_args.encoder_config},
     }
     path.write_text(json.dumps(corpus_summary, indent=2), encoding="utf-8")
 

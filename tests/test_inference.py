@@ -1,6 +1,7 @@
 """Inference and publishing: predict.py -> brat, the model's pipeline, push_to_hub.py (dry run and upload calls)."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,15 @@ def test_predict_reads_standard_input_and_prints_json(trained_model):
     assert all({"entity_group", "score", "word", "start", "end"} <= entity.keys() for entity in entities)
 
 
+def test_readme_python_examples_run_as_written(trained_model):
+    model_dir, _ = trained_model
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Use a trained model", 1)[1].split("\n## ", 1)[0]
+    code = "".join(re.findall(r"```python\n(.*?)```", section, re.S)).replace("outputs/quickstart", str(model_dir))
+    completed = run_script(["-c", code + "\nprint(len(tags), type(model).__name__)"])
+    assert completed.stdout.split()[-2:] == [str(len("2 型糖尿病患者口服二甲双胍")), "BertBiLstmCrfForTokenClassification"]
+
+
 def test_predict_keeps_crlf_offsets_of_an_input_file(trained_model, tmp_path):
     model_dir, _ = trained_model
     text = (SAMPLE / "01.txt").read_text(encoding="utf-8").replace("\n", "\r\n")
@@ -233,40 +243,95 @@ def test_model_card_metadata_matches_the_training_results(hub_folder):
 
 def test_dry_run_folder_loads_and_runs_in_a_fresh_process(hub_folder, tmp_path):
     _, folder = hub_folder
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    # The card's own code blocks, as written, with the repository id pointing at the folder.
+    card_code = "".join(re.findall(r"```python\n(.*?)```", card, re.S)).replace("someone/chinese-medical-ner",
+                                                                               str(folder))
     script = f"""
 import json
-from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+{card_code}
 model = AutoModelForTokenClassification.from_pretrained({str(folder)!r}, trust_remote_code=True)
 tokenizer = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
-ner = pipeline("token-classification", model={str(folder)!r}, trust_remote_code=True,
-               aggregation_strategy="simple")
-card = open({str(folder / "README.md")!r}, encoding="utf-8").read()
-widgets = [line.split("text: ", 1)[1] for line in card.splitlines() if line.startswith("- text: ")]
-print(json.dumps({{"model": type(model).__name__, "tokenizer": len(tokenizer),
+widgets = [line.split("text: ", 1)[1] for line in {card!r}.splitlines() if line.startswith("- text: ")]
+print(json.dumps({{"model": type(model).__name__, "tokenizer": len(tokenizer), "tags": len(tags),
                   "results": [ner(text) for text in widgets]}}, ensure_ascii=False))
 """
     completed = run_script(["-c", script], cwd=tmp_path)  # the repository is not importable from here
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["model"] == "BertBiLstmCrfForTokenClassification" and result["tokenizer"] > 100
+    assert result["tags"] == len(push_to_hub.WIDGET_EXAMPLES[1])  # one tag per character
     assert len(result["results"]) == len(push_to_hub.WIDGET_EXAMPLES)
+    for text, entities in zip(push_to_hub.WIDGET_EXAMPLES, result["results"]):
+        assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
 
 
-def test_upload_creates_the_repository_and_uploads_the_folder(trained_model, monkeypatch):
+def test_model_card_names_the_corpus_encoder_and_test_support(hub_folder):
+    model_dir, folder = hub_folder
+    card = ModelCard.load(folder / "README.md")
+    corpus = json.loads((model_dir / "corpus.json").read_text(encoding="utf-8"))
+    report = json.loads((model_dir / "test_report.json").read_text(encoding="utf-8"))
+    assert corpus["data_dir"] == "data/sample" and corpus["encoder"]["encoder_config"]
+    assert card.data.to_dict()["model-index"][0]["results"][0]["dataset"]["name"] == "data/sample"
+    assert "trained on the brat corpus `data/sample`" in card.text
+    assert f"over the {report['micro avg']['support']} entities of the test split (1 documents)" in card.text
+    assert "trained from random weights" in card.text and "base_model" not in card.data.to_dict()
+
+
+class RecordingApi(HfApi):
+    """The Hub client with its network calls recorded instead of made."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, folder_path, repo_id, **kwargs):
+        self.calls.append(("upload_folder", repo_id, sorted(path.name for path in Path(folder_path).iterdir()),
+                           kwargs.get("delete_patterns")))
+
+
+def test_upload_creates_the_repository_and_uploads_the_folder(trained_model):
     model_dir, _ = trained_model
-    calls = []
-
-    class RecordingApi(HfApi):
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, folder_path, repo_id, **kwargs):
-            calls.append(("upload_folder", repo_id, sorted(path.name for path in Path(folder_path).iterdir())))
-
+    api = RecordingApi()
     arguments = push_to_hub.PushArguments(model_dir=str(model_dir), repo_id="someone/ner", private=True)
-    push_to_hub.push(arguments, RecordingApi())
-    assert calls[0] == ("create_repo", "someone/ner", {"private": True, "exist_ok": True})
-    assert calls[1][:2] == ("upload_folder", "someone/ner") and "model.safetensors" in calls[1][2]
-    assert "README.md" in calls[1][2]
+    push_to_hub.push(arguments, api)
+    assert api.calls[0] == ("create_repo", "someone/ner", {"private": True, "exist_ok": True})
+    assert api.calls[1][:2] == ("upload_folder", "someone/ner") and "model.safetensors" in api.calls[1][2]
+    assert "README.md" in api.calls[1][2] and api.calls[1][3] == "*"  # stale files of earlier uploads go
+
+
+def test_push_refuses_bad_arguments_before_uploading(trained_model, tmp_path):
+    model_dir, _ = trained_model
+    api = RecordingApi()
+    (tmp_path / "no-tokenizer").mkdir()
+    for path in model_dir.iterdir():
+        if path.is_file() and not path.name.startswith(("tokenizer", "vocab")):
+            shutil.copy(path, tmp_path / "no-tokenizer" / path.name)
+    cases = [({"repo_id": "not a/valid id"}, "Repo id must"),
+             ({"model_dir": str(tmp_path / "nowhere")}, "no such folder"),
+             ({"model_dir": str(tmp_path / "no-tokenizer")}, "lacks tokenizer_config.json, tokenizer.json or vocab.txt")]
+    for changes, message in cases:
+        arguments = push_to_hub.PushArguments(**{"model_dir": str(model_dir), "repo_id": "someone/ner", **changes})
+        with pytest.raises(SystemExit, match=message):
+            push_to_hub.push(arguments, api)
+    assert api.calls == []
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / "pytorch_model.bin").write_bytes(b"")
+    completed = subprocess.run([sys.executable, "push_to_hub.py", "--model_dir", str(model_dir), "--repo_id",
+                                "someone/ner", "--dry_run", str(tmp_path / "stale")],
+                               capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert completed.returncode != 0 and "is not empty" in completed.stderr
+
+
+def test_dataset_is_prepared_as_the_model_was_trained(trained_model):
+    model_dir, _ = trained_model
+    arguments = push_to_hub.PushArguments(model_dir=str(model_dir), repo_id="someone/ner",
+                                          dataset_repo_id="someone/corpus")
+    assert push_to_hub.prepared_dataset_arguments(model_dir, arguments) == {"data_dir": "data/sample",
+                                                                           "max_chars": 62}
 
 
 def test_predict_scores_a_split_of_a_corpus(trained_model, tmp_path):

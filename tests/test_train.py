@@ -158,12 +158,14 @@ def test_ten_minute_gpu_run_script_runs_small(tmp_path):
     report = json.loads((tmp_path / "out" / "ner" / "test_report.json").read_text(encoding="utf-8"))
     assert {"micro avg", "macro avg"} <= set(report)
 
-    # Each phase trained for its 3 s and stopped there, far short of its upper bound of epochs.
+    # Each phase trained for its 3 s and stopped there, far short of its upper bound of epochs. The loop ends
+    # with the step (and, fine-tuning, the evaluation) in progress at the deadline, which a busy machine
+    # stretches: hence the slack above 3 s.
     pretraining = json.loads((tmp_path / "report" / "mlm_results.json").read_text(encoding="utf-8"))
     fine_tuning = json.loads((tmp_path / "report" / "all_results.json").read_text(encoding="utf-8"))
     for results, epoch_bound in ((pretraining, 1000), (fine_tuning, 100)):
-        assert 3.0 <= results["train_runtime"] < 6.0
-        assert 1 < results["epoch"] < epoch_bound
+        assert 3.0 <= results["train_runtime"] < 20.0
+        assert 1 < results["epoch"] < epoch_bound / 4
     # The report folder holds the run's log and results without the weights.
     assert sorted(path.name for path in (tmp_path / "report").iterdir()) == [
         "all_results.json", "corpus.json", "mlm_results.json", "run.log", "test_f1_per_type.png",
