@@ -165,7 +165,7 @@ def test_ten_minute_gpu_run_script_runs_small(tmp_path):
     fine_tuning = json.loads((tmp_path / "report" / "all_results.json").read_text(encoding="utf-8"))
     for results, epoch_bound in ((pretraining, 1000), (fine_tuning, 100)):
         assert 3.0 <= results["train_runtime"] < 20.0
-        assert 1 < results["epoch"] < epoch_bound / 4
+        assert 0 < results["epoch"] < epoch_bound / 4
     # The report folder holds the run's log and results without the weights.
     assert sorted(path.name for path in (tmp_path / "report").iterdir()) == [
         "all_results.json", "corpus.json", "mlm_results.json", "run.log", "test_f1_per_type.png",
