@@ -27,8 +27,8 @@ from dataset_script import ruijin_ner
 from ner_evaluation import report_to_markdown
 
 # What from_pretrained, AutoTokenizer and the card need; checkpoints, optimizer states and pickles stay home.
-REQUIRED_FILES = ("model.safetensors", "config.json", "modeling_bert_bilstm_crf.py", "tokenizer_config.json",
-                  "test_report.json")
+MODEL_FILES = ("model.safetensors", "config.json", "modeling_bert_bilstm_crf.py", "tokenizer_config.json")
+REQUIRED_FILES = (*MODEL_FILES, "test_report.json")  # the card's results
 TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt")  # at least one
 OPTIONAL_FILES = ("special_tokens_map.json", "training_curves.png", "test_f1_per_type.png")
 WIDGET_EXAMPLES = (
@@ -105,7 +105,7 @@ def build_repository(model_dir: Path, folder: Path, args) -> None:
     if missing:
         raise SystemExit(f"push_to_hub.py: {model_dir} lacks {', '.join(missing)}: is it a train.py output folder?")
     folder.mkdir(parents=True, exist_ok=True)
-    for name in REQUIRED_FILES[:-1] + TOKENIZER_VOCABULARIES + OPTIONAL_FILES:
+    for name in MODEL_FILES + TOKENIZER_VOCABULARIES + OPTIONAL_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, folder / name)
     model_card(model_dir, args).save(folder / "README.md")
@@ -161,7 +161,8 @@ def _card_text(args, config: dict, report: dict, corpus: dict | None, dataset_na
     types = sorted({label[2:] for label in config["id2label"].values() if label != "O"})
     type_rows = "\n".join(f"| {name} | {ruijin_ner.RUIJIN_TYPE_NAMES_ZH.get(name, '')} |" for name in types)
     micro, macro = report["micro avg"]["f1-score"], report["macro avg"]["f1-score"]
-    test_documents = f" ({corpus['splits']['test']['documents']} documents)" if corpus else ""
+    documents = corpus["splits"]["test"]["documents"] if corpus else None
+    test_documents = f" ({documents} document{'s' * (documents != 1)})" if corpus else ""
     images = "\n".join(f"![{title}]({name})" for name, title in (("training_curves.png", "Training curves"),
                                                                  ("test_f1_per_type.png", "Test F1 per type"))
                        if (Path(args.model_dir) / name).is_file())

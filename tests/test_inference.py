@@ -274,7 +274,7 @@ def test_model_card_names_the_corpus_encoder_and_test_support(hub_folder):
     assert corpus["data_dir"] == "data/sample" and corpus["encoder"]["encoder_config"]
     assert card.data.to_dict()["model-index"][0]["results"][0]["dataset"]["name"] == "data/sample"
     assert "trained on the brat corpus `data/sample`" in card.text
-    assert f"over the {report['micro avg']['support']} entities of the test split (1 documents)" in card.text
+    assert f"over the {report['micro avg']['support']} entities of the test split (1 document)" in card.text
     assert "trained from random weights" in card.text and "base_model" not in card.data.to_dict()
 
 
