@@ -19,6 +19,7 @@ entity text differs from the .txt            warning; entity not used (reason ``
 fragments separated by more than whitespace  warning; entity not used (reason ``gap_with_text``)
 .txt without .ann                            warning; document not used: an unannotated text read as
                                              all ``O`` would teach the model that its entities are none
+hidden files (``.name.txt``)                 not documents (editor and macOS ``._name.txt`` side files)
 R, E, A, M, N, # and * lines                 skipped and counted, no warning
 ==========================================  ======================================================
 """
@@ -116,8 +117,8 @@ def find_documents(folder: Path, strict: bool = False) -> list[tuple[Path, Path]
     """(txt, ann) pairs of a folder, sorted by document id."""
     if not folder.is_dir():
         raise BratFormatError(f"{folder}: no such folder")
-    txt_ids = {path.stem for path in folder.glob("*.txt")}
-    ann_ids = {path.stem for path in folder.glob("*.ann")}
+    txt_ids = {path.stem for path in files_with_suffix(folder, ".txt")}
+    ann_ids = {path.stem for path in files_with_suffix(folder, ".ann")}
     for document_id in sorted(ann_ids - txt_ids):
         raise BratFormatError(f"{folder / (document_id + '.ann')}: no matching {document_id}.txt")
     for txt_path in texts_without_annotations(folder):
@@ -126,7 +127,13 @@ def find_documents(folder: Path, strict: bool = False) -> list[tuple[Path, Path]
 
 
 def texts_without_annotations(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.glob("*.txt") if not path.with_suffix(".ann").exists())
+    return [path for path in files_with_suffix(folder, ".txt") if not path.with_suffix(".ann").exists()]
+
+
+def files_with_suffix(folder: Path, suffix: str) -> list[Path]:
+    """The folder's files ending in ``suffix``, sorted, without hidden ones: copies made on macOS carry
+    ``._name.txt`` side files (not text), and editors leave ``.name.txt`` ones; brat lists neither."""
+    return sorted(path for path in folder.glob(f"*{suffix}") if not path.name.startswith("."))
 
 
 def _parse_entity(line: str, where: str, text_length: int) -> Entity:

@@ -47,7 +47,15 @@ import datasets
 import modeling_bert_bilstm_crf
 from modeling_bert_bilstm_crf import spans_to_bio, split_into_windows
 
-from .brat import BratFormatError, Document, find_documents, read_document, read_text, texts_without_annotations
+from .brat import (
+    BratFormatError,
+    Document,
+    files_with_suffix,
+    find_documents,
+    read_document,
+    read_text,
+    texts_without_annotations,
+)
 from .brat import logger as brat_logger
 
 logger = logging.getLogger(__name__)
@@ -238,7 +246,7 @@ def split_folders(data_dir: Path) -> dict[str, Path] | None:
     when it has none of them or ``train/`` alone (that corpus is split by hash). Anything in between is an
     error rather than a guess: a ``test/`` that silently went unused would be worse."""
     present = [name for name in ("train", "validation", "dev", "test") if (data_dir / name).is_dir()]
-    if present and (any(data_dir.glob("*.txt")) or any(data_dir.glob("*.ann"))):
+    if present and (files_with_suffix(data_dir, ".txt") or files_with_suffix(data_dir, ".ann")):
         raise BratFormatError(f"{data_dir}: has both split folders {present} and .txt/.ann files; which are the "
                               "corpus?")
     if present in ([], ["train"]):
@@ -255,7 +263,7 @@ def corpus_folder(data_dir: Path) -> Path:
     ``ruijin_round1/``, whose other folder, ``unlabeled/``, holds texts without annotations)."""
     if not data_dir.is_dir():
         raise BratFormatError(f"{data_dir}: no such folder")
-    if any(data_dir.glob("*.txt")) or any(data_dir.glob("*.ann")):
+    if files_with_suffix(data_dir, ".txt") or files_with_suffix(data_dir, ".ann"):
         return data_dir
     if (data_dir / "train").is_dir():
         return data_dir / "train"

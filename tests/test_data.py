@@ -258,6 +258,14 @@ def test_ann_without_txt_is_an_error_and_txt_without_ann_a_warning(tmp_path, cap
         load(folder, strict=True)
 
 
+def test_hidden_files_are_not_documents(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n"), ".b": ("糖", "")})
+    (folder / "._a.txt").write_bytes(b"\x00\x05\x16\x07\xff")  # a macOS side file: not text
+    (folder / "._a.ann").write_bytes(b"\x00\x05\x16\x07\xff")
+    corpus, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert list(corpus["train"]["document_id"]) == ["a"] and stats.documents == {"train": 1}
+
+
 def test_non_utf8_file_is_an_error_naming_it(tmp_path):
     folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n")}, encoding="gbk")
     with pytest.raises(BratFormatError, match=r"a\.(txt|ann): not UTF-8"):
