@@ -30,7 +30,7 @@ from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, files_with_suffix, read_text
 from ner_evaluation import report_to_markdown, score_entities, write_report
 
-SPLIT_NAMES = ("train", "validation", "test")
+SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))
 
 
 @dataclass
@@ -102,8 +102,6 @@ def load_tagger(args):
 
 def read_texts(input_dir: Path) -> dict[str, str]:
     """Documents by id (file stem), read as brat counts their characters (``read_text``: UTF-8, \\r\\n kept)."""
-    if not input_dir.is_dir():
-        sys.exit(f"predict.py: {input_dir}: no such folder")
     paths = files_with_suffix(input_dir, ".txt")
     if not paths:
         sys.exit(f"predict.py: no .txt files in {input_dir}")

@@ -36,7 +36,7 @@ from transformers import (
 from transformers.modeling_outputs import MaskedLMOutput
 
 from dataset_script import ruijin_ner
-from dataset_script.brat import BratFormatError, files_with_suffix, read_text
+from dataset_script.brat import files_with_suffix, read_text
 from modeling_bert_bilstm_crf import CharacterEncoder, split_into_windows
 from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments
 
@@ -150,8 +150,6 @@ def pretraining_texts(args) -> list[str]:
     """The training split's documents of --data_dir and the .txt files of --extra_text_dirs."""
     texts = list(ruijin_ner.load(args.data_dir, name="brat")["train"]["text"])
     for folder in map(Path, args.extra_text_dirs):
-        if not folder.is_dir():
-            raise BratFormatError(f"{folder}: no such folder")
         texts += [read_text(path) for path in files_with_suffix(folder, ".txt")]
     return [text for text in texts if text]
 

@@ -174,7 +174,7 @@ def main():
 
 def check_splits_have_text(stats, data_dir):
     """Training, validation and the test report each need text; say so before training rather than after."""
-    empty = [split for split in ("train", "validation", "test") if not stats.windows[split]]
+    empty = [str(split) for split in ruijin_ner.SPLITS if not stats.windows[str(split)]]
     if empty:
         verb = "splits have" if len(empty) > 1 else "split has"
         raise ValueError(f"{data_dir}: the {' and '.join(empty)} {verb} no text (documents per split: "

@@ -115,8 +115,6 @@ def read_text(path: Path) -> str:
 
 def find_documents(folder: Path, strict: bool = False) -> list[tuple[Path, Path]]:
     """(txt, ann) pairs of a folder, sorted by document id."""
-    if not folder.is_dir():
-        raise BratFormatError(f"{folder}: no such folder")
     txt_ids = {path.stem for path in files_with_suffix(folder, ".txt")}
     ann_ids = {path.stem for path in files_with_suffix(folder, ".ann")}
     for document_id in sorted(ann_ids - txt_ids):
@@ -132,7 +130,10 @@ def texts_without_annotations(folder: Path) -> list[Path]:
 
 def files_with_suffix(folder: Path, suffix: str) -> list[Path]:
     """The folder's files ending in ``suffix``, sorted, without hidden ones: copies made on macOS carry
-    ``._name.txt`` side files (not text), and editors leave ``.name.txt`` ones; brat lists neither."""
+    ``._name.txt`` side files (not text), and editors leave ``.name.txt`` ones; brat lists neither. A missing
+    folder is an error, not an empty corpus."""
+    if not folder.is_dir():
+        raise BratFormatError(f"{folder}: no such folder")
     return sorted(path for path in folder.glob(f"*{suffix}") if not path.name.startswith("."))
 
 
