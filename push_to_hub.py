@@ -198,6 +198,9 @@ ner("{WIDGET_EXAMPLES[0]}")
 # [{{'entity_group': 'Disease', 'score': ..., 'word': '2 型糖尿病', 'start': 0, 'end': 6}}, ...]
 ```
 
+The model's code is part of this repository, hence `trust_remote_code=True`. Hosted inference widgets may not
+run custom code, so run the model locally if the widget on this page gives no answer.
+
 The pipeline decodes with the CRF (Viterbi), not with the argmax of each character's scores, and returns
 character offsets into the input. The model itself takes one input position per character, which the
 tokenizer alone does not give (it drops spaces and joins digits): build the ids with the pipeline's

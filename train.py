@@ -125,6 +125,7 @@ def main():
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
 
+    check_window_fits(model_args, data_args.max_chars)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
@@ -227,10 +228,16 @@ def build_model(model_args, tokenizer, label_names, window_chars):
         model = BertBiLstmCrfForTokenClassification.from_pretrained(
             model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **label_kwargs
         )
-    if window_chars + 2 > model.config.max_position_embeddings:
-        raise ValueError(f"--max_chars {window_chars} needs {window_chars + 2} positions with [CLS] and [SEP]; the "
-                         f"encoder has {model.config.max_position_embeddings}")
     return model
+
+
+def check_window_fits(model_args, window_chars):
+    """Refuses ``--max_chars`` beyond the encoder's positions before the corpus is read, not after."""
+    config, _ = BertBiLstmCrfConfig.get_config_dict(model_args.encoder_config or model_args.model_name_or_path)
+    positions = config.get("max_position_embeddings", BertBiLstmCrfConfig().max_position_embeddings)
+    if window_chars + 2 > positions:
+        raise ValueError(f"--max_chars {window_chars} needs {window_chars + 2} positions with [CLS] and [SEP]; the "
+                         f"encoder has {positions}")
 
 
 class BertBiLstmCrfTrainer(TimeBudgetTrainer):

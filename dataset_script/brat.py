@@ -118,10 +118,18 @@ def find_documents(folder: Path, strict: bool = False) -> list[tuple[Path, Path]
     txt_ids = {path.stem for path in files_with_suffix(folder, ".txt")}
     ann_ids = {path.stem for path in files_with_suffix(folder, ".ann")}
     for document_id in sorted(ann_ids - txt_ids):
-        raise BratFormatError(f"{folder / (document_id + '.ann')}: no matching {document_id}.txt")
+        raise BratFormatError(f"{folder / (document_id + '.ann')}: no matching {document_id}.txt"
+                              f"{_suffix_case_hint(folder, document_id + '.txt')}")
     for txt_path in texts_without_annotations(folder):
-        _warn(f"{txt_path}: no matching .ann; document not used", strict)
+        _warn(f"{txt_path}: no matching .ann; document not used"
+              f"{_suffix_case_hint(folder, txt_path.stem + '.ann')}", strict)
     return [(folder / f"{document_id}.txt", folder / f"{document_id}.ann") for document_id in sorted(txt_ids & ann_ids)]
+
+
+def _suffix_case_hint(folder: Path, name: str) -> str:
+    """Points at a file whose name differs only in case (``01.TXT``), which brat does not read as ``01.txt``."""
+    near = [path.name for path in folder.iterdir() if path.name.lower() == name.lower() and path.name != name]
+    return f" (found {near[0]}; brat reads lower-case .txt and .ann only)" if near else ""
 
 
 def texts_without_annotations(folder: Path) -> list[Path]:

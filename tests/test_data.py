@@ -258,6 +258,17 @@ def test_ann_without_txt_is_an_error_and_txt_without_ann_a_warning(tmp_path, cap
         load(folder, strict=True)
 
 
+def test_upper_case_suffix_is_named_in_the_error(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"01": (None, "T1\tDisease 0 1\t糖\n")})
+    (folder / "01.TXT").write_text("糖", encoding="utf-8")
+    with pytest.raises(BratFormatError, match=r"01\.ann: no matching 01\.txt \(found 01\.TXT; brat reads lower-case"):
+        load(folder)
+    (folder / "01.TXT").rename(folder / "01.txt")
+    (folder / "01.ann").rename(folder / "01.ANN")
+    with pytest.raises(BratFormatError, match=r"01\.txt: no matching \.ann; document not used \(found 01\.ANN"):
+        load(folder, strict=True)
+
+
 def test_hidden_files_are_not_documents(tmp_path):
     folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n"), ".b": ("糖", "")})
     (folder / "._a.txt").write_bytes(b"\x00\x05\x16\x07\xff")  # a macOS side file: not text
