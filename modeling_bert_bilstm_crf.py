@@ -649,6 +649,20 @@ class CharacterEncoder:
         return [self.cls_token_id, *self.ids(characters), self.sep_token_id]
 
 
+def check_window_fits(window_chars: int, max_position_embeddings: int, name: str = "window_chars") -> None:
+    """A window is fed as [CLS] + its characters + [SEP]: refuse one the encoder has no positions for, before
+    BERT fails on it deep inside a batch."""
+    if not 1 <= window_chars <= max_position_embeddings - 2:
+        raise ValueError(f"{name} must be between 1 and {max_position_embeddings - 2} (the encoder has "
+                         f"{max_position_embeddings} positions, two of them for [CLS] and [SEP]), got {window_chars}")
+
+
+def encoder_positions(name_or_path: str) -> int:
+    """``max_position_embeddings`` of a saved encoder (a folder, a config.json or a Hub id), without building it."""
+    config, _ = BertConfig.get_config_dict(name_or_path)
+    return config.get("max_position_embeddings", BertConfig().max_position_embeddings)
+
+
 def split_into_windows(text: str, max_chars: int, spans=()) -> list[tuple[int, int]]:
     """(start, end) windows that cover ``text`` exactly once, in order, each at most ``max_chars`` long.
 
@@ -744,10 +758,7 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
 
     def _sanitize_parameters(self, aggregation_strategy=None, window_chars=None, **kwargs):
         if window_chars is not None:
-            positions = self.model.config.max_position_embeddings
-            if not 1 <= window_chars <= positions - 2:
-                raise ValueError(f"window_chars must be between 1 and {positions - 2} (the model has {positions} "
-                                 f"positions, two of them for [CLS] and [SEP]), got {window_chars}")
+            check_window_fits(window_chars, self.model.config.max_position_embeddings)
         preprocess_params = {"window_chars": window_chars} if window_chars else {}
         postprocess_params = {"aggregation_strategy": aggregation_strategy} if aggregation_strategy else {}
         if aggregation_strategy not in (None, "simple", "none"):

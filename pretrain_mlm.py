@@ -37,7 +37,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import files_with_suffix, read_text
-from modeling_bert_bilstm_crf import CharacterEncoder, split_into_windows
+from modeling_bert_bilstm_crf import CharacterEncoder, check_window_fits, encoder_positions, split_into_windows
 from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def main():
     set_seed(training_args.seed)
     if (args.model_name_or_path is None) == (args.encoder_config is None):
         parser.error("give exactly one of --model_name_or_path and --encoder_config")
+    check_window_fits(args.max_chars, encoder_positions(args.encoder_config or args.model_name_or_path), "--max_chars")
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     texts = pretraining_texts(args)

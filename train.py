@@ -34,7 +34,13 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from dataset_script import ruijin_ner
-from modeling_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfForTokenClassification, CharacterEncoder
+from modeling_bert_bilstm_crf import (
+    BertBiLstmCrfConfig,
+    BertBiLstmCrfForTokenClassification,
+    CharacterEncoder,
+    check_window_fits,
+    encoder_positions,
+)
 from ner_evaluation import EntitySeqeval, summary, write_report
 from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments
 
@@ -125,7 +131,9 @@ def main():
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
 
-    check_window_fits(model_args, data_args.max_chars)
+    # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
+    encoder = model_args.encoder_config or model_args.model_name_or_path
+    check_window_fits(data_args.max_chars, encoder_positions(encoder), "--max_chars")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
@@ -229,15 +237,6 @@ def build_model(model_args, tokenizer, label_names, window_chars):
             model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **label_kwargs
         )
     return model
-
-
-def check_window_fits(model_args, window_chars):
-    """Refuses ``--max_chars`` beyond the encoder's positions before the corpus is read, not after."""
-    config, _ = BertBiLstmCrfConfig.get_config_dict(model_args.encoder_config or model_args.model_name_or_path)
-    positions = config.get("max_position_embeddings", BertBiLstmCrfConfig().max_position_embeddings)
-    if window_chars + 2 > positions:
-        raise ValueError(f"--max_chars {window_chars} needs {window_chars + 2} positions with [CLS] and [SEP]; the "
-                         f"encoder has {positions}")
 
 
 class BertBiLstmCrfTrainer(TimeBudgetTrainer):

@@ -116,15 +116,17 @@ def test_a_split_without_text_is_refused_before_training(tmp_path):
     assert not (tmp_path / "model").exists()
 
 
-def test_a_window_beyond_the_encoder_positions_is_refused_before_the_corpus_is_read(tmp_path):
+@pytest.mark.parametrize("script", ["train.py", "pretrain_mlm.py"])
+def test_a_window_beyond_the_encoder_positions_is_refused_before_the_corpus_is_read(script, tmp_path):
     positions = json.loads((TINY_BERT / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
-    arguments = small_training(tmp_path / "model")
-    arguments[arguments.index("62")] = str(positions - 1)
-    arguments[arguments.index("data/sample")] = str(tmp_path / "no_corpus_here")  # read first, it would fail
+    arguments = [script, "--data_dir", str(tmp_path / "no_corpus_here"),  # read first, it would fail otherwise
+                 "--encoder_config", str(TINY_BERT), "--tokenizer_name", str(TINY_BERT),
+                 "--output_dir", str(tmp_path / "model"), "--max_chars", str(positions - 1), "--use_cpu", "true"]
     completed = subprocess.run([sys.executable, *arguments], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert completed.returncode != 0
-    assert f"--max_chars {positions - 1} needs {positions + 1} positions with [CLS] and [SEP]; the encoder has " \
-           f"{positions}" in completed.stderr, completed.stderr[-2000:]
+    assert f"--max_chars must be between 1 and {positions - 2} (the encoder has {positions} positions" \
+           in completed.stderr, completed.stderr[-2000:]
+    assert not (tmp_path / "model").exists()
 
 
 def test_masked_positions_head_gives_the_stock_masked_lm_loss():
