@@ -38,7 +38,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 from dataset_script import ruijin_ner
 from dataset_script.brat import files_with_suffix, read_text
 from modeling_bert_bilstm_crf import CharacterEncoder, check_window_fits, encoder_positions, split_into_windows
-from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments
+from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ def main():
     )
     result = trainer.train()
     trainer.save_model()
-    trainer.save_metrics("train", result.metrics)
+    trainer.save_metrics("train", measured_throughput(result.metrics, trainer.state.epoch, trainer.state.global_step,
+                                                      len(windows)))
 
 
 class BertForMaskedLMOnMaskedPositions(BertForMaskedLM):

@@ -29,6 +29,7 @@ from transformers import (
     DataCollatorForTokenClassification,
     EarlyStoppingCallback,
     HfArgumentParser,
+    TrainerState,
     set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
@@ -42,7 +43,7 @@ from modeling_bert_bilstm_crf import (
     encoder_positions,
 )
 from ner_evaluation import EntitySeqeval, summary, write_report
-from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments
+from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
 
 logger = logging.getLogger(__name__)
 
@@ -164,9 +165,11 @@ def main():
         callbacks=callbacks,
     )
 
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
+    checkpoint = resume_checkpoint(training_args)
+    start = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")) if checkpoint else None
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
-    figures = training_figures(train_result.metrics, trainer.state.epoch, train_set)
+    figures = training_figures(train_result.metrics, start, trainer.state, train_set)
     trainer.log_metrics("train", figures)
     trainer.save_metrics("train", figures)
 
@@ -304,10 +307,14 @@ def resume_checkpoint(training_args):
     return last
 
 
-def training_figures(metrics, epochs, train_set):
-    """Training throughput: characters (model positions, padding excluded) per second, and peak GPU memory."""
-    tokens = sum(train_set["length"]) * (epochs or 0)
-    figures = {**metrics, "train_tokens_per_second": tokens / metrics["train_runtime"]}
+def training_figures(metrics, start, end, train_set):
+    """Training throughput of this run (from the ``start`` state of a resumed checkpoint, if any, to the ``end``
+    state): windows, optimizer steps and characters (model positions, padding excluded) per second, and peak
+    GPU memory."""
+    start_epoch, start_step = (start.epoch or 0, start.global_step) if start else (0, 0)
+    epochs, steps = (end.epoch or 0) - start_epoch, end.global_step - start_step
+    figures = measured_throughput(metrics, epochs, steps, len(train_set))
+    figures["train_tokens_per_second"] = sum(train_set["length"]) * epochs / metrics["train_runtime"]
     if torch.cuda.is_available():
         figures["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return figures

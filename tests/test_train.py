@@ -67,6 +67,10 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(trained_model, tm
     latest = max(resumed_dir.glob("checkpoint-*"), key=checkpoint_step)
     assert json.loads((latest / "trainer_state.json").read_text(encoding="utf-8"))["epoch"] == 3.0
     assert (resumed_dir / "test_report.json").is_file()
+    # Throughput counts the steps of this run only, not those before the checkpoint.
+    results = json.loads((resumed_dir / "train_results.json").read_text(encoding="utf-8"))
+    steps_run = checkpoint_step(latest) - checkpoint_step(earliest)
+    assert results["train_steps_per_second"] * results["train_runtime"] == pytest.approx(steps_run, rel=1e-3)
 
 
 def test_pretrain_mlm_then_fine_tune(tmp_path):
@@ -179,6 +183,10 @@ def test_ten_minute_gpu_run_script_runs_small(tmp_path):
     for results, epoch_bound in ((pretraining, 1000), (fine_tuning, 100)):
         assert 3.0 <= results["train_runtime"] < 20.0
         assert 0 < results["epoch"] < epoch_bound / 4
+    # Throughput is over what was run, not over the planned epochs that the budget cut short.
+    windows = int(re.search(r"MLM text: \d+ documents, \d+ characters, (\d+) windows", completed.stdout)[1])
+    samples_run = pretraining["train_samples_per_second"] * pretraining["train_runtime"]
+    assert samples_run == pytest.approx(pretraining["epoch"] * windows, rel=1e-3)
     # The report folder holds the run's log and results without the weights.
     assert sorted(path.name for path in (tmp_path / "report").iterdir()) == [
         "all_results.json", "corpus.json", "mlm_results.json", "run.log", "test_f1_per_type.png",
