@@ -136,6 +136,11 @@ def texts_without_annotations(folder: Path) -> list[Path]:
     return [path for path in files_with_suffix(folder, ".txt") if not path.with_suffix(".ann").exists()]
 
 
+def has_brat_files(folder: Path) -> bool:
+    """Whether the folder itself holds .txt or .ann files (rather than only split folders of them)."""
+    return bool(files_with_suffix(folder, ".txt") or files_with_suffix(folder, ".ann"))
+
+
 def files_with_suffix(folder: Path, suffix: str) -> list[Path]:
     """The folder's files ending in ``suffix``, sorted, without hidden ones: copies made on macOS carry
     ``._name.txt`` side files (not text), and editors leave ``.name.txt`` ones; brat lists neither. A missing

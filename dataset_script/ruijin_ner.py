@@ -50,8 +50,8 @@ from modeling_bert_bilstm_crf import spans_to_bio, split_into_windows
 from .brat import (
     BratFormatError,
     Document,
-    files_with_suffix,
     find_documents,
+    has_brat_files,
     read_document,
     read_text,
     texts_without_annotations,
@@ -246,7 +246,7 @@ def split_folders(data_dir: Path) -> dict[str, Path] | None:
     when it has none of them or ``train/`` alone (that corpus is split by hash). Anything in between is an
     error rather than a guess: a ``test/`` that silently went unused would be worse."""
     present = [name for name in ("train", "validation", "dev", "test") if (data_dir / name).is_dir()]
-    if present and (files_with_suffix(data_dir, ".txt") or files_with_suffix(data_dir, ".ann")):
+    if present and has_brat_files(data_dir):
         raise BratFormatError(f"{data_dir}: has both split folders {present} and .txt/.ann files; which are the "
                               "corpus?")
     if present in ([], ["train"]):
@@ -261,9 +261,7 @@ def split_folders(data_dir: Path) -> dict[str, Path] | None:
 def corpus_folder(data_dir: Path) -> Path:
     """The folder holding the documents: ``data_dir`` itself, or its ``train/`` when that is all it has (as in
     ``ruijin_round1/``, whose other folder, ``unlabeled/``, holds texts without annotations)."""
-    if not data_dir.is_dir():
-        raise BratFormatError(f"{data_dir}: no such folder")
-    if files_with_suffix(data_dir, ".txt") or files_with_suffix(data_dir, ".ann"):
+    if has_brat_files(data_dir):  # a missing folder is an error there
         return data_dir
     if (data_dir / "train").is_dir():
         return data_dir / "train"
