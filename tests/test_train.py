@@ -156,6 +156,9 @@ def test_masked_positions_head_gives_the_stock_masked_lm_loss():
     assert ours(input_ids=input_ids, labels=torch.full_like(labels, -100)).loss.item() == 0.0
 
 
+MLM_EPOCH_BOUND, NER_EPOCH_BOUND = 10**6, 10**5
+
+
 def test_ten_minute_gpu_run_script_runs_small(tmp_path):
     """configs/h100_10min.sh end to end on the CPU: the sample corpus laid out like ../shared/data, a tiny BERT,
     both phases on a wall-clock budget of 3 seconds."""
@@ -166,7 +169,8 @@ def test_ten_minute_gpu_run_script_runs_small(tmp_path):
     (data / "bert-base-chinese").symlink_to(TINY_BERT)
     settings = dict(DATA=str(data), OUT_DIR=str(tmp_path / "out"), REPORT_DIR=str(tmp_path / "report"),
                     ENCODER=str(TINY_BERT / "config.json"), MLM_MINUTES="0.05", MLM_CHARS="62", NER_MINUTES="0.05",
-                    NER_CHARS="62", WORKERS="0", PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
+                    NER_CHARS="62", MLM_EPOCHS=str(MLM_EPOCH_BOUND), NER_EPOCHS=str(NER_EPOCH_BOUND), WORKERS="0",
+                    PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
     completed = subprocess.run(["bash", str(REPO / "configs" / "h100_10min.sh")], env={**os.environ, **settings},
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-5000:]
@@ -175,14 +179,13 @@ def test_ten_minute_gpu_run_script_runs_small(tmp_path):
     report = json.loads((tmp_path / "out" / "ner" / "test_report.json").read_text(encoding="utf-8"))
     assert {"micro avg", "macro avg"} <= set(report)
 
-    # Each phase trained for its 3 s and stopped there, far short of its upper bound of epochs. The loop ends
-    # with the step (and, fine-tuning, the evaluation) in progress at the deadline, which a busy machine
-    # stretches: hence the slack above 3 s.
+    # Each phase trained until its 3 s budget was spent and the budget, not the epoch bound, ended it: the
+    # bounds are far beyond what any machine runs in 3 s. No upper bound on time: speed is the benchmarks' job.
     pretraining = json.loads((tmp_path / "report" / "mlm_results.json").read_text(encoding="utf-8"))
     fine_tuning = json.loads((tmp_path / "report" / "all_results.json").read_text(encoding="utf-8"))
-    for results, epoch_bound in ((pretraining, 1000), (fine_tuning, 100)):
-        assert 3.0 <= results["train_runtime"] < 20.0
-        assert 0 < results["epoch"] < epoch_bound / 4
+    for results, epoch_bound in ((pretraining, MLM_EPOCH_BOUND), (fine_tuning, NER_EPOCH_BOUND)):
+        assert results["train_runtime"] >= 3.0
+        assert 0 < results["epoch"] < epoch_bound
     # Throughput is over what was run, not over the planned epochs that the budget cut short.
     windows = int(re.search(r"MLM text: \d+ documents, \d+ characters, (\d+) windows", completed.stdout)[1])
     samples_run = pretraining["train_samples_per_second"] * pretraining["train_runtime"]
