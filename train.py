@@ -4,7 +4,8 @@
     python train.py --data_dir ../shared/data/ruijin_round1/train --model_name_or_path bert-base-chinese \
         --output_dir outputs/ruijin
     accelerate launch train.py ...            # several GPUs or nodes (accelerate's DDP)
-    python train.py configs/quickstart.json   # every argument from a JSON file
+    python train.py configs/quickstart.json   # arguments from a JSON file
+    python train.py configs/quickstart.json --output_dir other/ --num_train_epochs 5   # ... and overrides
 
 The corpus is read through ``dataset_script`` (windows of characters, splits by document), each character
 becomes one model position (``CharacterEncoder``), and ``Trainer`` does the rest: two learning rates
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +28,16 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoTokenizer,
+    BertConfig,
     DataCollatorForTokenClassification,
     EarlyStoppingCallback,
     HfArgumentParser,
+    ProgressCallback,
     TrainerState,
     set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging as transformers_logging
 
 from dataset_script import ruijin_ner
 from modeling_bert_bilstm_crf import (
@@ -50,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ModelArguments:
+    _argument_group_name = "model (this project)"
+
     model_name_or_path: str = field(
         default="bert-base-chinese",
         metadata={"help": "Pretrained BERT (Hub id or folder), e.g. one written by pretrain_mlm.py, or a checkpoint "
@@ -76,6 +83,8 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    _argument_group_name = "corpus and training (this project)"
+
     data_dir: str = field(
         default="data/sample",
         metadata={"help": "A brat corpus: .txt + .ann files, or train/ validation/ test/ folders of them."},
@@ -102,6 +111,8 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
     """``TrainingArguments`` with this project's defaults: evaluate and save every epoch, keep the best model
     by validation micro-F1, batches of similar lengths, warmup, weight decay; ``--time_budget_minutes``."""
 
+    _argument_group_name = "Trainer (transformers' TrainingArguments, with this project's defaults)"
+
     output_dir: str | None = field(default="outputs/ner")
     learning_rate: float = field(default=3e-5, metadata={"help": "Learning rate of the BERT encoder."})
     num_train_epochs: float = field(default=10.0)
@@ -121,15 +132,14 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
         default_factory=lambda: torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         metadata={"help": "bf16 mixed precision; on by default where the GPU supports it."},
     )
+    # Pinned memory speeds copies to an accelerator only; without one torch warns at every evaluation.
+    dataloader_pin_memory: bool = field(default_factory=lambda: torch.accelerator.is_available())
 
 
 def main():
-    parser = HfArgumentParser((ModelArguments, DataArguments, NerTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    model_args, data_args, training_args = parse_arguments(sys.argv[1:])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers_logging.set_tqdm_hook(without_checkpoint_bars)
     set_seed(training_args.seed)
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
@@ -164,24 +174,68 @@ def main():
         preprocess_logits_for_metrics=lambda logits, labels: model.crf.viterbi_tags(logits, labels != -100),
         callbacks=callbacks,
     )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(EpochLineCallback)
 
     checkpoint = resume_checkpoint(training_args)
     start = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")) if checkpoint else None
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     figures = training_figures(train_result.metrics, start, trainer.state, train_set)
-    trainer.log_metrics("train", figures)
     trainer.save_metrics("train", figures)
 
     test_output = trainer.predict(encoded["test"], metric_key_prefix="test")
-    trainer.log_metrics("test", test_output.metrics)
     trainer.save_metrics("test", test_output.metrics)
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         write_report(metric.last_report, output_dir / "test_report")
         write_corpus_summary(corpus_stats, data_args, model_args, output_dir / "corpus.json")
-        plot_training(trainer.state.log_history, metric.last_report, output_dir)
+        plot_training(trainer.state, metric.last_report, output_dir)
+        print(f"Trained {trainer.state.epoch:g} epochs in {figures['train_runtime']:.1f} s "
+              f"({figures['train_characters_per_second']:,.0f} characters/s); best validation micro-F1 "
+              f"{trainer.state.best_metric:.3f}. Test split, per type:\n")
         print((output_dir / "test_report.md").read_text(encoding="utf-8"))
+        print(f"Model, reports and plots in {output_dir}")
+
+
+def parse_arguments(command_line: list[str]):
+    """The dataclasses from the command line; a first argument ending in ``.json`` gives the values, which the
+    options after it override (``train.py configs/quickstart.json --output_dir other/``)."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, NerTrainingArguments),
+        usage="train.py [CONFIG.json] [--option VALUE ...]",
+        description="Fine-tune BERT -> BiLSTM -> CRF for character-level NER on a brat corpus. A JSON file of "
+                    "option values may come first; options after it override its values.",
+    )
+    if command_line and command_line[0].endswith(".json"):
+        parser.set_defaults(**read_json_arguments(command_line[0], parser))
+        command_line = command_line[1:]
+    return parser.parse_args_into_dataclasses(args=command_line)
+
+
+def read_json_arguments(path: str, parser: HfArgumentParser) -> dict:
+    """The JSON file's values, checked like the command line's: an unknown name is an error, not ignored."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        parser.error(f"{path}: cannot read it ({error.strerror})")
+    except json.JSONDecodeError as error:
+        parser.error(f"{path}, line {error.lineno}: not valid JSON ({error.msg})")
+    if not isinstance(values, dict):
+        parser.error(f"{path}: a JSON object of option names and values is expected")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        parser.error(f"{path}: unknown options {', '.join(unknown)} (python train.py --help lists them)")
+    return values
+
+
+def without_checkpoint_bars(factory, args, kwargs):
+    """transformers' tqdm hook: no 'Writing model shards' bar at every epoch's checkpoint (the training bar
+    already shows progress); other bars (downloads, say) unchanged."""
+    if kwargs.get("desc") == "Writing model shards":
+        kwargs = {**kwargs, "disable": True}
+    return factory(*args, **kwargs)
 
 
 def check_splits_have_text(stats, data_dir):
@@ -220,7 +274,7 @@ def oversample_rare_types(train_set, label_names, data_args):
 
 
 def build_model(model_args, tokenizer, label_names, window_chars):
-    label_kwargs = {
+    settings = {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
         "label2id": {name: index for index, name in enumerate(label_names)},
@@ -231,15 +285,21 @@ def build_model(model_args, tokenizer, label_names, window_chars):
         "sep_token_id": tokenizer.sep_token_id,
         "window_chars": window_chars,
     }
+    config = model_config(model_args.encoder_config or model_args.model_name_or_path, settings)
     if model_args.encoder_config:
-        config = BertBiLstmCrfConfig.from_pretrained(model_args.encoder_config, **label_kwargs)
         config._attn_implementation = model_args.attn_implementation
-        model = BertBiLstmCrfForTokenClassification(config)
-    else:
-        model = BertBiLstmCrfForTokenClassification.from_pretrained(
-            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **label_kwargs
-        )
-    return model
+        return BertBiLstmCrfForTokenClassification(config)
+    return BertBiLstmCrfForTokenClassification.from_pretrained(
+        model_args.model_name_or_path, config=config, attn_implementation=model_args.attn_implementation
+    )
+
+
+def model_config(name_or_path, settings):
+    """This model's config from a BERT config (or a checkpoint of this model) and the head's settings. Read as a
+    plain dict, so transformers does not warn that a `bert` config builds another model type: that is the intent."""
+    config_dict, _ = BertConfig.get_config_dict(name_or_path)
+    config_dict.pop("model_type", None)
+    return BertBiLstmCrfConfig.from_dict(config_dict, **settings)
 
 
 class BertBiLstmCrfTrainer(TimeBudgetTrainer):
@@ -296,6 +356,32 @@ class NerMetrics:
         return {**summary(self.last_report), **per_type}
 
 
+class EpochLineCallback(ProgressCallback):
+    """The training progress bar, and at each evaluation one line with the figures that matter (losses,
+    validation micro/macro-F1, time) instead of the metric dicts and a progress bar per evaluation."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        self.line_start, self.training_loss = time.monotonic(), None
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass  # a few seconds of validation need no bar of their own
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None:
+            return
+        if "loss" in logs:
+            self.training_loss = logs["loss"]
+        if "eval_f1" in logs:
+            now = time.monotonic()
+            loss = f"loss {self.training_loss:.3f} (validation {logs['eval_loss']:.3f})" \
+                if self.training_loss is not None else f"validation loss {logs['eval_loss']:.3f}"
+            self.training_bar.write(
+                f"epoch {state.epoch:g}/{args.num_train_epochs:g}: {loss}, validation micro-F1 "
+                f"{logs['eval_f1']:.3f}, macro-F1 {logs['eval_macro_f1']:.3f}, {now - self.line_start:.1f} s")
+            self.line_start = now
+
+
 def resume_checkpoint(training_args):
     """An explicit --resume_from_checkpoint, else the last checkpoint in --output_dir: rerunning an interrupted
     command goes on where it stopped."""
@@ -309,12 +395,13 @@ def resume_checkpoint(training_args):
 
 def training_figures(metrics, start, end, train_set):
     """Training throughput of this run (from the ``start`` state of a resumed checkpoint, if any, to the ``end``
-    state): windows, optimizer steps and characters (model positions, padding excluded) per second, and peak
+    state): windows, optimizer steps and characters of text (no padding, [CLS] or [SEP]) per second, and peak
     GPU memory."""
     start_epoch, start_step = (start.epoch or 0, start.global_step) if start else (0, 0)
     epochs, steps = (end.epoch or 0) - start_epoch, end.global_step - start_step
     figures = measured_throughput(metrics, epochs, steps, len(train_set))
-    figures["train_tokens_per_second"] = sum(train_set["length"]) * epochs / metrics["train_runtime"]
+    characters = sum(train_set["length"]) - 2 * len(train_set)  # positions without [CLS] and [SEP]
+    figures["train_characters_per_second"] = characters * epochs / metrics["train_runtime"]
     if torch.cuda.is_available():
         figures["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return figures
@@ -337,24 +424,29 @@ def write_corpus_summary(stats, data_args, model_args, path):
     path.write_text(json.dumps(corpus_summary, indent=2), encoding="utf-8")
 
 
-def plot_training(log_history, test_report, output_dir):
-    """Losses and validation F1 per epoch, test F1 per type, as PNG for people who would rather look."""
+def plot_training(state, test_report, output_dir):
+    """Losses and validation F1 per epoch with the chosen (best) epoch marked, test F1 per type with each type's
+    support, as PNG for people who would rather look."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [(entry["epoch"], entry["loss"]) for entry in log_history if "loss" in entry]
-    evaluation = [entry for entry in log_history if "eval_loss" in entry]
+    train = [(entry["epoch"], entry["loss"]) for entry in state.log_history if "loss" in entry]
+    evaluation = [entry for entry in state.log_history if "eval_loss" in entry]
     figure, (loss_axis, f1_axis) = plt.subplots(1, 2, figsize=(11, 4))
     loss_axis.plot([epoch for epoch, _ in train], [loss for _, loss in train], marker="o", label="training")
     loss_axis.plot([e["epoch"] for e in evaluation], [e["eval_loss"] for e in evaluation], marker="o",
                    label="validation")
     loss_axis.set(xlabel="epoch", ylabel="CRF negative log-likelihood", title="Loss")
-    loss_axis.legend()
     for key, label in (("eval_f1", "micro-F1"), ("eval_macro_f1", "macro-F1")):
         f1_axis.plot([e["epoch"] for e in evaluation], [e[key] for e in evaluation], marker="o", label=label)
     f1_axis.set(xlabel="epoch", ylabel="F1", title="Validation entity F1", ylim=(0, 1))
+    best_epoch = chosen_epoch(state)
+    if best_epoch is not None:
+        for axis in (loss_axis, f1_axis):
+            axis.axvline(best_epoch, color="grey", linestyle="--", label=f"chosen: epoch {best_epoch:g}")
+    loss_axis.legend()
     f1_axis.legend()
     figure.tight_layout()
     figure.savefig(output_dir / "training_curves.png", dpi=120)
@@ -362,13 +454,22 @@ def plot_training(log_history, test_report, output_dir):
 
     types = [name for name in test_report if "avg" not in name]
     figure, axis = plt.subplots(figsize=(10, 4))
-    axis.bar(types, [test_report[name]["f1-score"] for name in types], color="tab:blue")
+    # The support tells a type with one test entity (F1 0 or 1 by chance) from a well-measured one.
+    axis.bar([f"{name} ({test_report[name]['support']})" for name in types],
+             [test_report[name]["f1-score"] for name in types], color="tab:blue")
     axis.set(ylabel="F1", ylim=(0, 1), title=f"Test F1 per type (micro {test_report['micro avg']['f1-score']:.3f}, "
                                              f"macro {test_report['macro avg']['f1-score']:.3f})")
-    axis.tick_params(axis="x", rotation=45)
+    plt.setp(axis.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     figure.tight_layout()
     figure.savefig(output_dir / "test_f1_per_type.png", dpi=120)
     plt.close(figure)
+
+
+def chosen_epoch(state):
+    """The epoch of the checkpoint kept as the model (best validation micro-F1), or None without evaluations."""
+    evaluations = [entry for entry in state.log_history if "eval_f1" in entry]
+    chosen = [entry for entry in evaluations if entry["step"] == state.best_global_step]
+    return chosen[0]["epoch"] if chosen else None
 
 
 if __name__ == "__main__":

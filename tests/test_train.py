@@ -28,7 +28,7 @@ def test_training_writes_model_reports_and_plots(trained_model):
     assert report["macro avg"]["f1-score"] == pytest.approx(test_results["test_macro_f1"])
     assert "| **micro avg** |" in (output_dir / "test_report.md").read_text(encoding="utf-8")
     train_results = json.loads((output_dir / "train_results.json").read_text(encoding="utf-8"))
-    assert train_results["train_tokens_per_second"] > 0
+    assert train_results["train_characters_per_second"] > 0
     # The per-type table is printed at the end for the user.
     assert "| type | precision | recall | F1 | support |" in completed.stdout
 
@@ -89,13 +89,18 @@ def test_pretrain_mlm_then_fine_tune(tmp_path):
     assert (output_dir / "test_report.json").is_file()
 
 
-def test_quickstart_configuration_runs(tmp_path):
-    # The README's first command, with its output redirected: the JSON file's arguments as a command line.
-    arguments = json.loads((REPO / "configs" / "quickstart.json").read_text(encoding="utf-8"))
-    arguments.update(output_dir=str(tmp_path / "quickstart"), num_train_epochs=2, use_cpu=True)
-    command = ["train.py"] + [item for key, value in arguments.items() for item in (f"--{key}", str(value))]
-    run_script(command)
+def test_quickstart_configuration_runs_with_overrides(tmp_path):
+    # The README's first command, its JSON values overridden on the command line (output elsewhere, 2 epochs).
+    completed = run_script(["train.py", "configs/quickstart.json", "--output_dir", str(tmp_path / "quickstart"),
+                            "--num_train_epochs", "2", "--use_cpu", "true"])
     assert (tmp_path / "quickstart" / "test_report.md").is_file()
+    assert f"Model, reports and plots in {tmp_path / 'quickstart'}" in completed.stdout
+    # Quiet output: one line per epoch with the key figures, no metric dicts, no repeated library warnings.
+    epoch_lines = [line for line in completed.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("validation micro-F1" in line and "macro-F1" in line for line in epoch_lines)
+    assert "{'" not in completed.stdout and "pin_memory" not in completed.stderr
+    assert "sam2_video" not in completed.stderr and "Writing model shards" not in completed.stderr
 
 
 def test_accelerate_launch_runs_the_same_script(tmp_path):
