@@ -118,11 +118,16 @@ def read_standard_input() -> str:
 
 
 def tag_texts(tagger, texts: list[str], batch_size: int, progress: bool = False) -> list[list[dict]]:
-    """Entities for each text (the pipeline batches windows across documents)."""
-    if not texts:  # the pipeline cannot batch an empty list
-        return []
-    results = tagger(texts, batch_size=batch_size)
-    return list(tqdm(results, total=len(texts), desc="Documents", disable=not progress))
+    """Entities for each text (the pipeline batches windows across documents), with a bar that moves as each
+    document is done."""
+    results = stream_entities(tagger, texts, batch_size)
+    return list(tqdm(results, total=len(texts), desc="Documents", unit="doc", disable=not progress))
+
+
+def stream_entities(tagger, texts, batch_size: int):
+    """Each text's entities as soon as its windows are tagged. The pipeline gets a generator: given a list, it
+    tags every text before returning the first result, and a progress bar would jump from 0 to 100%."""
+    return tagger((text for text in texts), batch_size=batch_size)
 
 
 def brat_annotations(text: str, entities: list[dict]) -> str:

@@ -14,6 +14,7 @@ uploads nothing. ``--dataset_repo_id`` also pushes the prepared corpus (Parquet,
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -31,11 +32,19 @@ MODEL_FILES = ("model.safetensors", "config.json", "modeling_bert_bilstm_crf.py"
 REQUIRED_FILES = (*MODEL_FILES, "test_report.json")  # the card's results
 TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt")  # at least one
 OPTIONAL_FILES = ("special_tokens_map.json", "training_curves.png", "test_f1_per_type.png")
-WIDGET_EXAMPLES = (
+# Widget examples for a model with the Ruijin labels when its training corpus is not at hand to take them from.
+RUIJIN_WIDGET_EXAMPLES = (
     "2 型糖尿病患者应每 3 个月检测一次糖化血红蛋白（HbA1c）。",
     "二甲双胍 500 mg 每日 2 次口服，常见不良反应为腹泻和恶心。",
     "妊娠期糖尿病孕妇在饮食控制无效时应使用胰岛素治疗。",
 )
+# What the model should find in the first of them, for the card's usage example.
+RUIJIN_FIRST_EXAMPLE_ENTITY = {"entity_group": "Disease", "word": "2 型糖尿病", "start": 0, "end": 6}
+WIDGET_COUNT = 3
+WIDGET_CHARACTERS = (8, 80)  # short sentences: readable in a widget, one window
+# A sentence ends at 。！？；!?; a full stop before a blank (not 7.0) or a line break.
+SENTENCE_ENDS = tuple("。！？；!?;.")
+SENTENCE = re.compile(r"[^\r\n]+?(?:[。！？；!?;]|\.(?=\s)|(?=[\r\n])|$)")
 
 
 @dataclass
@@ -46,7 +55,16 @@ class PushArguments:
     private: bool = field(default=False)
     license: str = field(default="apache-2.0")
     dataset_name: str | None = field(
-        default=None, metadata={"help": "Dataset name on the card; default: the training corpus' folder."}
+        default=None, metadata={"help": "The training corpus' name on the card (default: --dataset_repo_id); a "
+                                        "local path is never shown."}
+    )
+    language: str | None = field(
+        default=None, metadata={"help": "Language code(s) of the card's metadata, e.g. zh or en; default: zh for "
+                                        "text mostly in Chinese characters, else none."}
+    )
+    widget_examples_file: str | None = field(
+        default=None, metadata={"help": "UTF-8 file of widget example texts, one per line; default: short "
+                                        "sentences of the training corpus' test (else training) documents."}
     )
     dataset_repo_id: str | None = field(
         default=None, metadata={"help": "Also push the prepared corpus as a Hub dataset (also the card's dataset)."}
@@ -115,30 +133,93 @@ def model_card(model_dir: Path, args) -> ModelCard:
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     report = json.loads((model_dir / "test_report.json").read_text(encoding="utf-8"))
     corpus = _read_json(model_dir / "corpus.json")
-    dataset_name = args.dataset_name or _corpus_name(corpus)
+    types = sorted({label[2:] for label in config["id2label"].values() if label != "O"})
+    is_ruijin = types == ruijin_ner.RUIJIN_ENTITY_TYPES  # the Ruijin wording fits the Ruijin labels only
+    examples = card_examples(args, corpus, is_ruijin)
+    language = args.language or _language_of(example["text"] for example in examples)
+    dataset_name = args.dataset_name or args.dataset_repo_id or UNNAMED_CORPUS
     encoder = (corpus or {}).get("encoder") or {}
     pretrained = encoder.get("model_name_or_path") if not encoder.get("encoder_config") else None
     data = ModelCardData(
-        language="zh",
+        language=language,
         license=args.license,
         library_name="transformers",
         pipeline_tag="token-classification",
-        tags=["token-classification", "ner", "medical", "chinese", "bert", "bilstm", "crf"],
+        tags=["token-classification", "ner", *(["medical"] if is_ruijin else []),
+              *(["chinese"] if language == "zh" else []), "bert", "bilstm", "crf"],
         datasets=[args.dataset_repo_id] if args.dataset_repo_id else None,
         metrics=["precision", "recall", "f1"],
         model_name=args.repo_id.split("/")[-1],
         # A Hub id only: a local folder (an encoder from pretrain_mlm.py, say) means nothing to Hub readers.
         base_model=pretrained if pretrained and not Path(pretrained).exists() else None,
         eval_results=_eval_results(report, dataset_name, args.dataset_repo_id),
-        widget=[{"text": text} for text in WIDGET_EXAMPLES],
+        widget=[{"text": example["text"]} for example in examples],
     )
-    card_text = _card_text(args, config, report, corpus, dataset_name, encoder)
+    card_text = _card_text(args, config, report, corpus, dataset_name, encoder, types, is_ruijin, examples)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_text}")
 
 
-def _corpus_name(corpus: dict | None) -> str:
-    """The training corpus' folder as a name (``ruijin_round1/train``), when the card is given none."""
-    return "/".join(Path(corpus["data_dir"]).parts[-2:]) if corpus else "brat corpus"
+UNNAMED_CORPUS = "an unnamed brat corpus"
+
+
+def card_examples(args, corpus: dict | None, is_ruijin: bool) -> list[dict]:
+    """Widget and usage texts, each with the entities known to be in it (``entity_group``, ``word``, ``start``,
+    ``end``; empty when unknown): those of --widget_examples_file, else short annotated sentences of the
+    training corpus, else, for the Ruijin labels, the project's own examples."""
+    if args.widget_examples_file:
+        path = Path(args.widget_examples_file)
+        if not path.is_file():
+            raise SystemExit(f"push_to_hub.py: {path}: no such file (--widget_examples_file)")
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts:
+            raise SystemExit(f"push_to_hub.py: {path} holds no example text (one per line)")
+        return [{"text": text, "entities": []} for text in texts]
+    data_dir = args.data_dir or (corpus or {}).get("data_dir")
+    examples = corpus_sentences(Path(data_dir)) if data_dir and Path(data_dir).is_dir() else []
+    if examples:
+        return examples
+    if is_ruijin:
+        return [{"text": text, "entities": [RUIJIN_FIRST_EXAMPLE_ENTITY] if index == 0 else []}
+                for index, text in enumerate(RUIJIN_WIDGET_EXAMPLES)]
+    raise SystemExit(f"push_to_hub.py: no example texts for the widget: the training corpus ({data_dir}) is not "
+                     "here and holds no short annotated sentence; give --widget_examples_file or --data_dir")
+
+
+def corpus_sentences(data_dir: Path) -> list[dict]:
+    """Up to ``WIDGET_COUNT`` short sentences of the test documents (else the training ones) that hold whole
+    entities, those with the most entity types first, with their entities at offsets into the sentence."""
+    splits = ruijin_ner.load(data_dir, name="brat")
+    for split in ("test", "train"):
+        candidates = [sentence for document in splits[split] for sentence in annotated_sentences(document)]
+        if candidates:
+            # Whole sentences before pieces cut by a line break, then those with the most entity types.
+            candidates.sort(key=lambda sentence: (not sentence["text"].endswith(SENTENCE_ENDS),
+                                                  -len({e["entity_group"] for e in sentence["entities"]})))
+            return candidates[:WIDGET_COUNT]
+    return []
+
+
+def annotated_sentences(document: dict) -> list[dict]:
+    shortest, longest = WIDGET_CHARACTERS
+    sentences = []
+    for match in SENTENCE.finditer(document["text"]):
+        text = match.group().strip()
+        start = match.start() + match.group().index(text) if text else match.start()
+        end = start + len(text)
+        entities = [{"entity_group": e["type"], "word": document["text"][e["start"]:e["end"]],
+                     "start": e["start"] - start, "end": e["end"] - start}
+                    for e in document["entities"] if start <= e["start"] and e["end"] <= end]
+        if shortest <= len(text) <= longest and entities:
+            sentences.append({"text": text, "entities": sorted(entities, key=lambda e: (e["start"], e["end"]))})
+    return sentences
+
+
+def _language_of(texts) -> str | None:
+    """zh when most letters of the texts are Chinese characters; else unknown (a script does not tell English
+    from German: give --language)."""
+    letters = [character for text in texts for character in text if character.isalpha()]
+    han = sum("\u4e00" <= character <= "\u9fff" or "\u3400" <= character <= "\u4dbf" for character in letters)
+    return "zh" if letters and han > len(letters) / 2 else None
 
 
 def _eval_results(report: dict, dataset_name: str, dataset_repo_id: str | None) -> list[EvalResult]:
@@ -156,10 +237,25 @@ def _column(metric: str) -> str:
     return "f1-score" if metric == "f1" else metric
 
 
-def _card_text(args, config: dict, report: dict, corpus: dict | None, dataset_name: str, encoder: dict) -> str:
+def _card_text(args, config: dict, report: dict, corpus: dict | None, dataset_name: str, encoder: dict,
+               types: list[str], is_ruijin: bool, examples: list[dict]) -> str:
     architecture = "BERT → BiLSTM → CRF" if config.get("use_lstm", True) else "BERT → CRF"
-    types = sorted({label[2:] for label in config["id2label"].values() if label != "O"})
-    type_rows = "\n".join(f"| {name} | {ruijin_ner.RUIJIN_TYPE_NAMES_ZH.get(name, '')} |" for name in types)
+    if is_ruijin:
+        label_table = "| type | 中文 |\n| --- | --- |\n" + "\n".join(
+            f"| {name} | {ruijin_ner.RUIJIN_TYPE_NAMES_ZH[name]} |" for name in types)
+        subject = "Chinese medical named entities"
+        intended_use = """Finding diseases, tests, drugs, anatomy, symptoms and the other types below in Chinese clinical-guideline and
+scientific text, for research, curation and pre-annotation. It is not a medical device: do not make clinical
+decisions from its output without review by a professional."""
+        other_text = "text of other specialties or registers (clinical notes, colloquial text)"
+    else:
+        label_table = "| type |\n| --- |\n" + "\n".join(f"| {name} |" for name in types)
+        subject = "named entities"
+        intended_use = f"""Finding {_joined(types)} entities in text like that of the training corpus, for research, curation and
+pre-annotation. Review its output before relying on it: see the per-type scores below."""
+        other_text = "text unlike the training corpus (other domains, registers or sources)"
+    corpus_phrase = f"`{dataset_name}`" if dataset_name != UNNAMED_CORPUS else dataset_name
+    first, second = examples[0], examples[min(1, len(examples) - 1)]
     micro, macro = report["micro avg"]["f1-score"], report["macro avg"]["f1-score"]
     documents = corpus["splits"]["test"]["documents"] if corpus else None
     test_documents = f" ({documents} document{'s' * (documents != 1)})" if corpus else ""
@@ -168,22 +264,18 @@ def _card_text(args, config: dict, report: dict, corpus: dict | None, dataset_na
                        if (Path(args.model_dir) / name).is_file())
     return f"""# {args.repo_id.split('/')[-1]}
 
-A character-level {architecture} tagger for Chinese medical named entities ({len(types)} types,
-{len(config['id2label'])} BIO tags), trained on the brat corpus `{dataset_name}`. Test micro-F1 **{micro:.3f}**,
+A character-level {architecture} tagger for {subject} ({len(types)} types,
+{len(config['id2label'])} BIO tags), trained on {"the brat corpus " if dataset_name != UNNAMED_CORPUS else ""}{corpus_phrase}. Test micro-F1 **{micro:.3f}**,
 macro-F1 **{macro:.3f}** over the {report["micro avg"]["support"]} entities of the test split{test_documents}
 (entity level: type and both boundaries must match; documents held out from training and model selection).
 
 ## Intended use
 
-Finding diseases, tests, drugs, anatomy, symptoms and the other types below in Chinese clinical-guideline and
-scientific text, for research, curation and pre-annotation. It is not a medical device: do not make clinical
-decisions from its output without review by a professional.
+{intended_use}
 
 ## Labels
 
-| type | 中文 |
-| --- | --- |
-{type_rows}
+{label_table}
 
 Each character gets one tag (`O`, `B-type`, `I-type`); whitespace characters are tagged too, so entities that
 cross line breaks come out whole.
@@ -194,8 +286,8 @@ cross line breaks come out whole.
 from transformers import pipeline
 
 ner = pipeline("token-classification", model="{args.repo_id}", trust_remote_code=True)
-ner("{WIDGET_EXAMPLES[0]}")
-# [{{'entity_group': 'Disease', 'score': ..., 'word': '2 型糖尿病', 'start': 0, 'end': 6}}, ...]
+ner({first["text"]!r})
+{_expected_output(first, types)}
 ```
 
 The model's code is part of this repository, hence `trust_remote_code=True`. Hosted inference widgets may not
@@ -209,7 +301,7 @@ tokenizer alone does not give (it drops spaces and joins digits): build the ids 
 ```python
 import torch
 
-text = "{WIDGET_EXAMPLES[1]}"
+text = {second["text"]!r}
 input_ids = torch.tensor([ner.character_encoder.window_ids(text)])  # [CLS], one id per character, [SEP]
 tags = ner.model.decode(input_ids)[0, 1:-1]  # Viterbi tag ids, one per character
 print([ner.model.config.id2label[tag] for tag in tags.tolist()])
@@ -220,7 +312,7 @@ print([ner.model.config.id2label[tag] for tag in tags.tolist()])
 
 ## Training data
 
-{_data_text(corpus)}
+{_data_text(corpus, dataset_name)}
 {_encoder_text(encoder)}
 
 ## Results on the test split
@@ -232,8 +324,7 @@ Entity-level scores per type (seqeval over the test windows: type, first and las
 
 ## Limitations
 
-- Trained on the corpus above only; text of other specialties or registers (clinical notes, colloquial text)
-  will score lower.
+- Trained on the corpus above only; {other_text} will score lower.
 - Types with few training examples are markedly less accurate than frequent ones; see the table (support:
   test entities of the type).
 - Overlapping or nested entities cannot be expressed with one BIO tag per character: the model predicts at
@@ -243,12 +334,26 @@ Entity-level scores per type (seqeval over the test windows: type, first and las
 """
 
 
-def _data_text(corpus: dict | None) -> str:
+def _expected_output(example: dict, types: list[str]) -> str:
+    """The usage example's output comment: the entities known to be in the text, else the shape of one."""
+    if example["entities"]:
+        entity = example["entities"][0]
+        return (f"# [{{'entity_group': {entity['entity_group']!r}, 'score': ..., 'word': {entity['word']!r}, "
+                f"'start': {entity['start']}, 'end': {entity['end']}}}, ...] where it finds the annotated entities")
+    return f"# [{{'entity_group': {types[0]!r}, 'score': ..., 'word': ..., 'start': ..., 'end': ...}}, ...]"
+
+
+def _joined(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _data_text(corpus: dict | None, dataset_name: str) -> str:
     if not corpus:
         return "The training run recorded no corpus summary."
     rows = "\n".join(f"| {split} | {sizes['documents']} | {sizes['windows']} |"
                      for split, sizes in corpus["splits"].items())
-    return (f"Corpus `{corpus['data_dir']}`, split by document ({corpus['split_rule']}); windows of at most "
+    name = "The corpus" if dataset_name == UNNAMED_CORPUS else f"The corpus `{dataset_name}`"
+    return (f"{name} was split by document ({corpus['split_rule']}); windows of at most "
             f"{corpus['max_chars']} characters.\n\n| split | documents | windows |\n| --- | ---: | ---: |\n{rows}\n")
 
 

@@ -198,15 +198,20 @@ def main():
         print(f"Model, reports and plots in {output_dir}")
 
 
-def parse_arguments(command_line: list[str]):
-    """The dataclasses from the command line; a first argument ending in ``.json`` gives the values, which the
-    options after it override (``train.py configs/quickstart.json --output_dir other/``)."""
-    parser = HfArgumentParser(
+def argument_parser() -> HfArgumentParser:
+    """The project's options in their own groups, listed by --help before transformers' TrainingArguments."""
+    return HfArgumentParser(
         (ModelArguments, DataArguments, NerTrainingArguments),
         usage="train.py [CONFIG.json] [--option VALUE ...]",
         description="Fine-tune BERT -> BiLSTM -> CRF for character-level NER on a brat corpus. A JSON file of "
                     "option values may come first; options after it override its values.",
     )
+
+
+def parse_arguments(command_line: list[str]):
+    """The dataclasses from the command line; a first argument ending in ``.json`` gives the values, which the
+    options after it override (``train.py configs/quickstart.json --output_dir other/``)."""
+    parser = argument_parser()
     if command_line and command_line[0].endswith(".json"):
         parser.set_defaults(**read_json_arguments(command_line[0], parser))
         command_line = command_line[1:]

@@ -213,7 +213,7 @@ def hub_folder(trained_model, tmp_path_factory):
     model_dir, _ = trained_model
     folder = tmp_path_factory.mktemp("hub") / "repo"
     run_script(["push_to_hub.py", "--model_dir", str(model_dir), "--repo_id", "someone/chinese-medical-ner",
-                "--dry_run", str(folder)])
+                "--dry_run", str(folder), "--dataset_name", "Sample corpus"])
     return model_dir, folder
 
 
@@ -260,9 +260,10 @@ print(json.dumps({{"model": type(model).__name__, "tokenizer": len(tokenizer), "
     completed = run_script(["-c", script], cwd=tmp_path)  # the repository is not importable from here
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["model"] == "BertBiLstmCrfForTokenClassification" and result["tokenizer"] > 100
-    assert result["tags"] == len(push_to_hub.WIDGET_EXAMPLES[1])  # one tag per character
-    assert len(result["results"]) == len(push_to_hub.WIDGET_EXAMPLES)
-    for text, entities in zip(push_to_hub.WIDGET_EXAMPLES, result["results"]):
+    widgets = [widget["text"] for widget in ModelCard.load(folder / "README.md").data.to_dict()["widget"]]
+    assert result["tags"] == len(widgets[1])  # one tag per character of the second example
+    assert len(result["results"]) == len(widgets) == push_to_hub.WIDGET_COUNT
+    for text, entities in zip(widgets, result["results"]):
         assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
 
 
@@ -272,8 +273,8 @@ def test_model_card_names_the_corpus_encoder_and_test_support(hub_folder):
     corpus = json.loads((model_dir / "corpus.json").read_text(encoding="utf-8"))
     report = json.loads((model_dir / "test_report.json").read_text(encoding="utf-8"))
     assert corpus["data_dir"] == "data/sample" and corpus["encoder"]["encoder_config"]
-    assert card.data.to_dict()["model-index"][0]["results"][0]["dataset"]["name"] == "data/sample"
-    assert "trained on the brat corpus `data/sample`" in card.text
+    assert card.data.to_dict()["model-index"][0]["results"][0]["dataset"]["name"] == "Sample corpus"
+    assert "trained on the brat corpus `Sample corpus`" in card.text and "data/sample" not in card.content
     assert f"over the {report['micro avg']['support']} entities of the test split (1 document)" in card.text
     assert "trained from random weights" in card.text and "base_model" not in card.data.to_dict()
 
