@@ -76,6 +76,8 @@ class PushArguments:
 
 def main():
     (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses()
+    if not (args.dataset_name or args.dataset_repo_id):
+        print(f"push_to_hub.py: the card calls the training corpus {UNNAMED_CORPUS!r}; name it with --dataset_name")
     if args.dry_run:
         folder = Path(args.dry_run)
         if folder.exists() and any(folder.iterdir()):  # stale files would be published with the new ones
