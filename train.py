@@ -174,8 +174,9 @@ def main():
         preprocess_logits_for_metrics=lambda logits, labels: model.crf.viterbi_tags(logits, labels != -100),
         callbacks=callbacks,
     )
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(EpochLineCallback)
+    if not training_args.disable_tqdm:  # the progress bar, with a line per epoch instead of metric dicts
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(EpochLineCallback)
 
     checkpoint = resume_checkpoint(training_args)
     start = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")) if checkpoint else None
@@ -191,9 +192,9 @@ def main():
         write_report(metric.last_report, output_dir / "test_report")
         write_corpus_summary(corpus_stats, data_args, model_args, output_dir / "corpus.json")
         plot_training(trainer.state, metric.last_report, output_dir)
+        best = f"; best validation micro-F1 {trainer.state.best_metric:.3f}" if trainer.state.best_metric else ""
         print(f"Trained {trainer.state.epoch:g} epochs in {figures['train_runtime']:.1f} s "
-              f"({figures['train_characters_per_second']:,.0f} characters/s); best validation micro-F1 "
-              f"{trainer.state.best_metric:.3f}. Test split, per type:\n")
+              f"({figures['train_characters_per_second']:,.0f} characters/s){best}. Test split, per type:\n")
         print((output_dir / "test_report.md").read_text(encoding="utf-8"))
         print(f"Model, reports and plots in {output_dir}")
 
