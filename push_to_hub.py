@@ -40,6 +40,7 @@ RUIJIN_WIDGET_EXAMPLES = (
 )
 # What the model should find in the first of them, for the card's usage example.
 RUIJIN_FIRST_EXAMPLE_ENTITY = {"entity_group": "Disease", "word": "2 型糖尿病", "start": 0, "end": 6}
+UNNAMED_CORPUS = "an unnamed brat corpus"  # the card's name for it without --dataset_name or --dataset_repo_id
 WIDGET_COUNT = 3
 WIDGET_CHARACTERS = (8, 80)  # short sentences: readable in a widget, one window
 # A sentence ends at 。！？；!?; a full stop before a blank (not 7.0) or a line break.
@@ -70,7 +71,8 @@ class PushArguments:
         default=None, metadata={"help": "Also push the prepared corpus as a Hub dataset (also the card's dataset)."}
     )
     data_dir: str | None = field(
-        default=None, metadata={"help": "Corpus for --dataset_repo_id; default: the one the model was trained on."}
+        default=None, metadata={"help": "Corpus for --dataset_repo_id and the card's examples; default: the one "
+                                        "the model was trained on."}
     )
 
 
@@ -161,8 +163,6 @@ def model_card(model_dir: Path, args) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_text}")
 
 
-UNNAMED_CORPUS = "an unnamed brat corpus"
-
 
 def card_examples(args, corpus: dict | None, is_ruijin: bool) -> list[dict]:
     """Widget and usage texts, each with the entities known to be in it (``entity_group``, ``word``, ``start``,
@@ -184,7 +184,7 @@ def card_examples(args, corpus: dict | None, is_ruijin: bool) -> list[dict]:
         return [{"text": text, "entities": [RUIJIN_FIRST_EXAMPLE_ENTITY] if index == 0 else []}
                 for index, text in enumerate(RUIJIN_WIDGET_EXAMPLES)]
     raise SystemExit(f"push_to_hub.py: no example texts for the widget: the training corpus ({data_dir}) is not "
-                     "here and holds no short annotated sentence; give --widget_examples_file or --data_dir")
+                     "here or holds no short annotated sentence; give --widget_examples_file or --data_dir")
 
 
 def corpus_sentences(data_dir: Path) -> list[dict]:

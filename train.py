@@ -192,7 +192,7 @@ def main():
         write_report(metric.last_report, output_dir / "test_report")
         write_corpus_summary(corpus_stats, data_args, model_args, output_dir / "corpus.json")
         plot_training(trainer.state, metric.last_report, output_dir)
-        best = f"; best validation micro-F1 {trainer.state.best_metric:.3f}" if trainer.state.best_metric else ""
+        best = f"; best validation micro-F1 {trainer.state.best_metric:.3f}" if trainer.state.best_metric is not None else ""
         print(f"Trained {trainer.state.epoch:g} epochs in {figures['train_runtime']:.1f} s "
               f"({figures['train_characters_per_second']:,.0f} characters/s){best}. Test split, per type:\n")
         print((output_dir / "test_report.md").read_text(encoding="utf-8"))
