@@ -4,6 +4,7 @@ plots' chosen epoch, predict.py's progress as documents stream, and a model card
 
 import json
 import re
+import subprocess
 from argparse import Namespace
 
 import pytest
@@ -175,3 +176,18 @@ def test_card_without_the_corpus_at_hand(english_model, trained_model, tmp_path)
     assert card.data.to_dict()["language"] == "zh" and "Chinese medical named entities" in card.text
     assert [widget["text"] for widget in card.data.to_dict()["widget"]] == list(push_to_hub.RUIJIN_WIDGET_EXAMPLES)
     assert "'word': '2 型糖尿病', 'start': 0, 'end': 6" in card.text
+
+
+# ----- the README -----
+
+
+def test_output_folders_of_the_readme_are_git_ignored():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    commands = "".join(re.findall(r"```bash\n(.*?)```", readme, re.S))
+    folders = set(re.findall(r"--(?:output_dir|dry_run) (\S+)", commands))
+    assert {"predicted/", "hub_folder/", "outputs/ruijin"} <= folders
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    completed = subprocess.run(["git", "check-ignore", "--no-index", *sorted(folders)], cwd=REPO,
+                               capture_output=True, text=True)
+    assert sorted(completed.stdout.split()) == sorted(folders), completed.stderr
