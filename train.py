@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,6 @@ from transformers import (
     TrainerState,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from dataset_script import ruijin_ner
 from modeling_bert_bilstm_crf import (
@@ -43,6 +41,15 @@ from modeling_bert_bilstm_crf import (
     encoder_positions,
 )
 from ner_evaluation import EntitySeqeval, summary, write_report
+from run_safety import (
+    RunArguments,
+    atomic_write,
+    claim_output_dir,
+    parse_arguments,
+    resume_checkpoint,
+    run_main,
+    training_arguments,
+)
 from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
 
 logger = logging.getLogger(__name__)
@@ -124,17 +131,15 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
 
 
 def main():
-    parser = HfArgumentParser((ModelArguments, DataArguments, NerTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    parser = HfArgumentParser((ModelArguments, DataArguments, NerTrainingArguments, RunArguments))
+    model_args, data_args, training_args, run_args = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     encoder = model_args.encoder_config or model_args.model_name_or_path
     check_window_fits(data_args.max_chars, encoder_positions(encoder), "--max_chars")
+    claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
@@ -165,7 +170,7 @@ def main():
         callbacks=callbacks,
     )
 
-    checkpoint = resume_checkpoint(training_args)
+    checkpoint = resume_checkpoint(training_args, run_args, training_arguments(model_args, data_args, training_args))
     start = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")) if checkpoint else None
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
@@ -296,17 +301,6 @@ class NerMetrics:
         return {**summary(self.last_report), **per_type}
 
 
-def resume_checkpoint(training_args):
-    """An explicit --resume_from_checkpoint, else the last checkpoint in --output_dir: rerunning an interrupted
-    command goes on where it stopped."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-    if last:
-        logger.warning("Resuming from %s; give a new --output_dir to start afresh", last)
-    return last
-
-
 def training_figures(metrics, start, end, train_set):
     """Training throughput of this run (from the ``start`` state of a resumed checkpoint, if any, to the ``end``
     state): windows, optimizer steps and characters (model positions, padding excluded) per second, and peak
@@ -334,7 +328,7 @@ def write_corpus_summary(stats, data_args, model_args, path):
         "entities_encoded": stats.entities_encoded,
         "encoder": {"model_name_or_path": model_args.model_name_or_path, "encoder_config": model_args.encoder_config},
     }
-    path.write_text(json.dumps(corpus_summary, indent=2), encoding="utf-8")
+    atomic_write(path, json.dumps(corpus_summary, indent=2))
 
 
 def plot_training(log_history, test_report, output_dir):
@@ -372,4 +366,4 @@ def plot_training(log_history, test_report, output_dir):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "train.py")
