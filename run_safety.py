@@ -253,13 +253,15 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
     weights and ``finished_marker``, the file the script writes last; with ``--overwrite_output_dir``, clears
     what would make this run look resumable or finished."""
     output_dir = Path(training_args.output_dir)
+    lock = OutputLock(output_dir, script)
     if training_args.process_index == 0:  # the other processes of a run follow the main one
-        OutputLock(output_dir, script).acquire()
+        lock.acquire()
     if run_args.overwrite_output_dir:
         _clear_previous_run(output_dir, finished_marker)
     elif (output_dir / finished_marker).is_file() and _has_weights(output_dir):
         print(f"{script}: {output_dir} holds a finished run ({finished_marker} and the model are there); nothing to "
               "do. Give --overwrite_output_dir to train again, or another --output_dir")
+        lock.release()
         sys.exit(0)
 
 
