@@ -7,12 +7,19 @@
     python predict.py --model_name_or_path outputs/ruijin --data_dir ../shared/data/ruijin_round1/train \
         --split test                                # tag and score one split of a corpus, as train.py splits it
     echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
+    python predict.py --model_name_or_path outputs/ruijin --input_dir new_docs/ --output_dir to_correct/ \
+        --preannotate                               # a brat folder for annotators, least certain documents first
 
 One .ann per .txt: a ``T`` line per entity with its type, document offsets and covered text. An entity that
 crosses line breaks is written as fragments split at the breaks (``T3 Disease 106 107;108 114``), as brat
 requires and as the Ruijin corpus does. The model runs through its own token-classification pipeline
 (``modeling_bert_bilstm_crf.BertBiLstmCrfNerPipeline``), so this script, the pipeline and the Hub widget
 return the same entities.
+
+What the user wrote is never written over: an --output_dir that is the input, gold or corpus folder is refused,
+and so is one already holding .ann files (or files this run writes) unless --overwrite is given; every file is
+written whole or not at all (``run_safety.atomic_write``). The model folder's Python code runs only when it is
+this project's own file (a folder written by train.py) or the user gives --trust_remote_code.
 """
 
 from __future__ import annotations

@@ -233,9 +233,9 @@ RESUMABLE_CHANGES = {
     "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "resume_with_changed_arguments", "run_name",
     "report_to", "disable_tqdm", "use_cpu", "per_device_eval_batch_size", "eval_accumulation_steps",
     "time_budget_minutes",  # a resumed run starts a new budget
-    "local_rank", "push_to_hub", "log_level", "log_level_replica",
+    "local_rank", "push_to_hub", "log_level", "log_level_replica", "project", "skip_memory_metrics",
 }
-RESUMABLE_PREFIXES = ("logging_", "save_", "hub_", "dataloader_", "ddp_")
+RESUMABLE_PREFIXES = ("logging_", "save_", "hub_", "dataloader_", "ddp_", "trackio_")
 
 
 def training_arguments(*argument_sets) -> dict:
