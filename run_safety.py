@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -104,11 +103,10 @@ def trust_remote_code(model_name_or_path: str, asked: bool) -> bool:
 
 def _foreign_code(folder: Path) -> str | None:
     """Why the code of a model folder is not this project's own, or None when it is."""
-    own = (PROJECT_ROOT / MODELING_FILE).read_bytes()
     for path in sorted(folder.glob("*.py")):
         if path.name != MODELING_FILE:
             return f"holds Python code of its own ({path.name})"
-        if _sha256(path.read_bytes()) != _sha256(own):
+        if path.read_bytes() != (PROJECT_ROOT / MODELING_FILE).read_bytes():
             return f"holds a {MODELING_FILE} that differs from this project's"
     for name in ("config.json", "tokenizer_config.json"):
         references = _code_references(folder / name)
@@ -130,10 +128,6 @@ def _code_references(config_path: Path) -> set[str]:
     for task in (config.get("custom_pipelines") or {}).values():
         references.add(task.get("impl", ""))
     return references
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # ----- one run per output folder -----
