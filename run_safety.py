@@ -241,11 +241,11 @@ def training_arguments(*argument_sets) -> dict:
             if name not in RESUMABLE_CHANGES and not name.startswith(RESUMABLE_PREFIXES)}
 
 
-def claim_output_dir(script: str, training_args, run_args: RunArguments, finished_marker: str) -> None:
-    """Take ``training_args.output_dir`` for this run, before anything else: raises ``ValueError`` (a one-line
-    refusal) when another run holds it; exits (status 0) when it holds a finished run, recognised by its
-    weights and ``finished_marker``, the file the script writes last; with ``--overwrite_output_dir``, clears
-    what would make this run look resumable or finished."""
+def claim_output_dir(script: str, training_args, run_args: RunArguments, finished_marker: str) -> OutputLock:
+    """Take ``training_args.output_dir`` for this run, before anything else, and return its lock (released at
+    exit): raises ``ValueError`` (a one-line refusal) when another run holds it; exits (status 0) when it holds
+    a finished run, recognised by its weights and ``finished_marker``, the file the script writes last; with
+    ``--overwrite_output_dir``, clears what would make this run look resumable or finished."""
     output_dir = Path(training_args.output_dir)
     lock = OutputLock(output_dir, script)
     if training_args.process_index == 0:  # the other processes of a run follow the main one
@@ -257,6 +257,7 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
               "do. Give --overwrite_output_dir to train again, or another --output_dir")
         lock.release()
         sys.exit(0)
+    return lock
 
 
 def resume_checkpoint(training_args, run_args: RunArguments, arguments: dict) -> str | None:

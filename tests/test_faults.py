@@ -4,6 +4,7 @@ checkpoint save and runs one at a time per folder, model code runs only when tru
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -283,6 +284,27 @@ def test_resuming_under_other_arguments_is_refused_and_names_them(concurrent_run
     assert {path: path.read_bytes() for path in interrupted.rglob("*") if path.is_file()} == before
 
 
+def test_overwrite_output_dir_clears_what_would_resume_or_look_finished(concurrent_runs, tmp_path):
+    import train
+
+    reference, _ = concurrent_runs
+    previous = tmp_path / "previous"
+    copy_checkpoints(reference, previous)
+    shutil.copy(reference / "model.safetensors", previous)
+    shutil.copy(reference / "test_report.json", previous)
+    training_args = train.NerTrainingArguments(output_dir=str(previous), use_cpu=True)
+    lock = run_safety.claim_output_dir("train.py", training_args, run_safety.RunArguments(overwrite_output_dir=True),
+                                       finished_marker="test_report.json")
+    try:
+        assert not list(previous.glob("checkpoint-*")) and not (previous / "test_report.json").exists()
+        assert (previous / "model.safetensors").is_file()  # replaced when the new run saves, not before
+        assert run_safety.resume_checkpoint(training_args, run_safety.RunArguments(overwrite_output_dir=True),
+                                            {"learning_rate": 1.0}) is None
+    finally:
+        lock.release()
+    assert not (previous / run_safety.LOCK_NAME).exists()
+
+
 def test_checkpoint_problems_are_found_the_cheap_way(concurrent_runs, tmp_path):
     reference, _ = concurrent_runs
     source = min(reference.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
@@ -308,7 +330,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_live_one_refused(tmp_
     folder = tmp_path / "model"
     folder.mkdir()
     lock_path = folder / run_safety.LOCK_NAME
-    host = run_safety.socket.gethostname()
+    host = socket.gethostname()
     lock_path.write_text(json.dumps({"pid": exited_process_id(), "host": host}))  # as a killed run leaves it
     lock = run_safety.OutputLock(folder, "train.py")
     lock.acquire()
