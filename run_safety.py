@@ -142,8 +142,8 @@ class OutputLock:
     the run created and left empty (it stopped before writing anything) is removed with it.
     """
 
-    def __init__(self, folder: Path, script: str):
-        self.folder, self.script = folder, script
+    def __init__(self, folder: Path):
+        self.folder = folder
         self.path = folder / LOCK_NAME
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)}
         self.created_folder = False
@@ -247,11 +247,13 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
     a finished run, recognised by its weights and ``finished_marker``, the file the script writes last; with
     ``--overwrite_output_dir``, clears what would make this run look resumable or finished."""
     output_dir = Path(training_args.output_dir)
-    lock = OutputLock(output_dir, script)
-    if training_args.process_index == 0:  # the other processes of a run follow the main one
+    lock = OutputLock(output_dir)
+    main_process = training_args.process_index == 0  # the other processes of a run follow the main one
+    if main_process:
         lock.acquire()
     if run_args.overwrite_output_dir:
-        _clear_previous_run(output_dir, finished_marker)
+        if main_process:
+            _clear_previous_run(output_dir, finished_marker)
     elif (output_dir / finished_marker).is_file() and _has_weights(output_dir):
         print(f"{script}: {output_dir} holds a finished run ({finished_marker} and the model are there); nothing to "
               "do. Give --overwrite_output_dir to train again, or another --output_dir")

@@ -332,7 +332,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_live_one_refused(tmp_
     lock_path = folder / run_safety.LOCK_NAME
     host = socket.gethostname()
     lock_path.write_text(json.dumps({"pid": exited_process_id(), "host": host}))  # as a killed run leaves it
-    lock = run_safety.OutputLock(folder, "train.py")
+    lock = run_safety.OutputLock(folder)
     lock.acquire()
     assert json.loads(lock_path.read_text())["pid"] == os.getpid()
     lock.release()
@@ -340,7 +340,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_live_one_refused(tmp_
 
     lock_path.write_text(json.dumps({"pid": os.getppid(), "host": host, "command": "train.py ..."}))
     with pytest.raises(ValueError, match=rf"is in use by another run \(process {os.getppid()} on {host}"):
-        run_safety.OutputLock(folder, "train.py").acquire()
+        run_safety.OutputLock(folder).acquire()
     assert json.loads(lock_path.read_text())["pid"] == os.getppid()
 
 
