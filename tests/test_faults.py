@@ -187,15 +187,25 @@ def test_preannotation_folder_opens_in_brat_with_confidences_and_a_ranking(train
     assert minima == sorted(minima) and [int(row[4]) for row in rows] == [len(predictions[row[1]]) for row in rows]
 
 
-def test_preannotation_keeps_an_existing_annotation_conf(trained_model, tmp_path, monkeypatch):
+def test_preannotation_keeps_an_existing_annotation_conf_unless_overwriting(trained_model, tmp_path, monkeypatch):
     model_dir, _ = trained_model
     output_dir = tmp_path / "to_correct"
     output_dir.mkdir()
     own_conf = "[entities]\nDisease\n\n[relations]\n\n[events]\n\n[attributes]\n"
     (output_dir / "annotation.conf").write_text(own_conf, encoding="utf-8")
-    run_predict(monkeypatch, "--model_name_or_path", str(model_dir), "--input_dir", str(SAMPLE), "--output_dir",
-                str(output_dir), "--preannotate")
+    arguments = ("--model_name_or_path", str(model_dir), "--input_dir", str(SAMPLE), "--output_dir", str(output_dir),
+                 "--preannotate")
+    run_predict(monkeypatch, *arguments)
     assert (output_dir / "annotation.conf").read_text(encoding="utf-8") == own_conf
+    run_predict(monkeypatch, *arguments, "--overwrite")
+    assert len(ruijin_ner.annotation_conf_types(output_dir / "annotation.conf")) > 1
+
+
+def test_documents_without_entities_rank_first_for_annotators():
+    table = predict.uncertainty_table(["sure", "empty", "unsure"], [[{"score": 0.9}], [],
+                                                                    [{"score": 0.5}, {"score": 0.99}]])
+    assert table.splitlines()[1:] == ["1\tempty\t\t\t0", "2\tunsure\t0.5000\t0.7450\t2",
+                                      "3\tsure\t0.9000\t0.9000\t1"]
 
 
 # ----- training: checkpoints that survive faults, one run per folder -----
