@@ -157,7 +157,7 @@ class OutputLock:
         try:
             for _ in range(2):  # a second try after removing a dead owner's lock
                 try:
-                    os.link(temporary, self.path)
+                    self._put_in_place(temporary)
                     break
                 except FileExistsError:
                     self._remove_stale_lock()
@@ -166,6 +166,16 @@ class OutputLock:
         finally:
             os.unlink(temporary)
         atexit.register(self.release)
+
+    def _put_in_place(self, temporary: str) -> None:
+        """The lock file, complete, at ``self.path``; ``FileExistsError`` when a lock is there."""
+        try:
+            os.link(temporary, self.path)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: create exclusively, then write
+            with open(self.path, "x", encoding="utf-8") as file:
+                json.dump(self.owner, file)
 
     def _remove_stale_lock(self) -> None:
         try:
