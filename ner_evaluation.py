@@ -22,6 +22,8 @@ import datasets
 import evaluate
 from seqeval.metrics import classification_report
 
+from run_safety import atomic_write
+
 AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
 
 
@@ -93,8 +95,8 @@ def write_report(report: dict, path_stem: str | Path) -> None:
     """Write ``<path_stem>.json`` and ``<path_stem>.md``."""
     path_stem = Path(path_stem)
     path_stem.parent.mkdir(parents=True, exist_ok=True)
-    path_stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    path_stem.with_suffix(".md").write_text(report_to_markdown(report), encoding="utf-8")
+    atomic_write(path_stem.with_suffix(".json"), json.dumps(report, indent=2, ensure_ascii=False))
+    atomic_write(path_stem.with_suffix(".md"), report_to_markdown(report))
 
 
 def _scores(found: int, predicted: int, support: int) -> dict:

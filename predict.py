@@ -7,12 +7,19 @@
     python predict.py --model_name_or_path outputs/ruijin --data_dir ../shared/data/ruijin_round1/train \
         --split test                                # tag and score one split of a corpus, as train.py splits it
     echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
+    python predict.py --model_name_or_path outputs/ruijin --input_dir new_docs/ --output_dir to_correct/ \
+        --preannotate                               # a brat folder for annotators, least certain documents first
 
 One .ann per .txt: a ``T`` line per entity with its type, document offsets and covered text. An entity that
 crosses line breaks is written as fragments split at the breaks (``T3 Disease 106 107;108 114``), as brat
 requires and as the Ruijin corpus does. The model runs through its own token-classification pipeline
 (``modeling_bert_bilstm_crf.BertBiLstmCrfNerPipeline``), so this script, the pipeline and the Hub widget
 return the same entities.
+
+What the user wrote is never written over: an --output_dir that is the input, gold or corpus folder is refused,
+and so is one already holding .ann files (or files this run writes) unless --overwrite is given; every file is
+written whole or not at all (``run_safety.atomic_write``). The model folder's Python code runs only when it is
+this project's own file (a folder written by train.py) or the user gives --trust_remote_code.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from transformers import HfArgumentParser, pipeline
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, files_with_suffix, read_text
 from ner_evaluation import report_to_markdown, score_entities, write_report
+from run_safety import atomic_write, check_writable_folder, run_main, trust_remote_code
 
 SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))
+UNCERTAINTY_FILE = "uncertainty.tsv"
 
 
 @dataclass
@@ -51,12 +60,30 @@ class PredictArguments:
     batch_size: int = field(default=32, metadata={"help": "Windows per forward pass."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ...; default: GPU when present."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 weights; default: on for CUDA."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Write into an --output_dir that already holds .ann files (or files this run writes): "
+                          "the files this run writes are replaced, the others left as they are."},
+    )
+    preannotate: bool = field(
+        default=False,
+        metadata={"help": "Make --output_dir a brat folder for annotators to correct: each .txt beside its .ann, "
+                          "each entity's confidence as an AnnotatorNotes line, an annotation.conf of the model's "
+                          "types and uncertainty.tsv, the documents least certain first."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run the Python code that comes with --model_name_or_path: needed for a Hub id or a "
+                          "folder whose code is not this project's own (a folder written by train.py needs none)."},
+    )
 
 
 def main():
     (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses()
     if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
         sys.exit("predict.py: give exactly one of --input_dir, --input_file and --data_dir")
+    if args.preannotate and not (args.output_dir and not args.input_file):
+        sys.exit("predict.py: --preannotate writes a folder: give --output_dir and --input_dir or --data_dir")
     # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
     if args.input_file:
         text = read_standard_input() if args.input_file == "-" else read_text(Path(args.input_file))
@@ -69,18 +96,27 @@ def main():
             sys.exit(f"predict.py: the {args.split} split of {args.data_dir} has no documents")
         documents = dict(zip(split["document_id"], split["text"]))
         gold_documents = list(split)
+        input_folders = {"--data_dir": [Path(args.data_dir), *ruijin_ner.document_folders(Path(args.data_dir))]}
     else:
         documents = read_texts(Path(args.input_dir))
         gold_documents = ruijin_ner.read_corpus_documents(args.gold_dir) if args.gold_dir else None
+        input_folders = {"--input_dir": [Path(args.input_dir)]}
+        if args.gold_dir:
+            input_folders["--gold_dir"] = [Path(args.gold_dir)]
     if gold_documents is not None:
         check_gold_matches(gold_documents, documents)
-    predictions = tag_texts(load_tagger(args), list(documents.values()), args.batch_size, progress=True)
+    if args.output_dir:  # checked before the model loads: a refused folder costs seconds, not a tagging run
+        output_files = planned_output_files(Path(args.output_dir), documents, gold_documents is not None,
+                                            args.preannotate)
+        replaced = check_output_dir(Path(args.output_dir), input_folders, output_files, args.overwrite)
+    tagger = load_tagger(args)
+    predictions = tag_texts(tagger, list(documents.values()), args.batch_size, progress=True)
     if args.output_dir:
-        output_dir = Path(args.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for (document_id, text), entities in zip(documents.items(), predictions):
-            (output_dir / f"{document_id}.ann").write_text(brat_annotations(text, entities), encoding="utf-8")
-        print(f"Wrote {len(documents)} .ann files to {output_dir}")
+        write_annotations(Path(args.output_dir), documents, predictions, args.preannotate)
+        if args.preannotate:
+            write_preannotation_files(Path(args.output_dir), documents, predictions, tagger.model.config,
+                                      args.overwrite)
+        report_written(Path(args.output_dir), output_files, replaced)
     if gold_documents is not None:
         report = score_against_gold(gold_documents, dict(zip(documents, predictions)))
         if args.output_dir:
@@ -94,10 +130,97 @@ def load_tagger(args):
     return pipeline(
         "token-classification",
         model=args.model_name_or_path,
-        trust_remote_code=True,
+        trust_remote_code=trust_remote_code(args.model_name_or_path, args.trust_remote_code),
         device=device,
         dtype=torch.bfloat16 if use_bf16 else torch.float32,
     )
+
+
+def planned_output_files(output_dir: Path, documents: dict[str, str], scored: bool, preannotate: bool) -> list[Path]:
+    """Every file this run will write in ``output_dir`` (``annotation.conf`` aside: an existing one is kept)."""
+    suffixes = (".ann", ".txt") if preannotate else (".ann",)
+    files = [output_dir / f"{document_id}{suffix}" for document_id in documents for suffix in suffixes]
+    if scored:
+        files += [output_dir / "brat_scores.json", output_dir / "brat_scores.md"]
+    if preannotate:
+        files.append(output_dir / UNCERTAINTY_FILE)
+    return files
+
+
+def check_output_dir(output_dir: Path, input_folders: dict[str, list[Path]], output_files: list[Path],
+                     overwrite: bool) -> list[Path]:
+    """Refuse (``ValueError``) an output folder that would destroy what the user wrote: an input or gold folder
+    (predictions would replace the gold .ann files), or, without ``overwrite``, a folder already holding .ann
+    files or files this run writes; then make sure the folder can be written. Returns the files to be replaced."""
+    for option, folders in input_folders.items():
+        if any(output_dir.resolve() == folder.resolve() for folder in folders):
+            raise ValueError(f"--output_dir {output_dir} is the folder of {option}: the predictions would replace "
+                             "the .ann files there; give another folder")
+    replaced = [path for path in output_files if path.exists()]
+    if output_dir.is_dir() and not overwrite:
+        taken = sorted({*replaced, *files_with_suffix(output_dir, ".ann")})
+        if taken:
+            raise ValueError(f"--output_dir {output_dir} already holds {len(taken)} .ann files or files this run "
+                             f"writes ({', '.join(path.name for path in taken[:3])}, ...); give --overwrite to "
+                             "replace those this run writes, or another folder")
+    check_writable_folder(output_dir, "--output_dir")
+    return replaced
+
+
+def write_annotations(output_dir: Path, documents: dict[str, str], predictions: list[list[dict]],
+                      confidence: bool) -> None:
+    for (document_id, text), entities in zip(documents.items(), predictions):
+        atomic_write(output_dir / f"{document_id}.ann", brat_annotations(text, entities, confidence))
+
+
+def report_written(output_dir: Path, output_files: list[Path], replaced: list[Path]) -> None:
+    """Say what was written and replaced, and which .ann files there this run did not write (an earlier run's)."""
+    annotations = {path for path in output_files if path.suffix == ".ann"}
+    others = [path for path in files_with_suffix(output_dir, ".ann") if path not in annotations]
+    message = f"Wrote {len(annotations)} .ann files to {output_dir}"
+    if replaced:
+        message += f"; replaced {len(replaced)} files that were there"
+    if others:
+        message += f"; {len(others)} other .ann files there ({others[0].name}, ...) were left as they were"
+    print(message)
+
+
+def write_preannotation_files(output_dir: Path, documents: dict[str, str], predictions: list[list[dict]], config,
+                              overwrite: bool) -> None:
+    """What makes ``output_dir`` a brat folder to correct: the texts (byte for byte: ``read_text`` keeps every
+    character, so UTF-8 gives the file back), the model's types in annotation.conf, and the ranking."""
+    for document_id, text in documents.items():
+        atomic_write(output_dir / f"{document_id}.txt", text)
+    conf = output_dir / "annotation.conf"
+    if conf.exists() and not overwrite:
+        print(f"Kept the existing {conf} (--overwrite replaces it with the model's types)")
+    else:
+        atomic_write(conf, annotation_conf(model_entity_types(config)))
+    atomic_write(output_dir / UNCERTAINTY_FILE, uncertainty_table(list(documents), predictions))
+
+
+def model_entity_types(config) -> list[str]:
+    return sorted({label[2:] for label in config.id2label.values() if label[:2] in ("B-", "I-")})
+
+
+def annotation_conf(entity_types: list[str]) -> str:
+    """A brat annotation.conf declaring ``entity_types`` (brat wants all four sections)."""
+    return "\n".join(["[entities]", *entity_types, "", "[relations]", "", "[events]", "", "[attributes]", ""])
+
+
+def uncertainty_table(document_ids: list[str], predictions: list[list[dict]]) -> str:
+    """uncertainty.tsv: one row per document, least certain first, by the confidence of its least certain
+    entity (then the mean). A document without entities comes first: nothing to confirm, all to find."""
+    rows = []
+    for document_id, entities in zip(document_ids, predictions):
+        scores = [entity["score"] for entity in entities]
+        rows.append((min(scores, default=-1.0), sum(scores) / len(scores) if scores else -1.0, document_id,
+                     len(scores)))
+    lines = ["rank\tdocument_id\tmin_confidence\tmean_confidence\tentities"]
+    for rank, (lowest, mean, document_id, count) in enumerate(sorted(rows), start=1):
+        shown = (f"{lowest:.4f}", f"{mean:.4f}") if count else ("", "")
+        lines.append(f"{rank}\t{document_id}\t{shown[0]}\t{shown[1]}\t{count}")
+    return "\n".join(lines) + "\n"
 
 
 def read_texts(input_dir: Path) -> dict[str, str]:
@@ -130,14 +253,17 @@ def stream_entities(tagger, texts, batch_size: int):
     return tagger((text for text in texts), batch_size=batch_size)
 
 
-def brat_annotations(text: str, entities: list[dict]) -> str:
-    """The .ann text: one ``T`` line per entity, split into fragments at line breaks."""
+def brat_annotations(text: str, entities: list[dict], confidence: bool = False) -> str:
+    """The .ann text: one ``T`` line per entity, split into fragments at line breaks; with ``confidence``,
+    each followed by an ``AnnotatorNotes`` line holding the entity's score (brat shows it on the entity)."""
     lines = []
     for number, entity in enumerate(entities, start=1):
         fragments = line_fragments(text, entity["start"], entity["end"])
         offsets = ";".join(f"{start} {end}" for start, end in fragments)
         covered = " ".join(text[start:end] for start, end in fragments)
         lines.append(f"T{number}\t{entity['entity_group']} {offsets}\t{covered}\n")
+        if confidence:
+            lines.append(f"#{number}\tAnnotatorNotes T{number}\tconfidence {entity['score']:.2f}\n")
     return "".join(lines)
 
 
@@ -178,7 +304,4 @@ def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[d
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BratFormatError as error:  # bad input files: the message names the file (and line), no traceback
-        sys.exit(f"predict.py: {error}")
+    run_main(main, "predict.py")  # bad input files and refused folders: one line naming them, no traceback

@@ -18,8 +18,6 @@ NER (one position per character, ``CharacterEncoder``), in windows of ``--max_ch
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +36,14 @@ from transformers.modeling_outputs import MaskedLMOutput
 from dataset_script import ruijin_ner
 from dataset_script.brat import files_with_suffix, read_text
 from modeling_bert_bilstm_crf import CharacterEncoder, check_window_fits, encoder_positions, split_into_windows
+from run_safety import (
+    RunArguments,
+    claim_output_dir,
+    parse_arguments,
+    resume_checkpoint,
+    run_main,
+    training_arguments,
+)
 from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
 
 logger = logging.getLogger(__name__)
@@ -79,16 +85,14 @@ class MlmTrainingArguments(TimeBudgetTrainingArguments):
 
 
 def main():
-    parser = HfArgumentParser((PretrainArguments, MlmTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
-    else:
-        args, training_args = parser.parse_args_into_dataclasses()
+    parser = HfArgumentParser((PretrainArguments, MlmTrainingArguments, RunArguments))
+    args, training_args, run_args = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
     if (args.model_name_or_path is None) == (args.encoder_config is None):
         parser.error("give exactly one of --model_name_or_path and --encoder_config")
     check_window_fits(args.max_chars, encoder_positions(args.encoder_config or args.model_name_or_path), "--max_chars")
+    claim_output_dir("pretrain_mlm.py", training_args, run_args, finished_marker="train_results.json")
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     texts = pretraining_texts(args)
@@ -112,7 +116,8 @@ def main():
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability),
         processing_class=tokenizer,
     )
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args, run_args,
+                                                                    training_arguments(args, training_args)))
     trainer.save_model()
     trainer.save_metrics("train", measured_throughput(result.metrics, trainer.state.epoch, trainer.state.global_step,
                                                       len(windows)))
@@ -157,4 +162,4 @@ def pretraining_texts(args) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "pretrain_mlm.py")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ from transformers import (
     TrainerState,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as transformers_logging
 
 from dataset_script import ruijin_ner
@@ -48,6 +46,15 @@ from modeling_bert_bilstm_crf import (
     encoder_positions,
 )
 from ner_evaluation import EntitySeqeval, summary, write_report
+from run_safety import (
+    RunArguments,
+    atomic_write,
+    claim_output_dir,
+    parse_arguments,
+    resume_checkpoint,
+    run_main,
+    training_arguments,
+)
 from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
 
 logger = logging.getLogger(__name__)
@@ -137,7 +144,7 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
 
 
 def main():
-    model_args, data_args, training_args = parse_arguments(sys.argv[1:])
+    model_args, data_args, training_args, run_args = parse_arguments(argument_parser())
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers_logging.set_tqdm_hook(without_checkpoint_bars)
     set_seed(training_args.seed)
@@ -145,6 +152,7 @@ def main():
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     encoder = model_args.encoder_config or model_args.model_name_or_path
     check_window_fits(data_args.max_chars, encoder_positions(encoder), "--max_chars")
+    claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
@@ -178,7 +186,7 @@ def main():
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(EpochLineCallback)
 
-    checkpoint = resume_checkpoint(training_args)
+    checkpoint = resume_checkpoint(training_args, run_args, training_arguments(model_args, data_args, training_args))
     start = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")) if checkpoint else None
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
@@ -202,38 +210,11 @@ def main():
 def argument_parser() -> HfArgumentParser:
     """The project's options in their own groups, listed by --help before transformers' TrainingArguments."""
     return HfArgumentParser(
-        (ModelArguments, DataArguments, NerTrainingArguments),
+        (ModelArguments, DataArguments, NerTrainingArguments, RunArguments),
         usage="train.py [CONFIG.json] [--option VALUE ...]",
         description="Fine-tune BERT -> BiLSTM -> CRF for character-level NER on a brat corpus. A JSON file of "
                     "option values may come first; options after it override its values.",
     )
-
-
-def parse_arguments(command_line: list[str]):
-    """The dataclasses from the command line; a first argument ending in ``.json`` gives the values, which the
-    options after it override (``train.py configs/quickstart.json --output_dir other/``)."""
-    parser = argument_parser()
-    if command_line and command_line[0].endswith(".json"):
-        parser.set_defaults(**read_json_arguments(command_line[0], parser))
-        command_line = command_line[1:]
-    return parser.parse_args_into_dataclasses(args=command_line)
-
-
-def read_json_arguments(path: str, parser: HfArgumentParser) -> dict:
-    """The JSON file's values, checked like the command line's: an unknown name is an error, not ignored."""
-    try:
-        values = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        parser.error(f"{path}: cannot read it ({error.strerror})")
-    except json.JSONDecodeError as error:
-        parser.error(f"{path}, line {error.lineno}: not valid JSON ({error.msg})")
-    if not isinstance(values, dict):
-        parser.error(f"{path}: a JSON object of option names and values is expected")
-    known = {action.dest for action in parser._actions}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        parser.error(f"{path}: unknown options {', '.join(unknown)} (python train.py --help lists them)")
-    return values
 
 
 def without_checkpoint_bars(factory, args, kwargs):
@@ -362,43 +343,6 @@ class NerMetrics:
         return {**summary(self.last_report), **per_type}
 
 
-class EpochLineCallback(ProgressCallback):
-    """The training progress bar, and at each evaluation one line with the figures that matter (losses,
-    validation micro/macro-F1, time) instead of the metric dicts and a progress bar per evaluation."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        super().on_train_begin(args, state, control, **kwargs)
-        self.line_start, self.training_loss = time.monotonic(), None
-
-    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
-        pass  # a few seconds of validation need no bar of their own
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or self.training_bar is None:
-            return
-        if "loss" in logs:
-            self.training_loss = logs["loss"]
-        if "eval_f1" in logs:
-            now = time.monotonic()
-            loss = f"loss {self.training_loss:.3f} (validation {logs['eval_loss']:.3f})" \
-                if self.training_loss is not None else f"validation loss {logs['eval_loss']:.3f}"
-            self.training_bar.write(
-                f"epoch {state.epoch:g}/{args.num_train_epochs:g}: {loss}, validation micro-F1 "
-                f"{logs['eval_f1']:.3f}, macro-F1 {logs['eval_macro_f1']:.3f}, {now - self.line_start:.1f} s")
-            self.line_start = now
-
-
-def resume_checkpoint(training_args):
-    """An explicit --resume_from_checkpoint, else the last checkpoint in --output_dir: rerunning an interrupted
-    command goes on where it stopped."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-    if last:
-        logger.warning("Resuming from %s; give a new --output_dir to start afresh", last)
-    return last
-
-
 def training_figures(metrics, start, end, train_set):
     """Training throughput of this run (from the ``start`` state of a resumed checkpoint, if any, to the ``end``
     state): windows, optimizer steps and characters of text (no padding, [CLS] or [SEP]) per second, and peak
@@ -427,7 +371,7 @@ def write_corpus_summary(stats, data_args, model_args, path):
         "entities_encoded": stats.entities_encoded,
         "encoder": {"model_name_or_path": model_args.model_name_or_path, "encoder_config": model_args.encoder_config},
     }
-    path.write_text(json.dumps(corpus_summary, indent=2), encoding="utf-8")
+    atomic_write(path, json.dumps(corpus_summary, indent=2))
 
 
 def plot_training(state, test_report, output_dir):
@@ -479,4 +423,4 @@ def chosen_epoch(state):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "train.py")

@@ -14,6 +14,7 @@ from transformers import TrainerState, pipeline
 
 import predict
 import push_to_hub
+import run_safety
 import train
 from dataset_script import ruijin_ner
 
@@ -25,7 +26,8 @@ QUICKSTART = REPO / "configs" / "quickstart.json"
 
 def test_json_values_then_command_line_overrides():
     values = json.loads(QUICKSTART.read_text(encoding="utf-8"))
-    model_args, data_args, training_args = train.parse_arguments(
+    model_args, data_args, training_args, _ = run_safety.parse_arguments(
+        train.argument_parser(),
         [str(QUICKSTART), "--output_dir", "other/", "--num_train_epochs", "5", "--use_lstm", "false"])
     assert training_args.output_dir == "other/" and training_args.num_train_epochs == 5  # overridden
     assert model_args.use_lstm is False
@@ -33,7 +35,7 @@ def test_json_values_then_command_line_overrides():
     assert training_args.learning_rate == values["learning_rate"] and training_args.seed == values["seed"]
     assert model_args.head_learning_rate == values["head_learning_rate"]
     # Without overrides, the JSON values alone.
-    _, _, training_args = train.parse_arguments([str(QUICKSTART)])
+    _, _, training_args, _ = run_safety.parse_arguments(train.argument_parser(), [str(QUICKSTART)])
     assert training_args.output_dir == values["output_dir"]
 
 
@@ -46,7 +48,7 @@ def test_a_bad_json_configuration_is_refused_naming_the_file(tmp_path, capsys):
         if content is not None:
             (tmp_path / name).write_text(content, encoding="utf-8")
         with pytest.raises(SystemExit):
-            train.parse_arguments([str(tmp_path / name)])
+            run_safety.parse_arguments(train.argument_parser(), [str(tmp_path / name)])
         assert message in capsys.readouterr().err
 
 
