@@ -119,8 +119,7 @@ def read_document(txt_path: Path, ann_path: Path, strict: bool = False, event_ty
             continue
         problem = _check_entity(entity, document.text)
         if problem:
-            hint = _offset_hint(document.text) if problem[0] == "text_mismatch" else ""
-            _warn(f"{where}: {problem[1]}{hint}; entity {entity.id} not used", strict)
+            _warn(f"{where}: {problem[1]}; entity {entity.id} not used", strict)
             document.rejected[(problem[0], entity.type)] += 1
             continue
         document.entities.append(entity)
@@ -281,6 +280,8 @@ def _check_entity(entity: Entity, text: str) -> tuple[str, str] | None:
         if unicodedata.normalize("NFC", covered) == unicodedata.normalize("NFC", entity.text):
             message += (f" only in Unicode normalisation (NFC vs NFD): .ann {_code_points(entity.text)}, "
                         f".txt {_code_points(covered)}")
+        else:
+            message += _offset_hint(text)
         return "text_mismatch", message
     for (_, gap_start), (gap_end, _) in zip(entity.fragments, entity.fragments[1:]):
         if text[gap_start:gap_end].strip():
