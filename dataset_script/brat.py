@@ -27,8 +27,6 @@ entity text differs from the .txt            warning; entity not used (reason ``
                                              warning names a BOM, CRLF line endings or a difference
                                              of Unicode normalisation (with code points)
 fragments separated by more than whitespace  warning; entity not used (reason ``gap_with_text``)
-.ann whose entities are all unusable         warning; document not used: its text would train as
-                                             all ``O``
 .txt without .ann                            warning; document not used: an unannotated text read as
                                              all ``O`` would teach the model that its entities are none
 hidden files (``.name.txt``)                 not documents (editor and macOS ``._name.txt`` side files)
@@ -97,7 +95,7 @@ def read_document(txt_path: Path, ann_path: Path, strict: bool = False, event_ty
     """
     document = Document(txt_path.stem, read_text(txt_path))
     lines = list(enumerate(_LINE_BREAK.split(read_text(ann_path).removeprefix(BOM)), start=1))
-    trigger_ids = set() if event_types is not None else _event_trigger_ids(lines, ann_path)
+    trigger_ids = _event_trigger_ids(lines, ann_path)  # without a conf, these are the triggers
     id_lines: dict[str, int] = {}  # entity id -> line that defined it
     for line_number, line in lines:
         where = f"{ann_path}:{line_number}"
@@ -123,9 +121,6 @@ def read_document(txt_path: Path, ann_path: Path, strict: bool = False, event_ty
             document.rejected[(problem[0], entity.type)] += 1
             continue
         document.entities.append(entity)
-    if document.lost_all_entities:
-        _warn(f"{ann_path}: none of its {sum(document.rejected.values())} entities is usable; document not used "
-              "(its text would train as all O)", strict)
     return document
 
 

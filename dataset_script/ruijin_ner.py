@@ -348,7 +348,7 @@ def corpus_entity_types(data_dir: Path, documents: list[Document], requested=Non
     if missing:
         first_seen = _first_documents(documents)
         where = ", ".join(f"{entity_type} first in {first_seen[entity_type]}" for entity_type in sorted(missing))
-        abstract = sorted(missing & set(conf.abstract_types)) if conf and source == str(conf.path) else []
+        abstract = sorted(missing & set(conf.abstract_types)) if conf and requested is None else []
         why = f"; {abstract} are abstract (!Type) there, which brat does not let annotators use" if abstract else ""
         raise BratFormatError(f"{data_dir}: entity types {sorted(missing)} are not in {source} {list(types)} "
                               f"({where}){why}")
@@ -401,8 +401,8 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
     """The corpus as a ``DatasetDict`` (train, validation, test), with ``CorpusStats`` if ``return_stats``.
 
     ``config_kwargs`` are ``BratNerConfig`` fields (``max_chars``, ``split_fractions``, ``split_by``,
-    ``strict``, ``event_triggers``, ``entity_types``). The statistics are logged every time; the Arrow files are cached under
-    ``cache_dir`` (default: the ``datasets`` cache, outside the repository) in a folder named after
+    ``strict``, ``event_triggers``, ``entity_types``). The statistics are logged every time; the Arrow files are
+    cached under ``cache_dir`` (default: the ``datasets`` cache, outside the repository) in a folder named after
     ``data_dir``, the settings, the files' contents and this code, so any change among them builds anew.
     """
     data_dir = Path(data_dir).resolve()
@@ -414,6 +414,7 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
     all_documents = [document for split in SPLITS for document in documents[split]]
     config_kwargs["entity_types"] = corpus_entity_types(data_dir, all_documents, config_kwargs.get("entity_types"),
                                                         conf, config.event_triggers)
+    _warn_left_out(split_documents, documents)
     stats = corpus_stats(documents, config.max_chars)
     unannotated = sum(len(texts_without_annotations(folder)) for folder in document_folders(data_dir))
     if unannotated:
@@ -445,6 +446,15 @@ def _split_dataset(builder, split) -> datasets.Dataset:
         return builder.as_dataset(split=split)
     features = builder.info.features
     return datasets.Dataset.from_dict({name: [] for name in features}, features=features, split=split)
+
+
+def _warn_left_out(split_documents: dict[str, list[tuple[Path, Path]]], documents: dict[str, list[Document]]):
+    """Name each document left out because none of its entities is usable."""
+    for split in SPLITS:
+        for (_, ann_path), document in zip(split_documents[split], documents[split]):
+            if document.lost_all_entities:
+                logger.warning("%s: none of its %d entities is usable; document not used (its text would train "
+                               "as all O)", ann_path, sum(document.rejected.values()))
 
 
 def corpus_stats(documents: dict[str, list[Document]], max_chars: int) -> CorpusStats:
