@@ -190,7 +190,7 @@ def read_annotation_conf(path: Path) -> AnnotationConf:
     for line in _LINE_BREAK.split(read_text(path).removeprefix(BOM)):
         header = _CONF_SECTION.match(line)
         if header:
-            section = _CONF_SECTIONS.get(header[1].strip())
+            section = _CONF_SECTIONS.get(header[1])
             continue
         line = line.strip()
         if section is None or not line or line.startswith("#") or _CONF_SEPARATOR.match(line) \

@@ -236,7 +236,8 @@ def test_a_text_mismatch_of_unicode_normalisation_only_says_so_with_code_points(
     with caplog.at_level(logging.WARNING):
         _, stats = load(folder, entity_types=["Food"])
     assert ("a.ann:1: text 'caf\u00e9' differs from the .txt at its offsets ('cafe\u0301') only in Unicode "
-            "normalisation (NFC vs NFD): .ann U+0063 U+0061 U+0066 U+00E9, .txt U+0063 U+0061 U+0066 U+0065 U+0301") in caplog.text
+            "normalisation (NFC vs NFD): .ann U+0063 U+0061 U+0066 U+00E9, .txt U+0063 U+0061 U+0066 U+0065 "
+            "U+0301") in caplog.text
     # Offsets counted on an NFC copy of the .txt land elsewhere: the warning points at the normalisation.
     assert "a.ann:2: " in caplog.text and "the .txt is not in Unicode NFC form" in caplog.text
     assert stats.dropped == {("text_mismatch", "Food"): 2}
