@@ -193,15 +193,21 @@ def test_an_e_line_without_its_trigger_names_file_and_line(tmp_path):
         load(folder)
 
 
-def test_the_trigger_setting_is_part_of_the_cache_key(shared_task_corpus):
-    labels = sorted([*ENTITIES, *TRIGGER_TYPES])  # the same label set both times: only the setting differs
-    encoded = {}
-    for event_triggers in ("skip", "include", "skip"):
-        corpus, stats = load(shared_task_corpus, entity_types=labels, event_triggers=event_triggers)
+def test_the_trigger_setting_and_the_conf_are_part_of_the_cache_key(shared_task_corpus):
+    labels = sorted([*ENTITIES, *TRIGGER_TYPES])  # the same label set every time: only the setting or conf differs
+
+    def tagged_types(**settings):
+        corpus, stats = load(shared_task_corpus, entity_types=labels, **settings)
         names = corpus["train"].features["ner_tags"].feature.names
-        encoded[event_triggers] = {names[tag][2:] for tag in corpus["train"][0]["ner_tags"] if tag}
-        assert stats.entities_encoded == (7 if event_triggers == "include" else 4)
-    assert encoded == {"skip": {"Protein"}, "include": {"Protein", *TRIGGER_TYPES}}
+        return {names[tag][2:] for tag in corpus["train"][0]["ner_tags"] if tag}
+
+    assert tagged_types(event_triggers="skip") == {"Protein"}
+    assert tagged_types(event_triggers="include") == {"Protein", *TRIGGER_TYPES}
+    assert tagged_types(event_triggers="skip") == {"Protein"}
+    # Binding declared an entity type instead of an event type: its T line is an entity now.
+    conf = SHARED_TASK_CONF.replace("Binding Theme+:Protein\n", "").replace("Entity\n", "Entity\nBinding\n", 1)
+    (shared_task_corpus / "annotation.conf").write_text(conf, encoding="utf-8")
+    assert tagged_types(event_triggers="skip") == {"Protein", "Binding"}
     with pytest.raises(ValueError, match="event_triggers must be 'skip' or 'include'"):
         load(shared_task_corpus, event_triggers="keep")
 
