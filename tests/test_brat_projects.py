@@ -46,8 +46,10 @@ Stray line before any section: brat ignores it
   Tissue
 -----
 Protein|GO:0005515
-<ORG>=Organ|Cell
+<ANATOMY>=Organ|Cell|Tissue
 [relations]
+# macros are defined per section
+<ORG>=Organ|Cell
 Part-of Arg1:<ORG>, Arg2:Organ
 <OVERLAP> Arg1:<ENTITY>, Arg2:<ENTITY>, <OVL-TYPE>:<ANY>
 [events]
