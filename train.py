@@ -99,6 +99,11 @@ class DataArguments:
     max_chars: int = field(
         default=510, metadata={"help": "Window length in characters (the model sees [CLS] + window + [SEP])."}
     )
+    event_triggers: str = field(
+        default="skip", metadata={"help": "Event triggers (T lines of the annotation.conf's [events] types, or "
+                                          "without a conf those that E lines name): skip them, or include them "
+                                          "as entity types.", "choices": ["skip", "include"]}
+    )
     rare_type_share: float = field(
         default=0.02, metadata={"help": "An entity type is rare when it has less than this share of the "
                                         "training entities."}
@@ -155,7 +160,8 @@ def main():
     claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
-        corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
+        corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars,
+                                               event_triggers=data_args.event_triggers, return_stats=True)
         check_splits_have_text(corpus_stats, data_args.data_dir)
         encoded = corpus.map(
             encode_batch, batched=True, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["tokens", "ner_tags"],

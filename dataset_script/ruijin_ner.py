@@ -26,9 +26,15 @@ by a SHA-1 of their group id (``split_by="group"``, the id up to the first ``_``
 source document (``123_1``, ``123_2`` ...) stay together and a document's split never changes when others
 are added; ``split_by="document"`` hashes the whole id. Some but not all split folders is an error.
 
-Label set: the 15 Ruijin types when the corpus uses no others; else an ``annotation.conf`` ([entities]) beside
-the data; else the sorted types found in all splits, with a warning that names the types outside the Ruijin set
-and where each first occurs (``entity_types=`` overrides).
+Label set: the 15 Ruijin types when the corpus uses no others; else the ``[entities]`` (alias ``[spans]``) of an
+``annotation.conf`` beside the data, read as brat reads it (``brat.read_annotation_conf``); else the sorted types
+found in all splits, with a warning that names the types outside the Ruijin set and where each first occurs
+(``entity_types=`` overrides). Event triggers (``T`` lines of ``[events]`` types, or without a conf those that
+``E`` lines name) are not labels unless ``event_triggers="include"``: then the conf's ``[events]`` types are
+labels too.
+
+Documents: a document whose .ann had entities but none usable (offsets counted without a BOM, say) is left out
+of every split and counted (``CorpusStats.left_out``): its text would train as all ``O``.
 """
 
 from __future__ import annotations
@@ -48,12 +54,14 @@ import modeling_bert_bilstm_crf
 from modeling_bert_bilstm_crf import spans_to_bio, split_into_windows
 
 from .brat import (
+    EVENT_TRIGGER_POLICIES,
+    AnnotationConf,
     BratFormatError,
     Document,
     find_documents,
     has_brat_files,
+    read_annotation_conf,
     read_document,
-    read_text,
     texts_without_annotations,
 )
 from .brat import logger as brat_logger
@@ -84,6 +92,7 @@ class BratNerConfig(datasets.BuilderConfig):
     """``max_chars``: window length of the ``bio`` config (510: [CLS] + 510 + [SEP] fit 512 positions).
     ``split_fractions``: train/validation/test shares for corpora without split folders. ``split_by``:
     ``"group"`` (document id up to the first ``_``) or ``"document"``. ``strict``: warnings become errors.
+    ``event_triggers``: ``"skip"`` (event triggers are not labels) or ``"include"`` (they are).
     ``entity_types``: the label set; ``load`` fills it in from the corpus. ``corpus_hash``: a digest of the
     files, so that an edited corpus is built anew rather than read from a stale cache (``data_dir`` and every
     other setting are part of the cache folder's name already, through ``datasets``' config id)."""
@@ -92,6 +101,7 @@ class BratNerConfig(datasets.BuilderConfig):
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_by: str = "group"
     strict: bool = False
+    event_triggers: str = "skip"
     entity_types: tuple[str, ...] = tuple(RUIJIN_ENTITY_TYPES)
     corpus_hash: str = ""
 
@@ -101,6 +111,8 @@ class BratNerConfig(datasets.BuilderConfig):
             raise ValueError(f"max_chars must be positive, got {self.max_chars}")
         if self.split_by not in ("group", "document"):
             raise ValueError(f"split_by must be 'group' or 'document', got {self.split_by!r}")
+        if self.event_triggers not in EVENT_TRIGGER_POLICIES:
+            raise ValueError(f"event_triggers must be 'skip' or 'include', got {self.event_triggers!r}")
         fractions = tuple(self.split_fractions)
         if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
             raise ValueError(f"split_fractions must be three non-negative shares adding up to 1, got {fractions}")
@@ -111,7 +123,8 @@ class CorpusStats:
     """What the loader did with the corpus; ``entities_encoded + sum(dropped.values()) == entities_read``.
     ``print(stats.format())`` shows it all."""
 
-    documents: Counter = field(default_factory=Counter)  # per split
+    documents: Counter = field(default_factory=Counter)  # per split, documents used
+    left_out: Counter = field(default_factory=Counter)  # per split, documents none of whose entities is usable
     windows: Counter = field(default_factory=Counter)  # per split
     characters: int = 0
     entities_read: int = 0  # T lines
@@ -125,11 +138,20 @@ class CorpusStats:
         self.documents[split] += 1
         self.windows[split] += windows
         self.characters += len(document.text)
-        self.entities_read += len(document.entities) + sum(document.rejected.values())
         self.entities_encoded += len(document.entities) - len(not_encoded)
-        self.dropped.update(document.rejected)
         self.dropped.update(("overlap", entity_type) for entity_type, _, _ in not_encoded)
         self.cut_by_windows.update(cut)
+        self._add_annotations(document)
+
+    def add_left_out(self, split: str, document: Document) -> None:
+        """A document not used because none of its entities is; its entities and lines are still counted."""
+        self.left_out[split] += 1
+        self.warnings["no_usable_entity"] += 1
+        self._add_annotations(document)
+
+    def _add_annotations(self, document: Document) -> None:
+        self.entities_read += len(document.entities) + sum(document.rejected.values())
+        self.dropped.update(document.rejected)
         self.skipped_lines.update(document.skipped_lines)
         for reason, _ in document.rejected.elements():
             self.warnings[reason] += 1
@@ -137,6 +159,7 @@ class CorpusStats:
     def format(self) -> str:
         lines = [
             f"documents: {dict(self.documents)}   windows: {dict(self.windows)}   characters: {self.characters}",
+            f"documents not used (none of their entities usable): {dict(self.left_out)}",
             f"entities read: {self.entities_read}   encoded: {self.entities_encoded}   "
             f"not encoded: {sum(self.dropped.values())}",
             *(f"  not encoded ({reason}): {total} {by_type}" for reason, total, by_type in self._dropped_by_reason()),
@@ -183,13 +206,17 @@ class BratNer(datasets.GeneratorBasedBuilder):
         return datasets.DatasetInfo(description=__doc__.split("\n\n")[0], features=datasets.Features(features))
 
     def _split_generators(self, dl_manager):
-        split_documents = split_corpus(Path(self.config.data_dir), self.config)
-        return [datasets.SplitGenerator(name=split, gen_kwargs={"documents": split_documents[split]})
+        data_dir = Path(self.config.data_dir)
+        split_documents = split_corpus(data_dir, self.config)
+        conf = find_annotation_conf(data_dir)
+        return [datasets.SplitGenerator(name=split, gen_kwargs={"documents": split_documents[split], "conf": conf})
                 for split in SPLITS]
 
-    def _generate_examples(self, documents):
+    def _generate_examples(self, documents, conf):
         for txt_path, ann_path in documents:
-            document = read_document(txt_path, ann_path, self.config.strict)
+            document = read_corpus_document(txt_path, ann_path, self.config, conf)
+            if document.lost_all_entities:
+                continue
             if self.config.name == "brat":
                 yield document.document_id, document_example(document)
             else:
@@ -286,36 +313,61 @@ def hash_split(document_id: str, fractions=(0.8, 0.1, 0.1), split_by: str = "gro
     return datasets.Split.VALIDATION if position < fractions[0] + fractions[1] else datasets.Split.TEST
 
 
-def corpus_entity_types(data_dir: Path, documents: list[Document], requested=None) -> tuple[str, ...]:
+def find_annotation_conf(data_dir: Path) -> AnnotationConf | None:
+    """The ``annotation.conf`` beside the data (in ``data_dir``, else in a folder of its documents), read."""
+    path = next((folder / "annotation.conf" for folder in (data_dir, *document_folders(data_dir))
+                 if (folder / "annotation.conf").is_file()), None)
+    return read_annotation_conf(path) if path else None
+
+
+def read_corpus_document(txt_path: Path, ann_path: Path, config: BratNerConfig, conf: AnnotationConf | None):
+    """A document read with the settings of ``config``; its triggers are those of ``conf``'s [events] if any."""
+    return read_document(txt_path, ann_path, config.strict, conf.event_types if conf else None,
+                         config.event_triggers)
+
+
+def corpus_entity_types(data_dir: Path, documents: list[Document], requested=None, conf: AnnotationConf | None = None,
+                        event_triggers: str = "skip") -> tuple[str, ...]:
     """The label set: ``requested`` if given; else the Ruijin types when the corpus uses no others; else the
-    [entities] of an ``annotation.conf`` beside the data; else the sorted types found in all splits, with a
-    warning (a misspelt type would otherwise pass unnoticed). A type in the data but not in the label set is an
-    error naming both."""
+    types of ``conf`` (its [entities], and its [events] if triggers are included); else the sorted types found
+    in all splits, with a warning (a misspelt type would otherwise pass unnoticed). A type in the data but not
+    in the label set is an error naming it, the document where it first occurs and the label set."""
     found = {entity.type for document in documents for entity in document.entities}
     found |= {entity_type for document in documents for _, entity_type in document.rejected}
     if requested is not None:
         types, source = tuple(requested), "entity_types"
     elif found <= set(RUIJIN_ENTITY_TYPES):
         return tuple(RUIJIN_ENTITY_TYPES)
+    elif conf:
+        events = conf.event_types if event_triggers == "include" else ()
+        types, source = tuple(sorted({*conf.entity_types, *events})), str(conf.path)
     else:
-        conf = next((folder / "annotation.conf" for folder in (data_dir, *document_folders(data_dir))
-                     if (folder / "annotation.conf").is_file()), None)
-        types, source = (annotation_conf_types(conf), str(conf)) if conf else (tuple(sorted(found)), "")
-        if not conf:
-            _warn_found_types(data_dir, documents, found)
+        types, source = tuple(sorted(found)), ""
+        _warn_found_types(data_dir, documents, found)
     missing = found - set(types)
     if missing:
-        raise BratFormatError(f"{data_dir}: entity types {sorted(missing)} are not in {source} {list(types)}")
+        first_seen = _first_documents(documents)
+        where = ", ".join(f"{entity_type} first in {first_seen[entity_type]}" for entity_type in sorted(missing))
+        abstract = sorted(missing & set(conf.abstract_types)) if conf and requested is None else []
+        why = f"; {abstract} are abstract (!Type) there, which brat does not let annotators use" if abstract else ""
+        raise BratFormatError(f"{data_dir}: entity types {sorted(missing)} are not in {source} {list(types)} "
+                              f"({where}){why}")
     return types
+
+
+def _first_documents(documents: list[Document]) -> dict[str, str]:
+    """The id of the first document using each entity type (usable or not)."""
+    first_seen = {}
+    for document in documents:
+        for entity_type in [entity.type for entity in document.entities] + [t for _, t in document.rejected]:
+            first_seen.setdefault(entity_type, document.document_id)
+    return first_seen
 
 
 def _warn_found_types(data_dir: Path, documents: list[Document], found: set[str]) -> None:
     """The label set comes from the data: say so, naming where each non-Ruijin type first occurs, so that a
     misspelt type (``Diseas``) does not silently become a class of its own."""
-    first_seen = {}
-    for document in documents:
-        for entity_type in [entity.type for entity in document.entities] + [t for _, t in document.rejected]:
-            first_seen.setdefault(entity_type, document.document_id)
+    first_seen = _first_documents(documents)
     others = ", ".join(f"{entity_type} (first in {first_seen[entity_type]})"
                        for entity_type in sorted(found - set(RUIJIN_ENTITY_TYPES)))
     logger.warning("%s: the label set is the %d entity types found in the data, since it uses types that are not "
@@ -324,24 +376,13 @@ def _warn_found_types(data_dir: Path, documents: list[Document], found: set[str]
                    data_dir, len(found), others)
 
 
-def annotation_conf_types(conf_path: Path) -> tuple[str, ...]:
-    """Entity types of the ``[entities]`` section of a brat ``annotation.conf`` (sorted; hierarchy ignored)."""
-    types, in_entities = set(), False
-    for line in read_text(conf_path).splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            in_entities = line == "[entities]"
-        elif in_entities and line and not line.startswith("#"):
-            types.add(line.lstrip("!").split()[0])
-    return tuple(sorted(types))
-
-
-def corpus_hash(documents) -> str:
+def corpus_hash(documents, conf: AnnotationConf | None = None) -> str:
+    """A digest of the documents' files and of the annotation.conf (which decides what a trigger is)."""
     digest = hashlib.sha1()
-    for txt_path, ann_path in documents:
-        for path in (txt_path, ann_path):
-            digest.update(str(path.name).encode())
-            digest.update(path.read_bytes())
+    paths = [path for pair in documents for path in pair] + ([conf.path] if conf else [])
+    for path in paths:
+        digest.update(str(path.name).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -360,17 +401,20 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
     """The corpus as a ``DatasetDict`` (train, validation, test), with ``CorpusStats`` if ``return_stats``.
 
     ``config_kwargs`` are ``BratNerConfig`` fields (``max_chars``, ``split_fractions``, ``split_by``,
-    ``strict``, ``entity_types``). The statistics are logged every time; the Arrow files are cached under
-    ``cache_dir`` (default: the ``datasets`` cache, outside the repository) in a folder named after
+    ``strict``, ``event_triggers``, ``entity_types``). The statistics are logged every time; the Arrow files are
+    cached under ``cache_dir`` (default: the ``datasets`` cache, outside the repository) in a folder named after
     ``data_dir``, the settings, the files' contents and this code, so any change among them builds anew.
     """
     data_dir = Path(data_dir).resolve()
     config = BratNerConfig(name=name, **config_kwargs)  # checks the settings before anything is read
     split_documents = split_corpus(data_dir, config)
-    documents = {split: [read_document(txt, ann, config.strict) for txt, ann in pairs]
+    conf = find_annotation_conf(data_dir)
+    documents = {split: [read_corpus_document(txt, ann, config, conf) for txt, ann in pairs]
                  for split, pairs in split_documents.items()}
     all_documents = [document for split in SPLITS for document in documents[split]]
-    config_kwargs["entity_types"] = corpus_entity_types(data_dir, all_documents, config_kwargs.get("entity_types"))
+    config_kwargs["entity_types"] = corpus_entity_types(data_dir, all_documents, config_kwargs.get("entity_types"),
+                                                        conf, config.event_triggers)
+    _warn_left_out(split_documents, documents)
     stats = corpus_stats(documents, config.max_chars)
     unannotated = sum(len(texts_without_annotations(folder)) for folder in document_folders(data_dir))
     if unannotated:
@@ -379,7 +423,7 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
 
     all_pairs = [pair for split in SPLITS for pair in split_documents[split]]
     builder = BratNer(config_name=name, data_dir=str(data_dir), cache_dir=cache_dir, hash=code_hash(),
-                      corpus_hash=corpus_hash(all_pairs), **config_kwargs)
+                      corpus_hash=corpus_hash(all_pairs, conf), **config_kwargs)
     with _silenced(brat_logger):  # what it would warn about was just logged with the statistics
         builder.download_and_prepare()
     corpus = datasets.DatasetDict({str(split): _split_dataset(builder, split) for split in SPLITS})
@@ -404,15 +448,32 @@ def _split_dataset(builder, split) -> datasets.Dataset:
     return datasets.Dataset.from_dict({name: [] for name in features}, features=features, split=split)
 
 
+def _warn_left_out(split_documents: dict[str, list[tuple[Path, Path]]], documents: dict[str, list[Document]]):
+    """Name each document left out because none of its entities is usable."""
+    for split in SPLITS:
+        for (_, ann_path), document in zip(split_documents[split], documents[split]):
+            if document.lost_all_entities:
+                logger.warning("%s: none of its %d entities is usable; document not used (its text would train "
+                               "as all O)", ann_path, sum(document.rejected.values()))
+
+
 def corpus_stats(documents: dict[str, list[Document]], max_chars: int) -> CorpusStats:
     stats = CorpusStats()
     for split in SPLITS:
         for document in documents[split]:
+            if document.lost_all_entities:
+                stats.add_left_out(str(split), document)
+                continue
             examples, not_encoded, cut = window_examples(document, max_chars)
             stats.add_document(str(split), document, not_encoded, cut, len(examples))
     return stats
 
 
 def read_corpus_documents(folder) -> list[dict]:
-    """The documents of one folder in the ``brat`` config's layout (for scoring predictions)."""
-    return [document_example(read_document(txt, ann)) for txt, ann in find_documents(Path(folder))]
+    """The documents of one folder in the ``brat`` config's layout (for scoring predictions); event triggers, as
+    the folder's annotation.conf or its E lines define them, are not entities."""
+    folder = Path(folder)
+    conf_path = folder / "annotation.conf"
+    event_types = read_annotation_conf(conf_path).event_types if conf_path.is_file() else None
+    return [document_example(read_document(txt, ann, event_types=event_types))
+            for txt, ann in find_documents(folder)]

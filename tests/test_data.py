@@ -298,13 +298,18 @@ def test_bom_and_crlf_keep_brat_offsets(tmp_path):
 
 
 def test_offsets_counted_without_the_bom_are_reported_not_shifted(tmp_path, caplog):
-    text = "\ufeff患者有糖尿病"
-    folder = write_corpus(tmp_path / "c", {"a": (text, "T1\tDisease 3 6\t糖尿病\n")})  # 3 = without the BOM
+    text = "\ufeff患者有糖尿病，高血压"
+    ann = "T1\tDisease 3 6\t糖尿病\nT2\tDisease 8 11\t高血压\n"  # T1 counted without the BOM, T2 with it
+    folder = write_corpus(tmp_path / "c", {"a": (text, ann), "b": (text, "T1\tDisease 3 6\t糖尿病\n")})
     with caplog.at_level(logging.WARNING):
         corpus, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
     assert "byte-order mark, which brat counts as character 0" in caplog.text
-    assert stats.entities_encoded == 0 and stats.dropped == {("text_mismatch", "Disease"): 1}
-    assert set(corpus["train"][0]["ner_tags"]) == {0}  # all O: no tag lands one character off
+    assert stats.entities_encoded == 1 and stats.dropped == {("text_mismatch", "Disease"): 2}
+    (window,) = corpus["train"]  # b: none of its entities usable, so not trained as all O
+    names = corpus["train"].features["ner_tags"].feature.names
+    assert bio_to_spans([names[tag] for tag in window["ner_tags"]]) == [("Disease", 8, 11)]  # nothing shifted
+    assert "b.ann: none of its 1 entities is usable; document not used" in caplog.text
+    assert stats.left_out == {"train": 1} and stats.documents == {"train": 1}
 
 
 def test_offsets_counted_with_lf_line_endings_are_reported_with_a_crlf_hint(tmp_path, caplog):
@@ -329,8 +334,8 @@ def test_ann_with_bom_crlf_and_a_tab_inside_an_entity(tmp_path):
 def test_warnings_are_counted_in_the_statistics(tmp_path):
     folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿\n"), "b": ("糖", None)})
     _, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
-    assert stats.warnings == {"text_mismatch": 1, "txt_without_ann": 1}
-    assert "warnings: 2" in stats.format() and "not encoded (text_mismatch): 1 {'Disease': 1}" in stats.format()
+    assert stats.warnings == {"text_mismatch": 1, "no_usable_entity": 1, "txt_without_ann": 1}
+    assert "warnings: 3" in stats.format() and "not encoded (text_mismatch): 1 {'Disease': 1}" in stats.format()
 
 
 @pytest.mark.parametrize("settings", [{"split_fractions": (0.8, 0.1)}, {"split_fractions": (0.5, 0.1, 0.1)},
@@ -344,13 +349,15 @@ def test_bad_settings_are_refused_before_reading(tmp_path, settings):
 
 
 def test_other_types_non_entity_lines_and_annotation_conf(tmp_path):
-    ann = "T1\tGene 0 2\tBR\nT2\tProtein 3 5\tCA\nR1\tBinds Arg1:T1 Arg2:T2\nE1\tBind:T1\nA1\tNeg T1\n" \
-          "N1\tReference T1 db:1\t x\n#1\tAnnotatorNotes T1\tnote\n"
+    ann = "T1\tGene 0 2\tBR\nT2\tProtein 3 5\tCA\nR1\tBinds Arg1:T1 Arg2:T2\nT3\tBind 0 2\tBR\n" \
+          "E1\tBind:T3 Theme:T1\nA1\tNeg T1\nN1\tReference T1 db:1\t x\n#1\tAnnotatorNotes T1\tnote\n"
     folder = write_corpus(tmp_path / "c", {"a": ("BR CA", ann)})
     corpus, stats = load(folder, split_fractions=(1.0, 0.0, 0.0))
     assert corpus["train"].features["ner_tags"].feature.names == ["O", "B-Gene", "I-Gene", "B-Protein", "I-Protein"]
-    assert stats.skipped_lines == {"relation": 1, "event": 1, "attribute": 1, "normalization": 1, "note": 1}
-    (folder / "annotation.conf").write_text("[entities]\nProtein\nGene\nChemical\n[relations]\nBinds\n")
+    assert stats.skipped_lines == {"relation": 1, "event": 1, "event trigger": 1, "attribute": 1,
+                                   "normalization": 1, "note": 1}
+    (folder / "annotation.conf").write_text("[entities]\nProtein\nGene\nChemical\n[relations]\nBinds\n"
+                                            "[events]\nBind Theme:Gene\n")
     corpus, _ = load(folder, split_fractions=(1.0, 0.0, 0.0))
     assert corpus["train"].features["ner_tags"].feature.names[1::2] == ["B-Chemical", "B-Gene", "B-Protein"]
 
