@@ -6,7 +6,12 @@ type with ``precision``, ``recall``, ``f1-score`` and ``support``, plus ``micro 
 
 * :class:`EntitySeqeval`, an ``evaluate`` metric over BIO tag sequences (the windows seen in training);
 * :func:`score_entities`, strict matching of brat entities (same document, type, first and last offset),
-  the level at which the Ruijin competition was scored.
+  the level at which the Ruijin competition was scored;
+* :func:`score_overlapping_entities`, lenient matching (same document and type, spans overlap; each entity
+  matched at most once), the rule of the public competition entries that report 0.71-0.77.
+
+:func:`score_both` gives the strict and the overlap report of the same entities, as the training and
+prediction reports show them side by side.
 
 Averages run over the entity types that occur in the gold or the predicted entities, as seqeval's do.
 """
@@ -59,13 +64,63 @@ def score_entities(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict:
     found = Counter(entity[1] for entity in gold_set & predicted_set)
     support = Counter(entity[1] for entity in gold_set)
     predicted_count = Counter(entity[1] for entity in predicted_set)
-    report = {
-        entity_type: _scores(found[entity_type], predicted_count[entity_type], support[entity_type])
-        for entity_type in sorted(support.keys() | predicted_count.keys())
-    }
-    report["micro avg"] = _scores(sum(found.values()), sum(predicted_count.values()), sum(support.values()))
-    report.update(_averages(report))
-    return report
+    return _report(found, predicted_count, support)
+
+
+def score_overlapping_entities(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict:
+    """Lenient entity scores: entities are ``(document_id, type, start, end)`` tuples (end exclusive) and a
+    predicted entity finds a gold one when both have the same document and type and their spans share at least
+    one character (``start < other_end and other_start < end``: adjacent spans do not overlap).
+
+    Matching rule: one to one, as large as possible. Within each document and type the gold and predicted
+    entities form a bipartite graph (an edge where two spans overlap) and the counted matches are a maximum
+    matching of it (augmenting paths), so each gold entity is found at most once and each prediction finds
+    at most one: two predictions over one gold entity give one true positive and one false positive. Found =
+    the matching's size; precision = found / predicted, recall = found / gold. An entity listed twice counts
+    once, as in :func:`score_entities`. Returns the shared report layout."""
+    gold_groups, predicted_groups = _by_document_and_type(set(gold)), _by_document_and_type(set(predicted))
+    found = Counter()
+    for key, predicted_spans in predicted_groups.items():
+        found[key[1]] += _maximum_overlap_matching(gold_groups.get(key, []), predicted_spans)
+    support = Counter()
+    for (_, entity_type), spans in gold_groups.items():
+        support[entity_type] += len(spans)
+    predicted_count = Counter()
+    for (_, entity_type), spans in predicted_groups.items():
+        predicted_count[entity_type] += len(spans)
+    return _report(found, predicted_count, support)
+
+
+def score_both(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict[str, dict]:
+    """``{"strict": score_entities(...), "overlap": score_overlapping_entities(...)}`` of the same entities."""
+    gold, predicted = list(gold), list(predicted)
+    return {"strict": score_entities(gold, predicted), "overlap": score_overlapping_entities(gold, predicted)}
+
+
+def _by_document_and_type(entities) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for document_id, entity_type, start, end in sorted(entities):
+        groups.setdefault((document_id, entity_type), []).append((start, end))
+    return groups
+
+
+def _maximum_overlap_matching(gold_spans: list[tuple[int, int]], predicted_spans: list[tuple[int, int]]) -> int:
+    """Size of a maximum one-to-one matching between overlapping spans (Kuhn's augmenting paths: the groups of
+    one document and type hold tens of entities, so O(V E) is nothing)."""
+    neighbours = [[g for g, (gold_start, gold_end) in enumerate(gold_spans) if start < gold_end and gold_start < end]
+                  for start, end in predicted_spans]
+    matched_prediction: dict[int, int] = {}  # gold index -> predicted index
+
+    def augment(prediction: int, visited: set[int]) -> bool:
+        for g in neighbours[prediction]:
+            if g not in visited:
+                visited.add(g)
+                if g not in matched_prediction or augment(matched_prediction[g], visited):
+                    matched_prediction[g] = prediction
+                    return True
+        return False
+
+    return sum(augment(prediction, set()) for prediction in range(len(predicted_spans)))
 
 
 def summary(report: dict) -> dict[str, float]:
@@ -95,6 +150,35 @@ def write_report(report: dict, path_stem: str | Path) -> None:
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     path_stem.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     path_stem.with_suffix(".md").write_text(report_to_markdown(report), encoding="utf-8")
+
+
+def write_reports(reports: dict[str, dict], path_stem: str | Path) -> None:
+    """Write the ``strict`` report as ``<path_stem>.json``/``.md`` (the layout the model card and older readers
+    expect) and every other one (``overlap``) as ``<path_stem>_<name>.json``/``.md``."""
+    path_stem = Path(path_stem)
+    for name, report in reports.items():
+        write_report(report, path_stem if name == "strict" else path_stem.with_name(f"{path_stem.name}_{name}"))
+
+
+def reports_to_markdown(reports: dict[str, dict]) -> str:
+    """The reports' tables one after the other, each under a heading naming its matching rule."""
+    return "\n".join(f"{MATCHING_RULES.get(name, name)}\n\n{report_to_markdown(report)}"
+                      for name, report in reports.items())
+
+
+MATCHING_RULES = {
+    "strict": "Strict (type, first and last offset must match):",
+    "overlap": "Overlap (type must match, spans must overlap; one-to-one):",
+}
+
+
+def _report(found: Counter, predicted: Counter, support: Counter) -> dict:
+    """The shared layout from per-type counts of found, predicted and gold entities."""
+    report = {entity_type: _scores(found[entity_type], predicted[entity_type], support[entity_type])
+              for entity_type in sorted(support.keys() | predicted.keys())}
+    report["micro avg"] = _scores(sum(found.values()), sum(predicted.values()), sum(support.values()))
+    report.update(_averages(report))
+    return report
 
 
 def _scores(found: int, predicted: int, support: int) -> dict:

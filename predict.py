@@ -3,7 +3,7 @@
 
     python predict.py --model_name_or_path outputs/ruijin --input_dir new_docs/ --output_dir predicted/
     python predict.py --model_name_or_path outputs/ruijin --input_dir test_docs/ --output_dir predicted/ \
-        --gold_dir test_docs/                       # also score against gold .ann files (strict, per type)
+        --gold_dir test_docs/                       # also score against gold .ann files (strict and overlap)
     python predict.py --model_name_or_path outputs/ruijin --data_dir ../shared/data/ruijin_round1/train \
         --split test                                # tag and score one split of a corpus, as train.py splits it
     echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
@@ -28,7 +28,7 @@ from transformers import HfArgumentParser, pipeline
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, files_with_suffix, read_text
-from ner_evaluation import report_to_markdown, score_entities, write_report
+from ner_evaluation import reports_to_markdown, score_both, write_reports
 
 SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))
 
@@ -46,7 +46,8 @@ class PredictArguments:
     )
     output_dir: str | None = field(default=None, metadata={"help": "Where to write one .ann per .txt."})
     gold_dir: str | None = field(
-        default=None, metadata={"help": "Folder of gold .ann files: score the predictions (strict entity F1)."}
+        default=None, metadata={"help": "Folder of gold .ann files: score the predictions (entity F1, strict and "
+                                        "overlap)."}
     )
     batch_size: int = field(default=32, metadata={"help": "Windows per forward pass."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ...; default: GPU when present."})
@@ -82,10 +83,10 @@ def main():
             (output_dir / f"{document_id}.ann").write_text(brat_annotations(text, entities), encoding="utf-8")
         print(f"Wrote {len(documents)} .ann files to {output_dir}")
     if gold_documents is not None:
-        report = score_against_gold(gold_documents, dict(zip(documents, predictions)))
+        reports = score_against_gold(gold_documents, dict(zip(documents, predictions)))
         if args.output_dir:
-            write_report(report, Path(args.output_dir) / "brat_scores")
-        print(report_to_markdown(report))
+            write_reports(reports, Path(args.output_dir) / "brat_scores")
+        print(reports_to_markdown(reports))
 
 
 def load_tagger(args):
@@ -161,15 +162,17 @@ def check_gold_matches(gold_documents: list[dict], documents: dict[str, str]) ->
                  "endings?), so their offsets cannot be compared")
 
 
-def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[dict]]) -> dict:
-    """Strict brat-level scores over the predicted documents: same document, type, first and last offset.
-    Every usable gold entity counts, nested ones too (the model can predict one entity per character)."""
+def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[dict]]) -> dict[str, dict]:
+    """Brat-level scores over the predicted documents, ``{"strict": ..., "overlap": ...}`` (``score_both``):
+    strict needs the same document, type, first and last offset; overlap the same document and type and
+    overlapping spans, one to one. Every usable gold entity counts, nested ones too (the model can predict one
+    entity per character)."""
     gold_documents = {doc["document_id"]: doc for doc in gold_documents}
     gold = [(document_id, entity["type"], entity["start"], entity["end"])
             for document_id in predictions for entity in gold_documents[document_id]["entities"]]
     predicted = [(document_id, entity["entity_group"], entity["start"], entity["end"])
                  for document_id, entities in predictions.items() for entity in entities]
-    return score_entities(gold, predicted)
+    return score_both(gold, predicted)
 
 
 if __name__ == "__main__":

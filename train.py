@@ -39,10 +39,11 @@ from modeling_bert_bilstm_crf import (
     BertBiLstmCrfConfig,
     BertBiLstmCrfForTokenClassification,
     CharacterEncoder,
+    bio_to_spans,
     check_window_fits,
     encoder_positions,
 )
-from ner_evaluation import EntitySeqeval, summary, write_report
+from ner_evaluation import EntitySeqeval, reports_to_markdown, score_overlapping_entities, summary, write_reports
 from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ class ModelArguments:
                           "--learning_rate is the pretrained encoder's."},
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "BERT attention: sdpa or eager."})
+    constrain_bio: bool = field(
+        default=False,
+        metadata={"help": "Viterbi decoding (evaluation and, saved in the config, prediction) may only produce "
+                          "valid BIO: no I-X after O, after another type or at the start. Training is unchanged."},
+    )
 
 
 @dataclass
@@ -82,6 +88,11 @@ class DataArguments:
     )
     max_chars: int = field(
         default=510, metadata={"help": "Window length in characters (the model sees [CLS] + window + [SEP])."}
+    )
+    context_chars: int = field(
+        default=0, metadata={"help": "Characters of the document before and after each window that the encoder and "
+                                     "BiLSTM see but the CRF, loss and metrics do not (0: none). The encoder needs "
+                                     "max_chars + 2 * context_chars + 2 positions."}
     )
     rare_type_share: float = field(
         default=0.02, metadata={"help": "An entity type is rare when it has less than this share of the "
@@ -134,19 +145,21 @@ def main():
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     encoder = model_args.encoder_config or model_args.model_name_or_path
-    check_window_fits(data_args.max_chars, encoder_positions(encoder), "--max_chars")
+    check_window_fits(data_args.max_chars + 2 * data_args.context_chars, encoder_positions(encoder),
+                      "--max_chars + 2 * --context_chars")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
-        corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars, return_stats=True)
+        corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars,
+                                               context_chars=data_args.context_chars, return_stats=True)
         check_splits_have_text(corpus_stats, data_args.data_dir)
         encoded = corpus.map(
-            encode_batch, batched=True, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["tokens", "ner_tags"],
-            desc="Encoding windows",
+            encode_batch, batched=True, fn_kwargs={"tokenizer": tokenizer},
+            remove_columns=["tokens", "ner_tags", "context_before", "context_after"], desc="Encoding windows",
         )
     label_names = corpus["train"].features["ner_tags"].feature.names
     train_set = oversample_rare_types(encoded["train"], label_names, data_args)
 
-    model = build_model(model_args, tokenizer, label_names, data_args.max_chars)
+    model = build_model(model_args, tokenizer, label_names, data_args)
     metric = NerMetrics(label_names)
     callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience else []
     trainer = BertBiLstmCrfTrainer(
@@ -161,7 +174,7 @@ def main():
         processing_class=tokenizer,
         compute_metrics=metric,
         # Metrics on the CRF's Viterbi paths, decoded batch by batch (no emissions kept in memory).
-        preprocess_logits_for_metrics=lambda logits, labels: model.crf.viterbi_tags(logits, labels != -100),
+        preprocess_logits_for_metrics=lambda logits, labels: model.viterbi_tags(logits, labels != -100),
         callbacks=callbacks,
     )
 
@@ -178,10 +191,10 @@ def main():
     trainer.save_metrics("test", test_output.metrics)
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
-        write_report(metric.last_report, output_dir / "test_report")
+        write_reports(metric.last_reports, output_dir / "test_report")
         write_corpus_summary(corpus_stats, data_args, model_args, output_dir / "corpus.json")
-        plot_training(trainer.state.log_history, metric.last_report, output_dir)
-        print((output_dir / "test_report.md").read_text(encoding="utf-8"))
+        plot_training(trainer.state.log_history, metric.last_reports["strict"], output_dir)
+        print(reports_to_markdown(metric.last_reports))
 
 
 def check_splits_have_text(stats, data_dir):
@@ -195,10 +208,14 @@ def check_splits_have_text(stats, data_dir):
 
 
 def encode_batch(batch, tokenizer):
-    """One model position per character: [CLS] window [SEP], labels -100 on the special tokens."""
+    """One model position per character: [CLS] context_before window context_after [SEP], labels -100 on the
+    special tokens and the context (the encoder sees the context; the CRF, the loss and the metrics do not)."""
     encoder = CharacterEncoder(tokenizer)
-    input_ids = [encoder.window_ids(characters) for characters in batch["tokens"]]
-    labels = [[-100, *tags, -100] for tags in batch["ner_tags"]]
+    input_ids, labels = [], []
+    for characters, tags, before, after in zip(batch["tokens"], batch["ner_tags"], batch["context_before"],
+                                               batch["context_after"]):
+        input_ids.append(encoder.window_ids(characters, before, after))
+        labels.append([-100] * (1 + len(before)) + tags + [-100] * (len(after) + 1))
     return {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids], "labels": labels,
             "length": [len(ids) for ids in input_ids]}
 
@@ -219,7 +236,7 @@ def oversample_rare_types(train_set, label_names, data_args):
     return train_set.select([index for index, repeat in enumerate(repeats) for _ in range(repeat)])
 
 
-def build_model(model_args, tokenizer, label_names, window_chars):
+def build_model(model_args, tokenizer, label_names, data_args):
     label_kwargs = {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
@@ -229,7 +246,9 @@ def build_model(model_args, tokenizer, label_names, window_chars):
         "lstm_layers": model_args.lstm_layers,
         "cls_token_id": tokenizer.cls_token_id,
         "sep_token_id": tokenizer.sep_token_id,
-        "window_chars": window_chars,
+        "window_chars": data_args.max_chars,
+        "context_chars": data_args.context_chars,
+        "constrain_bio": model_args.constrain_bio,
     }
     if model_args.encoder_config:
         config = BertBiLstmCrfConfig.from_pretrained(model_args.encoder_config, **label_kwargs)
@@ -277,13 +296,16 @@ class BertBiLstmCrfTrainer(TimeBudgetTrainer):
 
 
 class NerMetrics:
-    """``compute_metrics`` for Trainer: entity-level seqeval on CRF-decoded tag ids (``-100`` where the label
-    is ``-100``). Keeps the last full per-type report for the test report."""
+    """``compute_metrics`` for Trainer: entity-level scores of CRF-decoded tag ids (``-100`` where the label is
+    ``-100``), strict (seqeval) and overlap (``score_overlapping_entities`` on the entities of the same decoded
+    windows, each window its own document). Keeps the last full per-type reports, ``{"strict": ...,
+    "overlap": ...}``, for the test report; the headline metrics are the strict ones, the overlap ones are
+    prefixed ``overlap_``."""
 
     def __init__(self, label_names):
         self.label_names = label_names
         self.metric = EntitySeqeval()
-        self.last_report = None
+        self.last_reports = None
 
     def __call__(self, eval_prediction):
         predictions, references = [], []
@@ -291,9 +313,17 @@ class NerMetrics:
             visible = gold != -100
             predictions.append([self.label_names[tag] for tag in predicted[visible]])
             references.append([self.label_names[tag] for tag in gold[visible]])
-        self.last_report = self.metric.compute(predictions=predictions, references=references)
-        per_type = {f"f1_{name}": row["f1-score"] for name, row in self.last_report.items() if "avg" not in name}
-        return {**summary(self.last_report), **per_type}
+        strict = self.metric.compute(predictions=predictions, references=references)
+        overlap = score_overlapping_entities(_window_entities(references), _window_entities(predictions))
+        self.last_reports = {"strict": strict, "overlap": overlap}
+        per_type = {f"f1_{name}": row["f1-score"] for name, row in strict.items() if "avg" not in name}
+        overlap_summary = {f"overlap_{name}": value for name, value in summary(overlap).items()}
+        return {**summary(strict), **per_type, **overlap_summary}
+
+
+def _window_entities(tag_sequences):
+    """``(window index, type, start, end)`` of BIO tag sequences, read as seqeval reads them (``bio_to_spans``)."""
+    return [(index, *span) for index, tags in enumerate(tag_sequences) for span in bio_to_spans(tags)]
 
 
 def resume_checkpoint(training_args):
@@ -326,6 +356,7 @@ def write_corpus_summary(stats, data_args, model_args, path):
     corpus_summary = {
         "data_dir": data_args.data_dir,
         "max_chars": data_args.max_chars,
+        "context_chars": data_args.context_chars,
         "split_rule": "the corpus' train/validation/test folders" if split_folders
         else "by a hash of the document group id, 80/10/10",
         "splits": {split: {"documents": stats.documents[split], "windows": stats.windows[split]}
