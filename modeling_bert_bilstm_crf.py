@@ -815,7 +815,8 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
                 raise ValueError(f"context_chars must not be negative, got {context_chars}")
             window = config.window_chars if window_chars is None else window_chars
             context = config.context_chars if context_chars is None else context_chars
-            check_window_fits(window + 2 * context, config.max_position_embeddings, "window_chars + 2 * context_chars")
+            name = "window_chars + 2 * context_chars" if context else "window_chars"
+            check_window_fits(window + 2 * context, config.max_position_embeddings, name)
         preprocess_params = {"window_chars": window_chars} if window_chars else {}
         if context_chars is not None:
             preprocess_params["context_chars"] = context_chars

@@ -145,8 +145,8 @@ def main():
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     encoder = model_args.encoder_config or model_args.model_name_or_path
-    check_window_fits(data_args.max_chars + 2 * data_args.context_chars, encoder_positions(encoder),
-                      "--max_chars + 2 * --context_chars")
+    name = "--max_chars + 2 * --context_chars" if data_args.context_chars else "--max_chars"
+    check_window_fits(data_args.max_chars + 2 * data_args.context_chars, encoder_positions(encoder), name)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars,
