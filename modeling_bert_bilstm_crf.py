@@ -787,8 +787,9 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
     tags back into entities. With ``config.context_chars`` (or the ``context_chars`` parameter), each window is
     fed with up to that many characters of the text before and after it, which the CRF does not decode: every
     character is decoded once, from the window it belongs to. ``constrain_bio=True/False`` overrides
-    ``config.constrain_bio`` (valid-BIO Viterbi) for comparing the two on one model. Registered as the model's ``token-classification`` pipeline, so
-    ``pipeline("token-classification", model=..., trust_remote_code=True)`` returns it.
+    ``config.constrain_bio`` (valid-BIO Viterbi) for comparing the two on one model. Registered as the model's
+    ``token-classification`` pipeline, so ``pipeline("token-classification", model=..., trust_remote_code=True)``
+    returns it.
 
     Each entity is ``{"entity_group", "score", "word", "start", "end"}`` (``end`` exclusive) with the
     aggregation ``"simple"`` (the default), or one entry per tagged character (``"entity"``, ``"index"``)

@@ -28,6 +28,10 @@ import evaluate
 from seqeval.metrics import classification_report
 
 AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
+MATCHING_RULES = {  # the headings of the reports of score_both, as printed
+    "strict": "Strict (type, first and last offset must match):",
+    "overlap": "Overlap (type must match, spans must overlap; one-to-one):",
+}
 
 
 class EntitySeqeval(evaluate.Metric):
@@ -105,22 +109,36 @@ def _by_document_and_type(entities) -> dict[tuple[str, str], list[tuple[int, int
 
 
 def _maximum_overlap_matching(gold_spans: list[tuple[int, int]], predicted_spans: list[tuple[int, int]]) -> int:
-    """Size of a maximum one-to-one matching between overlapping spans (Kuhn's augmenting paths: the groups of
-    one document and type hold tens of entities, so O(V E) is nothing)."""
+    """Size of a maximum one-to-one matching between overlapping spans: Kuhn's algorithm, one augmenting-path
+    search per prediction, iterative (a chain of overlapping entities must not hit Python's recursion limit)."""
     neighbours = [[g for g, (gold_start, gold_end) in enumerate(gold_spans) if start < gold_end and gold_start < end]
                   for start, end in predicted_spans]
-    matched_prediction: dict[int, int] = {}  # gold index -> predicted index
+    owner: dict[int, int] = {}  # gold index -> the prediction matched to it
+    return sum(_augment(prediction, neighbours, owner) for prediction in range(len(predicted_spans)))
 
-    def augment(prediction: int, visited: set[int]) -> bool:
-        for g in neighbours[prediction]:
-            if g not in visited:
-                visited.add(g)
-                if g not in matched_prediction or augment(matched_prediction[g], visited):
-                    matched_prediction[g] = prediction
-                    return True
-        return False
 
-    return sum(augment(prediction, set()) for prediction in range(len(predicted_spans)))
+def _augment(prediction: int, neighbours: list[list[int]], owner: dict[int, int]) -> bool:
+    """Match ``prediction``, re-matching the owners of the gold entities on the way (an alternating path from it
+    to a free gold entity), if such a path exists. The depth-first search keeps its path on explicit stacks."""
+    visited: set[int] = set()
+    path = [(prediction, iter(neighbours[prediction]))]  # predictions on the path, each with its untried golds
+    via: list[int] = []  # via[i]: the gold entity, owned by path[i + 1]'s prediction, that path[i]'s would take
+    while path:
+        current, untried = path[-1]
+        gold = next((g for g in untried if g not in visited), None)
+        if gold is None:
+            path.pop()
+            if via:
+                via.pop()
+            continue
+        visited.add(gold)
+        if gold not in owner:
+            for (matched, _), taken in zip(path, [*via, gold]):
+                owner[taken] = matched
+            return True
+        via.append(gold)
+        path.append((owner[gold], iter(neighbours[owner[gold]])))
+    return False
 
 
 def summary(report: dict) -> dict[str, float]:
@@ -164,12 +182,6 @@ def reports_to_markdown(reports: dict[str, dict]) -> str:
     """The reports' tables one after the other, each under a heading naming its matching rule."""
     return "\n".join(f"{MATCHING_RULES.get(name, name)}\n\n{report_to_markdown(report)}"
                       for name, report in reports.items())
-
-
-MATCHING_RULES = {
-    "strict": "Strict (type, first and last offset must match):",
-    "overlap": "Overlap (type must match, spans must overlap; one-to-one):",
-}
 
 
 def _report(found: Counter, predicted: Counter, support: Counter) -> dict:

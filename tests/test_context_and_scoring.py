@@ -23,7 +23,7 @@ from modeling_bert_bilstm_crf import (
     bio_transition_constraints,
     split_into_windows,
 )
-from ner_evaluation import score_both, score_entities, score_overlapping_entities
+from ner_evaluation import _maximum_overlap_matching, score_both, score_entities, score_overlapping_entities
 from train import NerMetrics, encode_batch
 
 SAMPLE = REPO / "data" / "sample"
@@ -71,6 +71,36 @@ def test_overlap_matching_is_maximum_not_greedy():
     gold = [("d", "Drug", 0, 10), ("d", "Drug", 8, 12)]
     predicted = [("d", "Drug", 9, 11), ("d", "Drug", 0, 2)]
     assert overlap_counts(gold, predicted) == (2, 2, 2)
+
+
+def brute_force_matching_size(gold, predicted):
+    """The largest number of (prediction, gold) pairs that overlap, no entity in two pairs, by enumeration."""
+    best = 0
+    for choice in itertools.product([None, *range(len(gold))], repeat=len(predicted)):
+        taken = [g for g in choice if g is not None]
+        if len(taken) == len(set(taken)) and all(
+                g is None or (predicted[p][0] < gold[g][1] and gold[g][0] < predicted[p][1])
+                for p, g in enumerate(choice)):
+            best = max(best, len(taken))
+    return best
+
+
+def test_overlap_matching_is_maximum_on_random_spans():
+    generator = np.random.default_rng(1)
+    for _ in range(40):
+        gold, predicted = ([(int(s), int(s) + int(n)) for s, n in zip(generator.integers(0, 12, size),
+                                                                      generator.integers(1, 5, size))]
+                           for size in generator.integers(1, 6, 2))
+        assert _maximum_overlap_matching(gold, predicted) == brute_force_matching_size(gold, predicted)
+
+
+def test_overlap_matching_follows_long_augmenting_paths():
+    # Prediction i overlaps gold i and i + 1 and takes gold i; the last prediction overlaps gold 0 only, so
+    # matching it re-matches every earlier prediction one gold entity to the right.
+    length = 3000
+    gold = [(2 * i, 2 * i + 2) for i in range(length)]
+    predicted = [(2 * i + 1, 2 * i + 3) for i in range(length - 1)] + [(0, 1)]
+    assert _maximum_overlap_matching(gold, predicted) == length
 
 
 def test_overlap_is_never_below_strict():
