@@ -10,7 +10,11 @@ The corpus is read through ``dataset_script`` (windows of characters, splits by 
 becomes one model position (``CharacterEncoder``), and ``Trainer`` does the rest: two learning rates
 (pretrained encoder, new head), evaluation every epoch with entity-level seqeval on CRF-decoded paths, the
 best checkpoint by validation micro-F1, early stopping, resumption. At the end the test split is scored and
-the per-type report, the plots and the training figures are written to ``--output_dir``.
+the per-type reports (``test_report``: strict, type and both offsets; ``test_report_overlap``: type and
+overlapping spans, one to one), the plots and the training figures are written to ``--output_dir``.
+
+    python train.py ... --context_chars 64      # each window read with 64 characters of context on each side
+    python train.py ... --constrain_bio true    # Viterbi (evaluation, prediction) keeps to valid BIO
 """
 
 from __future__ import annotations
