@@ -332,39 +332,39 @@ def sample_texts():
 def test_pipeline_without_context_decodes_as_before(tagger):
     """context_chars=0 feeds [CLS] window [SEP] and decodes the window's characters with the model's default
     CRF mask, exactly as the pipeline did before context existed."""
-    model, encoder = tagger.model, tagger.character_encoder
-    for text in sample_texts():
+    model, encoder, texts = tagger.model, tagger.character_encoder, sample_texts()
+    all_entries = tagger(texts, context_chars=0, aggregation_strategy="none", batch_size=8)
+    for text, entries in zip(texts, all_entries):
         expected = []
         for start, end in split_into_windows(text, model.config.window_chars):
             input_ids = torch.tensor([encoder.window_ids(text[start:end])])
             tags = model.decode(input_ids)[0, 1:-1].tolist()  # crf_mask from [CLS]/[SEP], the old default
             expected += [(start + i, model.config.id2label[tag]) for i, tag in enumerate(tags)
                          if model.config.id2label[tag] != "O"]
-        entries = tagger(text, context_chars=0, aggregation_strategy="none")
         assert [(entry["start"], entry["entity"]) for entry in entries] == expected
-        assert tagger(text) == tagger(text, context_chars=0)  # the trained model's config has no context
+    # The trained model's config has no context, so the default is the same.
+    assert tagger(texts, batch_size=8) == tagger(texts, context_chars=0, batch_size=8)
 
 
 def test_pipeline_with_context_decodes_each_character_once(tagger):
-    for text in sample_texts():
-        items = list(tagger.preprocess(text, window_chars=30, context_chars=12))
+    texts = sample_texts()
+    for text in texts:
         centres = []
-        for item in items:
+        for item in tagger.preprocess(text, window_chars=30, context_chars=12):
             visible = item["crf_mask"][0]
             start, window = item["offset"], item["window"]
-            assert visible.sum() == len(window)
-            before = text[max(start - 12, 0) : start]
+            before, after = text[max(start - 12, 0) : start], text[start + len(window) :][:12]
             ids = item["input_ids"][0].tolist()
-            assert ids == tagger.character_encoder.window_ids(window, before, text[start + len(window) :][:12])
-            assert ids[1 + len(before) : 1 + len(before) + len(window)] == tagger.character_encoder.ids(window)
+            assert ids == tagger.character_encoder.window_ids(window, before, after)
             assert visible.nonzero().squeeze(1).tolist() == list(range(1 + len(before), 1 + len(before) + len(window)))
             centres.append((start, window))
         assert "".join(window for _, window in centres) == text
         assert all(start == sum(len(w) for _, w in centres[:i]) for i, (start, _) in enumerate(centres))
-        entries = tagger(text, window_chars=30, context_chars=12, aggregation_strategy="none", batch_size=3)
+    settings = dict(window_chars=30, context_chars=12, batch_size=8)
+    for entries in tagger(texts, aggregation_strategy="none", **settings):
         assert len({entry["index"] for entry in entries}) == len(entries)  # no character decoded twice
-        for entity in tagger(text, window_chars=30, context_chars=12):
-            assert entity["word"] == text[entity["start"] : entity["end"]]
+    for text, entities in zip(texts, tagger(texts, **settings)):
+        assert all(entity["word"] == text[entity["start"] : entity["end"]] for entity in entities)
 
 
 def test_pipeline_refuses_a_context_the_encoder_has_no_positions_for(tagger):
@@ -401,13 +401,12 @@ def test_classic_baseline_with_context_trains_saves_reloads_and_predicts(tmp_pat
     assert (output_dir / "test_report_overlap.json").is_file()
     tagger = pipeline("token-classification", model=str(output_dir), trust_remote_code=True, device="cpu")
     assert tagger.model.config.context_chars == 16 and len(tagger.model.bert.encoder.layer) == 0
-    for text in sample_texts():
-        items = list(tagger.preprocess(text))
-        assert any(item["input_ids"].shape[1] > len(item["window"]) + 2 for item in items)  # context fed
-        entries = tagger(text, aggregation_strategy="none")
+    texts = sample_texts()
+    assert any(item["input_ids"].shape[1] > len(item["window"]) + 2 for item in tagger.preprocess(texts[0]))
+    for entries in tagger(texts, aggregation_strategy="none", batch_size=8):
         assert all(is_valid_bio_names([entry["entity"] for entry in entries], [entry["index"] for entry in entries]))
-        for entity in tagger(text):
-            assert entity["word"] == text[entity["start"] : entity["end"]]
+    for text, entities in zip(texts, tagger(texts, batch_size=8)):
+        assert all(entity["word"] == text[entity["start"] : entity["end"]] for entity in entities)
 
 
 def is_valid_bio_names(names, indices):
