@@ -52,6 +52,10 @@ class PredictArguments:
     batch_size: int = field(default=32, metadata={"help": "Windows per forward pass."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ...; default: GPU when present."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 weights; default: on for CUDA."})
+    constrain_bio: bool | None = field(
+        default=None, metadata={"help": "Valid-BIO Viterbi on (true) or off (false); default: as the model was "
+                                        "trained (its config). Compare both on one model with --data_dir."}
+    )
 
 
 def main():
@@ -98,6 +102,7 @@ def load_tagger(args):
         trust_remote_code=True,
         device=device,
         dtype=torch.bfloat16 if use_bf16 else torch.float32,
+        constrain_bio=args.constrain_bio,
     )
 
 

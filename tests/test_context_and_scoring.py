@@ -12,6 +12,7 @@ from conftest import REPO, TINY_BERT, run_script, small_training
 from transformers import AutoTokenizer, EvalPrediction, pipeline
 
 import modeling_bert_bilstm_crf as modeling
+import predict
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_document
 from modeling_bert_bilstm_crf import (
@@ -365,6 +366,15 @@ def test_pipeline_with_context_decodes_each_character_once(tagger):
         assert len({entry["index"] for entry in entries}) == len(entries)  # no character decoded twice
     for text, entities in zip(texts, tagger(texts, **settings)):
         assert all(entity["word"] == text[entity["start"] : entity["end"]] for entity in entities)
+
+
+def test_predict_can_override_constrained_decoding(trained_model):
+    model_dir, _ = trained_model
+    for setting in (True, False):
+        arguments = predict.PredictArguments(model_name_or_path=str(model_dir), device="cpu", constrain_bio=setting)
+        assert predict.load_tagger(arguments)._forward_params == {"constrain_bio": setting}
+    default = predict.load_tagger(predict.PredictArguments(model_name_or_path=str(model_dir), device="cpu"))
+    assert default._forward_params == {} and default.model.config.constrain_bio is False
 
 
 def test_pipeline_refuses_a_context_the_encoder_has_no_positions_for(tagger):
