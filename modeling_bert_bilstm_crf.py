@@ -378,14 +378,23 @@ class CRF(nn.Module):
         return path - gradient
 
     @torch.no_grad()
-    def viterbi_tags(self, emissions, mask=None) -> torch.LongTensor:
-        """Viterbi tags as a tensor shaped like ``mask``, -100 at invisible positions (no host sync on CUDA)."""
+    def viterbi_tags(self, emissions, mask=None, allowed=None) -> torch.LongTensor:
+        """Viterbi tags as a tensor shaped like ``mask``, -100 at invisible positions (no host sync on CUDA).
+
+        ``allowed``: optional ``(start_allowed (K,), transition_allowed (K, K))`` bool tensors (see
+        ``bio_transition_constraints``); the best path is then the best among the paths that start and move
+        only where allowed (forbidden scores are -inf, which max-plus handles exactly).
+        """
         emissions, _, mask = self._batch_first(emissions, None, mask)
         batch, seq_len, _ = emissions.shape
         with torch.autocast(emissions.device.type, enabled=False):
             # float32 at least (bf16/fp16 emissions are upcast); float64 stays float64 (gradcheck).
             emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))
             start, end, transitions = self._float_params(emissions.dtype)
+            if allowed is not None:
+                start_allowed, transition_allowed = (a.to(emissions.device) for a in allowed)
+                start = start.masked_fill(~start_allowed, float("-inf"))
+                transitions = transitions.masked_fill(~transition_allowed, float("-inf"))
             parallel = _parallel_over_time(emissions)
             order, lengths, compact_mask = _compact(mask, trim=not parallel)
             emissions = _gather_time(emissions, order)
@@ -431,6 +440,10 @@ class BertBiLstmCrfConfig(BertConfig):
             (BERT's Chinese vocabulary: 101 and 102).
         window_chars: Length in characters of the windows the model was trained on; the pipeline cuts texts
             into windows of this length (positions beyond it would be untrained).
+        context_chars: Characters of the text before and after each window fed with it (the encoder and the
+            BiLSTM see them, the CRF does not), in training as in the pipeline; 0: none.
+        constrain_bio: Viterbi decoding may only produce valid BIO sequences (no ``I-X`` at the start, after
+            ``O`` or after another type's tag; see ``bio_transition_constraints``). Training is unconstrained.
         classifier_dropout (from ``BertConfig``): dropout before the emission layer; defaults to
             ``hidden_dropout_prob``.
     """
@@ -446,6 +459,8 @@ class BertBiLstmCrfConfig(BertConfig):
         cls_token_id: int = 101,
         sep_token_id: int = 102,
         window_chars: int = 510,
+        context_chars: int = 0,
+        constrain_bio: bool = False,
         **kwargs,
     ):
         self.use_lstm = use_lstm
@@ -455,6 +470,8 @@ class BertBiLstmCrfConfig(BertConfig):
         self.cls_token_id = cls_token_id
         self.sep_token_id = sep_token_id
         self.window_chars = window_chars
+        self.context_chars = context_chars
+        self.constrain_bio = constrain_bio
         # The model's own token-classification pipeline (CRF decoding), loaded by pipeline(..., trust_remote_code=True).
         kwargs.setdefault("custom_pipelines", {"token-classification": {
             "impl": "modeling_bert_bilstm_crf.BertBiLstmCrfNerPipeline", "pt": ["AutoModelForTokenClassification"],
@@ -554,12 +571,14 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         crf_mask: torch.Tensor | None = None,
         return_marginals: bool = False,
+        constrain_bio: bool | None = None,
     ):
         """Viterbi tags (B, T), -100 where the CRF does not look; with ``return_marginals`` also the CRF's
-        posterior tag probabilities (B, T, num_labels).
+        posterior tag probabilities (B, T, num_labels), which are the unconstrained CRF's.
 
         ``crf_mask`` defaults to ``attention_mask`` without the ``config.cls_token_id`` /
         ``config.sep_token_id`` positions, matching labels that put -100 on [CLS], [SEP] and padding.
+        ``constrain_bio`` overrides ``config.constrain_bio`` (see ``viterbi_tags``).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -567,8 +586,16 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
             special = (input_ids == self.config.cls_token_id) | (input_ids == self.config.sep_token_id)
             crf_mask = attention_mask.bool() & ~special
         logits = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-        tags = self.crf.viterbi_tags(logits, crf_mask)
+        tags = self.viterbi_tags(logits, crf_mask, constrain_bio)
         return (tags, self.crf.marginals(logits, crf_mask)) if return_marginals else tags
+
+    def viterbi_tags(self, logits: torch.Tensor, crf_mask: torch.Tensor, constrain_bio: bool | None = None):
+        """The CRF's Viterbi tags, restricted to valid BIO when ``constrain_bio`` (default
+        ``config.constrain_bio``) is true."""
+        if constrain_bio is None:
+            constrain_bio = self.config.constrain_bio
+        allowed = bio_transition_constraints(self.config.id2label) if constrain_bio else None
+        return self.crf.viterbi_tags(logits, crf_mask, allowed)
 
     def _emissions(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if self.lstm is not None:
@@ -587,6 +614,19 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
             packed = nn.utils.rnn.pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
             output = self.lstm(packed)[0]
             return nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=seq_len)[0]
+
+
+def bio_transition_constraints(id2label: dict[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start_allowed (K,), transition_allowed (K, K)) of valid BIO: an ``I-X`` may only follow ``B-X`` or
+    ``I-X``, so it can neither start a sequence nor follow ``O`` or another type's tag. Labels of another form
+    are unconstrained."""
+    labels = [id2label[index] for index in range(len(id2label))]
+    continues = [label[2:] if label.startswith("I-") else None for label in labels]
+    entity = [label[2:] if label[:2] in ("B-", "I-") else None for label in labels]
+    start_allowed = torch.tensor([kind is None for kind in continues])
+    transition_allowed = torch.tensor([[continues[j] is None or continues[j] == entity[i] for j in range(len(labels))]
+                                       for i in range(len(labels))])
+    return start_allowed, transition_allowed
 
 
 BertBiLstmCrfConfig.register_for_auto_class("AutoConfig")
@@ -644,9 +684,11 @@ class CharacterEncoder:
             ids[character] = self.vocab[self.token(character)]
         return [ids[character] for character in characters]
 
-    def window_ids(self, characters) -> list[int]:
-        """Model input of a window: [CLS], one id per character, [SEP]."""
-        return [self.cls_token_id, *self.ids(characters), self.sep_token_id]
+    def window_ids(self, characters, context_before="", context_after="") -> list[int]:
+        """Model input of a window: [CLS], one id per character of the context before, the window and the
+        context after, [SEP]."""
+        return [self.cls_token_id, *self.ids(context_before), *self.ids(characters), *self.ids(context_after),
+                self.sep_token_id]
 
 
 def check_window_fits(window_chars: int, max_position_embeddings: int, name: str = "window_chars") -> None:
@@ -682,6 +724,12 @@ def split_into_windows(text: str, max_chars: int, spans=()) -> list[tuple[int, i
         windows.append((start, limit if limit == len(text) else _best_cut(text, start, limit, blocked)))
         start = windows[-1][1]
     return windows
+
+
+def window_context(text: str, start: int, end: int, context_chars: int) -> tuple[str, str]:
+    """Up to ``context_chars`` characters of ``text`` before ``start`` and after ``end``: what the encoder sees
+    around the window ``text[start:end]`` (fewer at the ends of the text)."""
+    return text[max(start - context_chars, 0) : start], text[end : end + context_chars]
 
 
 def _best_cut(text: str, start: int, limit: int, blocked: bytearray) -> int:
@@ -736,8 +784,12 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
     The standard token-classification pipeline takes the argmax of each token's logits, which is not what a
     CRF model predicts. This one splits each text into windows of ``config.window_chars`` characters (as in
     training), feeds one model position per character, decodes each window with the CRF and reads the BIO
-    tags back into entities. Registered as the model's ``token-classification`` pipeline, so
-    ``pipeline("token-classification", model=..., trust_remote_code=True)`` returns it.
+    tags back into entities. With ``config.context_chars`` (or the ``context_chars`` parameter), each window is
+    fed with up to that many characters of the text before and after it, which the CRF does not decode: every
+    character is decoded once, from the window it belongs to. ``constrain_bio=True/False`` overrides
+    ``config.constrain_bio`` (valid-BIO Viterbi) for comparing the two on one model. Registered as the model's
+    ``token-classification`` pipeline, so ``pipeline("token-classification", model=..., trust_remote_code=True)``
+    returns it.
 
     Each entity is ``{"entity_group", "score", "word", "start", "end"}`` (``end`` exclusive) with the
     aggregation ``"simple"`` (the default), or one entry per tagged character (``"entity"``, ``"index"``)
@@ -756,32 +808,49 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
         super().__init__(*args, **kwargs)
         self.character_encoder = CharacterEncoder(self.tokenizer)
 
-    def _sanitize_parameters(self, aggregation_strategy=None, window_chars=None, **kwargs):
-        if window_chars is not None:
-            check_window_fits(window_chars, self.model.config.max_position_embeddings)
+    def _sanitize_parameters(self, aggregation_strategy=None, window_chars=None, context_chars=None,
+                             constrain_bio=None, **kwargs):
+        config = self.model.config
+        if window_chars is not None or context_chars is not None:
+            if context_chars is not None and context_chars < 0:
+                raise ValueError(f"context_chars must not be negative, got {context_chars}")
+            window = config.window_chars if window_chars is None else window_chars
+            context = config.context_chars if context_chars is None else context_chars
+            name = "window_chars + 2 * context_chars" if context else "window_chars"
+            check_window_fits(window + 2 * context, config.max_position_embeddings, name)
         preprocess_params = {"window_chars": window_chars} if window_chars else {}
+        if context_chars is not None:
+            preprocess_params["context_chars"] = context_chars
+        forward_params = {"constrain_bio": constrain_bio} if constrain_bio is not None else {}
         postprocess_params = {"aggregation_strategy": aggregation_strategy} if aggregation_strategy else {}
         if aggregation_strategy not in (None, "simple", "none"):
             raise ValueError(f"aggregation_strategy must be 'simple' or 'none', not {aggregation_strategy!r}")
-        return preprocess_params, {}, postprocess_params
+        return preprocess_params, forward_params, postprocess_params
 
-    def preprocess(self, text, window_chars=None):
+    def preprocess(self, text, window_chars=None, context_chars=None):
         if not isinstance(text, str):
             raise ValueError(f"this pipeline takes strings, got {type(text).__name__}")
-        windows = split_into_windows(text, window_chars or self.model.config.window_chars) or [(0, 0)]
+        config = self.model.config
+        context_chars = config.context_chars if context_chars is None else context_chars
+        windows = split_into_windows(text, window_chars or config.window_chars) or [(0, 0)]
         for index, (start, end) in enumerate(windows):
-            input_ids = torch.tensor([self.character_encoder.window_ids(text[start:end])])
+            before, after = window_context(text, start, end, context_chars)
+            input_ids = torch.tensor([self.character_encoder.window_ids(text[start:end], before, after)])
+            # The CRF decodes the window's own characters only: not [CLS], [SEP] or the context.
+            crf_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+            crf_mask[0, 1 + len(before) : 1 + len(before) + end - start] = True
             yield {
                 "input_ids": input_ids,
                 "attention_mask": torch.ones_like(input_ids),
+                "crf_mask": crf_mask,
                 "window": text[start:end],
                 "offset": start,
                 "is_last": index == len(windows) - 1,
             }
 
-    def _forward(self, model_inputs):
+    def _forward(self, model_inputs, constrain_bio=None):
         window, offset, is_last = model_inputs.pop("window"), model_inputs.pop("offset"), model_inputs.pop("is_last")
-        tags, marginals = self.model.decode(**model_inputs, return_marginals=True)
+        tags, marginals = self.model.decode(**model_inputs, return_marginals=True, constrain_bio=constrain_bio)
         return {"tags": tags, "marginals": marginals, "window": window, "offset": offset, "is_last": is_last}
 
     def postprocess(self, all_outputs, aggregation_strategy="simple"):

@@ -6,7 +6,12 @@ type with ``precision``, ``recall``, ``f1-score`` and ``support``, plus ``micro 
 
 * :class:`EntitySeqeval`, an ``evaluate`` metric over BIO tag sequences (the windows seen in training);
 * :func:`score_entities`, strict matching of brat entities (same document, type, first and last offset),
-  the level at which the Ruijin competition was scored.
+  the level at which the Ruijin competition was scored;
+* :func:`score_overlapping_entities`, lenient matching (same document and type, spans overlap; each entity
+  matched at most once), the rule of the public competition entries that report 0.71-0.77.
+
+:func:`score_both` gives the strict and the overlap report of the same entities, as the training and
+prediction reports show them side by side.
 
 Averages run over the entity types that occur in the gold or the predicted entities, as seqeval's do.
 """
@@ -25,6 +30,10 @@ from seqeval.metrics import classification_report
 from run_safety import atomic_write
 
 AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
+MATCHING_RULES = {  # the headings of the reports of score_both, as printed
+    "strict": "Strict (type, first and last offset must match):",
+    "overlap": "Overlap (type must match, spans must overlap; one-to-one):",
+}
 
 
 class EntitySeqeval(evaluate.Metric):
@@ -61,13 +70,77 @@ def score_entities(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict:
     found = Counter(entity[1] for entity in gold_set & predicted_set)
     support = Counter(entity[1] for entity in gold_set)
     predicted_count = Counter(entity[1] for entity in predicted_set)
-    report = {
-        entity_type: _scores(found[entity_type], predicted_count[entity_type], support[entity_type])
-        for entity_type in sorted(support.keys() | predicted_count.keys())
-    }
-    report["micro avg"] = _scores(sum(found.values()), sum(predicted_count.values()), sum(support.values()))
-    report.update(_averages(report))
-    return report
+    return _report(found, predicted_count, support)
+
+
+def score_overlapping_entities(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict:
+    """Lenient entity scores: entities are ``(document_id, type, start, end)`` tuples (end exclusive) and a
+    predicted entity finds a gold one when both have the same document and type and their spans share at least
+    one character (``start < other_end and other_start < end``: adjacent spans do not overlap).
+
+    Matching rule: one to one, as large as possible. Within each document and type the gold and predicted
+    entities form a bipartite graph (an edge where two spans overlap) and the counted matches are a maximum
+    matching of it (augmenting paths), so each gold entity is found at most once and each prediction finds
+    at most one: two predictions over one gold entity give one true positive and one false positive. Found =
+    the matching's size; precision = found / predicted, recall = found / gold. An entity listed twice counts
+    once, as in :func:`score_entities`. Returns the shared report layout."""
+    gold_groups, predicted_groups = _by_document_and_type(set(gold)), _by_document_and_type(set(predicted))
+    found = Counter()
+    for key, predicted_spans in predicted_groups.items():
+        found[key[1]] += _maximum_overlap_matching(gold_groups.get(key, []), predicted_spans)
+    support = Counter()
+    for (_, entity_type), spans in gold_groups.items():
+        support[entity_type] += len(spans)
+    predicted_count = Counter()
+    for (_, entity_type), spans in predicted_groups.items():
+        predicted_count[entity_type] += len(spans)
+    return _report(found, predicted_count, support)
+
+
+def score_both(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict[str, dict]:
+    """``{"strict": score_entities(...), "overlap": score_overlapping_entities(...)}`` of the same entities."""
+    gold, predicted = list(gold), list(predicted)
+    return {"strict": score_entities(gold, predicted), "overlap": score_overlapping_entities(gold, predicted)}
+
+
+def _by_document_and_type(entities) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for document_id, entity_type, start, end in sorted(entities):
+        groups.setdefault((document_id, entity_type), []).append((start, end))
+    return groups
+
+
+def _maximum_overlap_matching(gold_spans: list[tuple[int, int]], predicted_spans: list[tuple[int, int]]) -> int:
+    """Size of a maximum one-to-one matching between overlapping spans: Kuhn's algorithm, one augmenting-path
+    search per prediction, iterative (a chain of overlapping entities must not hit Python's recursion limit)."""
+    neighbours = [[g for g, (gold_start, gold_end) in enumerate(gold_spans) if start < gold_end and gold_start < end]
+                  for start, end in predicted_spans]
+    owner: dict[int, int] = {}  # gold index -> the prediction matched to it
+    return sum(_augment(prediction, neighbours, owner) for prediction in range(len(predicted_spans)))
+
+
+def _augment(prediction: int, neighbours: list[list[int]], owner: dict[int, int]) -> bool:
+    """Match ``prediction``, re-matching the owners of the gold entities on the way (an alternating path from it
+    to a free gold entity), if such a path exists. The depth-first search keeps its path on explicit stacks."""
+    visited: set[int] = set()
+    path = [(prediction, iter(neighbours[prediction]))]  # predictions on the path, each with its untried golds
+    via: list[int] = []  # via[i]: the gold entity, owned by path[i + 1]'s prediction, that path[i]'s would take
+    while path:
+        current, untried = path[-1]
+        gold = next((g for g in untried if g not in visited), None)
+        if gold is None:
+            path.pop()
+            if via:
+                via.pop()
+            continue
+        visited.add(gold)
+        if gold not in owner:
+            for (matched, _), taken in zip(path, [*via, gold]):
+                owner[taken] = matched
+            return True
+        via.append(gold)
+        path.append((owner[gold], iter(neighbours[owner[gold]])))
+    return False
 
 
 def summary(report: dict) -> dict[str, float]:
@@ -97,6 +170,29 @@ def write_report(report: dict, path_stem: str | Path) -> None:
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path_stem.with_suffix(".json"), json.dumps(report, indent=2, ensure_ascii=False))
     atomic_write(path_stem.with_suffix(".md"), report_to_markdown(report))
+
+
+def write_reports(reports: dict[str, dict], path_stem: str | Path) -> None:
+    """Write the ``strict`` report as ``<path_stem>.json``/``.md`` (the layout the model card and older readers
+    expect) and every other one (``overlap``) as ``<path_stem>_<name>.json``/``.md``."""
+    path_stem = Path(path_stem)
+    for name, report in reports.items():
+        write_report(report, path_stem if name == "strict" else path_stem.with_name(f"{path_stem.name}_{name}"))
+
+
+def reports_to_markdown(reports: dict[str, dict]) -> str:
+    """The reports' tables one after the other, each under a heading naming its matching rule."""
+    return "\n".join(f"{MATCHING_RULES.get(name, name)}\n\n{report_to_markdown(report)}"
+                      for name, report in reports.items())
+
+
+def _report(found: Counter, predicted: Counter, support: Counter) -> dict:
+    """The shared layout from per-type counts of found, predicted and gold entities."""
+    report = {entity_type: _scores(found[entity_type], predicted[entity_type], support[entity_type])
+              for entity_type in sorted(support.keys() | predicted.keys())}
+    report["micro avg"] = _scores(sum(found.values()), sum(predicted.values()), sum(support.values()))
+    report.update(_averages(report))
+    return report
 
 
 def _scores(found: int, predicted: int, support: int) -> dict:

@@ -3,7 +3,7 @@
 
     python predict.py --model_name_or_path outputs/ruijin --input_dir new_docs/ --output_dir predicted/
     python predict.py --model_name_or_path outputs/ruijin --input_dir test_docs/ --output_dir predicted/ \
-        --gold_dir test_docs/                       # also score against gold .ann files (strict, per type)
+        --gold_dir test_docs/                       # also score against gold .ann files (strict and overlap)
     python predict.py --model_name_or_path outputs/ruijin --data_dir ../shared/data/ruijin_round1/train \
         --split test                                # tag and score one split of a corpus, as train.py splits it
     echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
@@ -35,7 +35,7 @@ from transformers import HfArgumentParser, pipeline
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, files_with_suffix, read_text
-from ner_evaluation import report_to_markdown, score_entities, write_report
+from ner_evaluation import reports_to_markdown, score_both, write_reports
 from run_safety import atomic_write, check_writable_folder, run_main, trust_remote_code
 
 SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))
@@ -55,7 +55,8 @@ class PredictArguments:
     )
     output_dir: str | None = field(default=None, metadata={"help": "Where to write one .ann per .txt."})
     gold_dir: str | None = field(
-        default=None, metadata={"help": "Folder of gold .ann files: score the predictions (strict entity F1)."}
+        default=None, metadata={"help": "Folder of gold .ann files: score the predictions (entity F1, strict and "
+                                        "overlap)."}
     )
     batch_size: int = field(default=32, metadata={"help": "Windows per forward pass."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ...; default: GPU when present."})
@@ -75,6 +76,10 @@ class PredictArguments:
         default=False,
         metadata={"help": "Run the Python code that comes with --model_name_or_path: needed for a Hub id or a "
                           "folder whose code is not this project's own (a folder written by train.py needs none)."},
+    )
+    constrain_bio: bool | None = field(
+        default=None, metadata={"help": "Valid-BIO Viterbi on (true) or off (false); default: as the model was "
+                                        "trained (its config). Compare both on one model with --data_dir."}
     )
 
 
@@ -118,10 +123,10 @@ def main():
                                       args.overwrite)
         report_written(Path(args.output_dir), output_files, replaced)
     if gold_documents is not None:
-        report = score_against_gold(gold_documents, dict(zip(documents, predictions)))
+        reports = score_against_gold(gold_documents, dict(zip(documents, predictions)))
         if args.output_dir:
-            write_report(report, Path(args.output_dir) / "brat_scores")
-        print(report_to_markdown(report))
+            write_reports(reports, Path(args.output_dir) / "brat_scores")
+        print(reports_to_markdown(reports))
 
 
 def load_tagger(args):
@@ -133,6 +138,7 @@ def load_tagger(args):
         trust_remote_code=trust_remote_code(args.model_name_or_path, args.trust_remote_code),
         device=device,
         dtype=torch.bfloat16 if use_bf16 else torch.float32,
+        constrain_bio=args.constrain_bio,
     )
 
 
@@ -141,7 +147,8 @@ def planned_output_files(output_dir: Path, documents: dict[str, str], scored: bo
     suffixes = (".ann", ".txt") if preannotate else (".ann",)
     files = [output_dir / f"{document_id}{suffix}" for document_id in documents for suffix in suffixes]
     if scored:
-        files += [output_dir / "brat_scores.json", output_dir / "brat_scores.md"]
+        files += [output_dir / f"{stem}{suffix}" for stem in ("brat_scores", "brat_scores_overlap")
+                  for suffix in (".json", ".md")]
     if preannotate:
         files.append(output_dir / UNCERTAINTY_FILE)
     return files
@@ -292,15 +299,17 @@ def check_gold_matches(gold_documents: list[dict], documents: dict[str, str]) ->
                  "endings?), so their offsets cannot be compared")
 
 
-def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[dict]]) -> dict:
-    """Strict brat-level scores over the predicted documents: same document, type, first and last offset.
-    Every usable gold entity counts, nested ones too (the model can predict one entity per character)."""
+def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[dict]]) -> dict[str, dict]:
+    """Brat-level scores over the predicted documents, ``{"strict": ..., "overlap": ...}`` (``score_both``):
+    strict needs the same document, type, first and last offset; overlap the same document and type and
+    overlapping spans, one to one. Every usable gold entity counts, nested ones too (the model can predict one
+    entity per character)."""
     gold_documents = {doc["document_id"]: doc for doc in gold_documents}
     gold = [(document_id, entity["type"], entity["start"], entity["end"])
             for document_id in predictions for entity in gold_documents[document_id]["entities"]]
     predicted = [(document_id, entity["entity_group"], entity["start"], entity["end"])
                  for document_id, entities in predictions.items() for entity in entities]
-    return score_entities(gold, predicted)
+    return score_both(gold, predicted)
 
 
 if __name__ == "__main__":

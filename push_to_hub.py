@@ -109,7 +109,8 @@ def prepared_dataset_arguments(model_dir: Path, args) -> dict:
     data_dir = args.data_dir or corpus.get("data_dir")
     if not data_dir:
         raise SystemExit("push_to_hub.py: --dataset_repo_id needs --data_dir (the model folder has no corpus.json)")
-    return {"data_dir": data_dir, "max_chars": corpus.get("max_chars", 510)}
+    return {"data_dir": data_dir, "max_chars": corpus.get("max_chars", 510),
+            "context_chars": corpus.get("context_chars", 0)}
 
 
 def build_repository(model_dir: Path, folder: Path, args) -> None:
@@ -159,7 +160,9 @@ def model_card(model_dir: Path, args) -> ModelCard:
         eval_results=_eval_results(report, dataset_name, args.dataset_repo_id),
         widget=[{"text": example["text"]} for example in examples],
     )
-    card_text = _card_text(args, config, report, corpus, dataset_name, encoder, types, is_ruijin, examples)
+    overlap_report = _read_json(model_dir / "test_report_overlap.json")
+    card_text = _card_text(args, config, report, overlap_report, corpus, dataset_name, encoder, types, is_ruijin,
+                           examples)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_text}")
 
 
@@ -239,8 +242,8 @@ def _column(metric: str) -> str:
     return "f1-score" if metric == "f1" else metric
 
 
-def _card_text(args, config: dict, report: dict, corpus: dict | None, dataset_name: str, encoder: dict,
-               types: list[str], is_ruijin: bool, examples: list[dict]) -> str:
+def _card_text(args, config: dict, report: dict, overlap_report: dict | None, corpus: dict | None,
+               dataset_name: str, encoder: dict, types: list[str], is_ruijin: bool, examples: list[dict]) -> str:
     architecture = "BERT → BiLSTM → CRF" if config.get("use_lstm", True) else "BERT → CRF"
     if is_ruijin:
         label_table = "| type | 中文 |\n| --- | --- |\n" + "\n".join(
@@ -322,6 +325,7 @@ print([ner.model.config.id2label[tag] for tag in tags.tolist()])
 Entity-level scores per type (seqeval over the test windows: type, first and last character must match):
 
 {report_to_markdown(report)}
+{_overlap_text(overlap_report)}
 {images}
 
 ## Limitations
@@ -347,6 +351,14 @@ def _expected_output(example: dict, types: list[str]) -> str:
 
 def _joined(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _overlap_text(overlap_report: dict | None) -> str:
+    """The lenient scores of the same windows, when train.py wrote them (older runs did not)."""
+    if not overlap_report:
+        return ""
+    return ("Lenient scores of the same windows (type must match and the spans overlap, each entity matched at most "
+            "once; the rule many shared tasks report):\n\n" + report_to_markdown(overlap_report))
 
 
 def _data_text(corpus: dict | None, dataset_name: str) -> str:

@@ -11,7 +11,11 @@ The corpus is read through ``dataset_script`` (windows of characters, splits by 
 becomes one model position (``CharacterEncoder``), and ``Trainer`` does the rest: two learning rates
 (pretrained encoder, new head), evaluation every epoch with entity-level seqeval on CRF-decoded paths, the
 best checkpoint by validation micro-F1, early stopping, resumption. At the end the test split is scored and
-the per-type report, the plots and the training figures are written to ``--output_dir``.
+the per-type reports (``test_report``: strict, type and both offsets; ``test_report_overlap``: type and
+overlapping spans, one to one), the plots and the training figures are written to ``--output_dir``.
+
+    python train.py ... --context_chars 64      # each window read with 64 characters of context on each side
+    python train.py ... --constrain_bio true    # Viterbi (evaluation, prediction) keeps to valid BIO
 """
 
 from __future__ import annotations
@@ -42,10 +46,11 @@ from modeling_bert_bilstm_crf import (
     BertBiLstmCrfConfig,
     BertBiLstmCrfForTokenClassification,
     CharacterEncoder,
+    bio_to_spans,
     check_window_fits,
     encoder_positions,
 )
-from ner_evaluation import EntitySeqeval, summary, write_report
+from ner_evaluation import EntitySeqeval, reports_to_markdown, score_overlapping_entities, summary, write_reports
 from run_safety import (
     RunArguments,
     atomic_write,
@@ -86,6 +91,11 @@ class ModelArguments:
                           "--learning_rate is the pretrained encoder's."},
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "BERT attention: sdpa or eager."})
+    constrain_bio: bool = field(
+        default=False,
+        metadata={"help": "Viterbi decoding (evaluation and, saved in the config, prediction) may only produce "
+                          "valid BIO: no I-X after O, after another type or at the start. Training is unchanged."},
+    )
 
 
 @dataclass
@@ -103,6 +113,11 @@ class DataArguments:
         default="skip", metadata={"help": "Event triggers (T lines of the annotation.conf's [events] types, or "
                                           "without a conf those that E lines name): skip them, or include them "
                                           "as entity types.", "choices": ["skip", "include"]}
+    )
+    context_chars: int = field(
+        default=0, metadata={"help": "Characters of the document before and after each window that the encoder and "
+                                     "BiLSTM see but the CRF, loss and metrics do not (0: none). The encoder needs "
+                                     "max_chars + 2 * context_chars + 2 positions."}
     )
     rare_type_share: float = field(
         default=0.02, metadata={"help": "An entity type is rare when it has less than this share of the "
@@ -156,21 +171,23 @@ def main():
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     encoder = model_args.encoder_config or model_args.model_name_or_path
-    check_window_fits(data_args.max_chars, encoder_positions(encoder), "--max_chars")
+    name = "--max_chars + 2 * --context_chars" if data_args.context_chars else "--max_chars"
+    check_window_fits(data_args.max_chars + 2 * data_args.context_chars, encoder_positions(encoder), name)
     claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars,
+                                               context_chars=data_args.context_chars,
                                                event_triggers=data_args.event_triggers, return_stats=True)
         check_splits_have_text(corpus_stats, data_args.data_dir)
         encoded = corpus.map(
-            encode_batch, batched=True, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["tokens", "ner_tags"],
-            desc="Encoding windows",
+            encode_batch, batched=True, fn_kwargs={"tokenizer": tokenizer},
+            remove_columns=["tokens", "ner_tags", "context_before", "context_after"], desc="Encoding windows",
         )
     label_names = corpus["train"].features["ner_tags"].feature.names
     train_set = oversample_rare_types(encoded["train"], label_names, data_args)
 
-    model = build_model(model_args, tokenizer, label_names, data_args.max_chars)
+    model = build_model(model_args, tokenizer, label_names, data_args)
     metric = NerMetrics(label_names)
     callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience else []
     trainer = BertBiLstmCrfTrainer(
@@ -185,7 +202,7 @@ def main():
         processing_class=tokenizer,
         compute_metrics=metric,
         # Metrics on the CRF's Viterbi paths, decoded batch by batch (no emissions kept in memory).
-        preprocess_logits_for_metrics=lambda logits, labels: model.crf.viterbi_tags(logits, labels != -100),
+        preprocess_logits_for_metrics=lambda logits, labels: model.viterbi_tags(logits, labels != -100),
         callbacks=callbacks,
     )
     if not training_args.disable_tqdm:  # the progress bar, with a line per epoch instead of metric dicts
@@ -203,13 +220,13 @@ def main():
     trainer.save_metrics("test", test_output.metrics)
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
-        write_report(metric.last_report, output_dir / "test_report")
+        write_reports(metric.last_reports, output_dir / "test_report")
         write_corpus_summary(corpus_stats, data_args, model_args, output_dir / "corpus.json")
-        plot_training(trainer.state, metric.last_report, output_dir)
+        plot_training(trainer.state, metric.last_reports["strict"], output_dir)
         best = f"; best validation micro-F1 {trainer.state.best_metric:.3f}" if trainer.state.best_metric is not None else ""
         print(f"Trained {trainer.state.epoch:g} epochs in {figures['train_runtime']:.1f} s "
               f"({figures['train_characters_per_second']:,.0f} characters/s){best}. Test split, per type:\n")
-        print((output_dir / "test_report.md").read_text(encoding="utf-8"))
+        print(reports_to_markdown(metric.last_reports))
         print(f"Model, reports and plots in {output_dir}")
 
 
@@ -242,10 +259,14 @@ def check_splits_have_text(stats, data_dir):
 
 
 def encode_batch(batch, tokenizer):
-    """One model position per character: [CLS] window [SEP], labels -100 on the special tokens."""
+    """One model position per character: [CLS] context_before window context_after [SEP], labels -100 on the
+    special tokens and the context (the encoder sees the context; the CRF, the loss and the metrics do not)."""
     encoder = CharacterEncoder(tokenizer)
-    input_ids = [encoder.window_ids(characters) for characters in batch["tokens"]]
-    labels = [[-100, *tags, -100] for tags in batch["ner_tags"]]
+    input_ids, labels = [], []
+    for characters, tags, before, after in zip(batch["tokens"], batch["ner_tags"], batch["context_before"],
+                                               batch["context_after"]):
+        input_ids.append(encoder.window_ids(characters, before, after))
+        labels.append([-100] * (1 + len(before)) + tags + [-100] * (len(after) + 1))
     return {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids], "labels": labels,
             "length": [len(ids) for ids in input_ids]}
 
@@ -266,7 +287,7 @@ def oversample_rare_types(train_set, label_names, data_args):
     return train_set.select([index for index, repeat in enumerate(repeats) for _ in range(repeat)])
 
 
-def build_model(model_args, tokenizer, label_names, window_chars):
+def build_model(model_args, tokenizer, label_names, data_args):
     settings = {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
@@ -276,7 +297,9 @@ def build_model(model_args, tokenizer, label_names, window_chars):
         "lstm_layers": model_args.lstm_layers,
         "cls_token_id": tokenizer.cls_token_id,
         "sep_token_id": tokenizer.sep_token_id,
-        "window_chars": window_chars,
+        "window_chars": data_args.max_chars,
+        "context_chars": data_args.context_chars,
+        "constrain_bio": model_args.constrain_bio,
     }
     config = model_config(model_args.encoder_config or model_args.model_name_or_path, settings)
     if model_args.encoder_config:
@@ -330,13 +353,16 @@ class BertBiLstmCrfTrainer(TimeBudgetTrainer):
 
 
 class NerMetrics:
-    """``compute_metrics`` for Trainer: entity-level seqeval on CRF-decoded tag ids (``-100`` where the label
-    is ``-100``). Keeps the last full per-type report for the test report."""
+    """``compute_metrics`` for Trainer: entity-level scores of CRF-decoded tag ids (``-100`` where the label is
+    ``-100``), strict (seqeval) and overlap (``score_overlapping_entities`` on the entities of the same decoded
+    windows, each window its own document). Keeps the last full per-type reports, ``{"strict": ...,
+    "overlap": ...}``, for the test report; the headline metrics are the strict ones, the overlap ones are
+    prefixed ``overlap_``."""
 
     def __init__(self, label_names):
         self.label_names = label_names
         self.metric = EntitySeqeval()
-        self.last_report = None
+        self.last_reports = None
 
     def __call__(self, eval_prediction):
         predictions, references = [], []
@@ -344,9 +370,17 @@ class NerMetrics:
             visible = gold != -100
             predictions.append([self.label_names[tag] for tag in predicted[visible]])
             references.append([self.label_names[tag] for tag in gold[visible]])
-        self.last_report = self.metric.compute(predictions=predictions, references=references)
-        per_type = {f"f1_{name}": row["f1-score"] for name, row in self.last_report.items() if "avg" not in name}
-        return {**summary(self.last_report), **per_type}
+        strict = self.metric.compute(predictions=predictions, references=references)
+        overlap = score_overlapping_entities(_window_entities(references), _window_entities(predictions))
+        self.last_reports = {"strict": strict, "overlap": overlap}
+        per_type = {f"f1_{name}": row["f1-score"] for name, row in strict.items() if "avg" not in name}
+        overlap_summary = {f"overlap_{name}": value for name, value in summary(overlap).items()}
+        return {**summary(strict), **per_type, **overlap_summary}
+
+
+def _window_entities(tag_sequences):
+    """``(window index, type, start, end)`` of BIO tag sequences, read as seqeval reads them (``bio_to_spans``)."""
+    return [(index, *span) for index, tags in enumerate(tag_sequences) for span in bio_to_spans(tags)]
 
 
 def training_figures(metrics, start, end, train_set):
@@ -369,6 +403,7 @@ def write_corpus_summary(stats, data_args, model_args, path):
     corpus_summary = {
         "data_dir": data_args.data_dir,
         "max_chars": data_args.max_chars,
+        "context_chars": data_args.context_chars,
         "split_rule": "the corpus' train/validation/test folders" if split_folders
         else "by a hash of the document group id, 80/10/10",
         "splits": {split: {"documents": stats.documents[split], "windows": stats.windows[split]}

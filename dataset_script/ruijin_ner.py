@@ -17,6 +17,10 @@ Configs:
   ``B-X``, ``I-X`` per type). Overlapping entities: see ``spans_to_bio`` (longest first; the others are
   counted as dropped). An entity that a window boundary cuts (only one longer than a window can be) is
   counted; its continuation starts the next window with ``B-X``, so every window is valid BIO on its own.
+  ``context_before`` and ``context_after``: up to ``context_chars`` characters of the document just before and
+  after the window (strings, empty when ``context_chars`` is 0, the default), which the model reads but is
+  not scored on; ``tokens``/``ner_tags`` are always the window itself, so ``offset`` + index is the
+  character's offset in the .txt whatever the context.
 * ``brat``: one example per document: ``document_id``, ``text`` and its usable ``entities`` (``start``/``end``
   of the merged span, and the ``fragments`` as written).
 
@@ -51,7 +55,7 @@ import datasets
 
 # The character, window and BIO functions live in the model file, which travels alone to the Hub.
 import modeling_bert_bilstm_crf
-from modeling_bert_bilstm_crf import spans_to_bio, split_into_windows
+from modeling_bert_bilstm_crf import spans_to_bio, split_into_windows, window_context
 
 from .brat import (
     EVENT_TRIGGER_POLICIES,
@@ -91,13 +95,15 @@ SPLITS = (datasets.Split.TRAIN, datasets.Split.VALIDATION, datasets.Split.TEST)
 class BratNerConfig(datasets.BuilderConfig):
     """``max_chars``: window length of the ``bio`` config (510: [CLS] + 510 + [SEP] fit 512 positions).
     ``split_fractions``: train/validation/test shares for corpora without split folders. ``split_by``:
-    ``"group"`` (document id up to the first ``_``) or ``"document"``. ``strict``: warnings become errors.
-    ``event_triggers``: ``"skip"`` (event triggers are not labels) or ``"include"`` (they are).
+    ``"group"`` (document id up to the first ``_``) or ``"document"``. ``context_chars``: characters of
+    context before and after each ``bio`` window (``context_before``/``context_after``). ``strict``: warnings
+    become errors. ``event_triggers``: ``"skip"`` (event triggers are not labels) or ``"include"`` (they are).
     ``entity_types``: the label set; ``load`` fills it in from the corpus. ``corpus_hash``: a digest of the
     files, so that an edited corpus is built anew rather than read from a stale cache (``data_dir`` and every
     other setting are part of the cache folder's name already, through ``datasets``' config id)."""
 
     max_chars: int = 510
+    context_chars: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_by: str = "group"
     strict: bool = False
@@ -109,6 +115,8 @@ class BratNerConfig(datasets.BuilderConfig):
         super().__post_init__()
         if self.max_chars < 1:
             raise ValueError(f"max_chars must be positive, got {self.max_chars}")
+        if self.context_chars < 0:
+            raise ValueError(f"context_chars must not be negative, got {self.context_chars}")
         if self.split_by not in ("group", "document"):
             raise ValueError(f"split_by must be 'group' or 'document', got {self.split_by!r}")
         if self.event_triggers not in EVENT_TRIGGER_POLICIES:
@@ -202,6 +210,8 @@ class BratNer(datasets.GeneratorBasedBuilder):
                 "offset": datasets.Value("int32"),
                 "tokens": datasets.List(datasets.Value("string")),
                 "ner_tags": datasets.List(datasets.ClassLabel(names=bio_labels(self.config.entity_types))),
+                "context_before": datasets.Value("string"),
+                "context_after": datasets.Value("string"),
             }
         return datasets.DatasetInfo(description=__doc__.split("\n\n")[0], features=datasets.Features(features))
 
@@ -220,7 +230,7 @@ class BratNer(datasets.GeneratorBasedBuilder):
             if self.config.name == "brat":
                 yield document.document_id, document_example(document)
             else:
-                for example in window_examples(document, self.config.max_chars)[0]:
+                for example in window_examples(document, self.config.max_chars, self.config.context_chars)[0]:
                     yield example["id"], example
 
 
@@ -231,9 +241,10 @@ def document_example(document: Document) -> dict:
     return {"document_id": document.document_id, "text": document.text, "entities": entities}
 
 
-def window_examples(document: Document, max_chars: int) -> tuple[list[dict], list, list[str]]:
-    """The ``bio`` examples of a document, the entities BIO could not encode, and the types of the entities
-    that a window boundary cuts (a window then starts with ``B-X`` for the entity's remainder)."""
+def window_examples(document: Document, max_chars: int, context_chars: int = 0) -> tuple[list[dict], list, list]:
+    """The ``bio`` examples of a document (with up to ``context_chars`` characters of context on each side),
+    the entities BIO could not encode, and the types of the entities that a window boundary cuts (a window then
+    starts with ``B-X`` for the entity's remainder)."""
     spans = [(entity.type, entity.start, entity.end) for entity in document.entities]
     tags, not_encoded = spans_to_bio(len(document.text), spans)
     encoded = Counter(spans) - Counter(not_encoded)
@@ -245,8 +256,10 @@ def window_examples(document: Document, max_chars: int) -> tuple[list[dict], lis
         window_tags = tags[start:end]
         if window_tags[0].startswith("I-"):
             window_tags[0] = "B-" + window_tags[0][2:]
+        before, after = window_context(document.text, start, end, context_chars)
         examples.append({"id": f"{document.document_id}-{index}", "document_id": document.document_id,
-                         "offset": start, "tokens": list(document.text[start:end]), "ner_tags": window_tags})
+                         "offset": start, "tokens": list(document.text[start:end]), "ner_tags": window_tags,
+                         "context_before": before, "context_after": after})
     return examples, not_encoded, cut
 
 
@@ -400,10 +413,11 @@ def code_hash() -> str:
 def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None, **config_kwargs):
     """The corpus as a ``DatasetDict`` (train, validation, test), with ``CorpusStats`` if ``return_stats``.
 
-    ``config_kwargs`` are ``BratNerConfig`` fields (``max_chars``, ``split_fractions``, ``split_by``,
-    ``strict``, ``event_triggers``, ``entity_types``). The statistics are logged every time; the Arrow files are
-    cached under ``cache_dir`` (default: the ``datasets`` cache, outside the repository) in a folder named after
-    ``data_dir``, the settings, the files' contents and this code, so any change among them builds anew.
+    ``config_kwargs`` are ``BratNerConfig`` fields (``max_chars``, ``context_chars``, ``split_fractions``,
+    ``split_by``, ``strict``, ``event_triggers``, ``entity_types``). The statistics are logged every time; the
+    Arrow files are cached under ``cache_dir`` (default: the ``datasets`` cache, outside the repository) in a
+    folder named after ``data_dir``, the settings, the files' contents and this code, so any change among them
+    builds anew.
     """
     data_dir = Path(data_dir).resolve()
     config = BratNerConfig(name=name, **config_kwargs)  # checks the settings before anything is read

@@ -277,6 +277,9 @@ def test_model_card_names_the_corpus_encoder_and_test_support(hub_folder):
     assert "trained on the brat corpus `Sample corpus`" in card.text and "data/sample" not in card.content
     assert f"over the {report['micro avg']['support']} entities of the test split (1 document)" in card.text
     assert "trained from random weights" in card.text and "base_model" not in card.data.to_dict()
+    overlap = json.loads((model_dir / "test_report_overlap.json").read_text(encoding="utf-8"))
+    assert "Lenient scores of the same windows" in card.text
+    assert f"| **micro avg** | {overlap['micro avg']['precision']:.4f} |" in card.text
 
 
 class RecordingApi(HfApi):
@@ -332,7 +335,7 @@ def test_dataset_is_prepared_as_the_model_was_trained(trained_model):
     arguments = push_to_hub.PushArguments(model_dir=str(model_dir), repo_id="someone/ner",
                                           dataset_repo_id="someone/corpus")
     assert push_to_hub.prepared_dataset_arguments(model_dir, arguments) == {"data_dir": "data/sample",
-                                                                           "max_chars": 62}
+                                                                           "max_chars": 62, "context_chars": 0}
 
 
 def test_predict_scores_a_split_of_a_corpus(trained_model, tmp_path):
