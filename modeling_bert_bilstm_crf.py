@@ -12,6 +12,7 @@ shipped next to a checkpoint and loaded with ``trust_remote_code=True``:
   interface, log-likelihood from ``forward``) that also accepts masks with holes.
 """
 
+import contextlib
 import math
 import unicodedata
 
@@ -46,6 +47,23 @@ from transformers.pipelines.base import ChunkPipeline
 def _parallel_over_time(emissions: torch.Tensor) -> bool:
     """Whether to use the algorithms with few kernel launches (GPU) rather than the least work (CPU)."""
     return emissions.is_cuda
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Run a CPU recurrence (BiLSTM, CRF sweeps) on one thread. Each of its hundreds of steps is a few small
+    matrix products, too little to share between threads, and every step waits at a barrier for all of them: a
+    thread that another process has pushed off its core stalls every step (on 2 busy cores, 2 threads made the
+    BiLSTM hundreds of times slower than 1)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _compact(mask: torch.Tensor, trim: bool):
@@ -405,7 +423,8 @@ class CRF(nn.Module):
                     log_z = torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
                     (marginals,) = torch.autograd.grad(log_z.sum(), emissions)
             else:
-                compact = _node_marginals(_gather_time(emissions, order), compact_mask, *params)
+                with _one_cpu_thread(emissions.device):
+                    compact = _node_marginals(_gather_time(emissions, order), compact_mask, *params)
                 # Positions a row does not see are absent from its compacted prefix or sit in its masked tail (0).
                 marginals = torch.zeros_like(emissions).scatter_(1, order.unsqueeze(-1).expand_as(compact), compact)
         return marginals if self.batch_first else marginals.transpose(0, 1)
@@ -425,7 +444,8 @@ class CRF(nn.Module):
             paths = torch.full((batch, seq_len), -100, dtype=torch.long, device=emissions.device)
             if emissions.shape[1] > 0:
                 sweep = _viterbi_backpointers_chunked if parallel else _viterbi_backpointers_sequential
-                score, backpointers = sweep(emissions, compact_mask, start, transitions)
+                with _one_cpu_thread(emissions.device):
+                    score, backpointers = sweep(emissions, compact_mask, start, transitions)
                 compact_paths = _follow_backpointers(backpointers, (score + end).argmax(1))
                 paths.scatter_(1, order, compact_paths.masked_fill(~compact_mask, -100))
         return paths if self.batch_first else paths.transpose(0, 1)
@@ -614,9 +634,11 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
 
     def _bilstm(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """BiLSTM over the non-padding positions (packed; assumes right padding) in the LSTM's own dtype
-        (float32 under autocast): a 512-step recurrence in bf16 accumulates rounding."""
+        (float32 under autocast): a 512-step recurrence in bf16 accumulates rounding. At inference on the CPU it
+        runs on one thread (``_one_cpu_thread``); training keeps the threads for its larger batches."""
         seq_len = hidden.shape[1]
-        with torch.autocast(hidden.device.type, enabled=False):
+        threads = _one_cpu_thread(hidden.device) if not torch.is_grad_enabled() else contextlib.nullcontext()
+        with threads, torch.autocast(hidden.device.type, enabled=False):
             hidden = hidden.to(self.lstm.weight_ih_l0.dtype)
             lengths = None if attention_mask is None else attention_mask.sum(1).clamp(min=1).cpu()
             if lengths is None or bool((lengths == seq_len).all()):  # no padding: packing would only cost

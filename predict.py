@@ -7,6 +7,8 @@
     python predict.py --model_name_or_path outputs/ruijin --data_dir ../shared/data/ruijin_round1/train \
         --split test                                # tag and score one split of a corpus, as train.py splits it
     echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
+    python predict.py ... --quantize int8           # CPU: int8 Linear layers; or --onnx ruijin.onnx (ONNX Runtime)
+    torchrun --nproc_per_node 2 predict.py ...      # several processes, each tags its share of the documents
 
 One .ann per .txt: a ``T`` line per entity with its type, document offsets and covered text. An entity that
 crosses line breaks is written as fragments split at the breaks (``T3 Disease 106 107;108 114``), as brat
@@ -23,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, pipeline
 
+import fast_inference
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, files_with_suffix, read_text
 from ner_evaluation import report_to_markdown, score_entities, write_report
@@ -51,12 +56,27 @@ class PredictArguments:
     batch_size: int = field(default=32, metadata={"help": "Windows per forward pass."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ...; default: GPU when present."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 weights; default: on for CUDA."})
+    num_threads: int | None = field(
+        default=None, metadata={"help": "CPU threads per process; default: the cores available to this process, "
+                                        "divided among the processes of a multi-process run."}
+    )
+    quantize: str | None = field(
+        default=None, metadata={"help": "int8: int8 weights for the Linear layers (CPU; slightly different scores).",
+                                "choices": ["int8"]}
+    )
+    onnx: str | None = field(
+        default=None, metadata={"help": "Run encoder + BiLSTM + linear in ONNX Runtime (CPU) from this .onnx file, "
+                                        "exported there first if it does not exist."}
+    )
 
 
 def main():
     (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses()
     if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
         sys.exit("predict.py: give exactly one of --input_dir, --input_file and --data_dir")
+    if args.quantize and args.onnx:
+        sys.exit("predict.py: --quantize int8 applies to the torch model; --onnx runs float32 in ONNX Runtime: "
+                 "give one of them")
     # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
     if args.input_file:
         text = read_standard_input() if args.input_file == "-" else read_text(Path(args.input_file))
@@ -74,30 +94,46 @@ def main():
         gold_documents = ruijin_ner.read_corpus_documents(args.gold_dir) if args.gold_dir else None
     if gold_documents is not None:
         check_gold_matches(gold_documents, documents)
-    predictions = tag_texts(load_tagger(args), list(documents.values()), args.batch_size, progress=True)
+    # Under torchrun / accelerate launch each process tags (and writes) its own share of the documents.
+    state = PartialState()
+    with state.split_between_processes(list(documents)) as share:
+        share = {document_id: documents[document_id] for document_id in share}
+    predictions = tag_texts(load_tagger(args), list(share.values()), args.batch_size, progress=state.is_main_process)
     if args.output_dir:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        for (document_id, text), entities in zip(documents.items(), predictions):
+        for (document_id, text), entities in zip(share.items(), predictions):
             (output_dir / f"{document_id}.ann").write_text(brat_annotations(text, entities), encoding="utf-8")
-        print(f"Wrote {len(documents)} .ann files to {output_dir}")
-    if gold_documents is not None:
-        report = score_against_gold(gold_documents, dict(zip(documents, predictions)))
+        state.wait_for_everyone()
+        if state.is_main_process:
+            print(f"Wrote {len(documents)} .ann files to {output_dir}")
+    predictions = dict(zip(share, predictions))
+    if state.num_processes > 1:
+        print(f"Process {state.process_index + 1} of {state.num_processes} tagged {len(share)} documents")
+        predictions = dict(pair for shard in gather_object([predictions]) for pair in shard.items())
+    if gold_documents is not None and state.is_main_process:
+        report = score_against_gold(gold_documents, predictions)
         if args.output_dir:
             write_report(report, Path(args.output_dir) / "brat_scores")
         print(report_to_markdown(report))
 
 
 def load_tagger(args):
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or ("cuda" if torch.cuda.is_available() and not (args.quantize or args.onnx) else "cpu")
     use_bf16 = args.bf16 if args.bf16 is not None else device.startswith("cuda")
-    return pipeline(
+    num_threads = fast_inference.set_num_threads(args.num_threads)
+    tagger = pipeline(
         "token-classification",
         model=args.model_name_or_path,
         trust_remote_code=True,
         device=device,
         dtype=torch.bfloat16 if use_bf16 else torch.float32,
     )
+    if args.quantize:
+        fast_inference.quantize_int8(tagger)
+    if args.onnx:
+        fast_inference.use_onnx(tagger, args.onnx, num_threads)
+    return tagger
 
 
 def read_texts(input_dir: Path) -> dict[str, str]:
