@@ -7,10 +7,12 @@
     tagger = pipeline("token-classification", model="outputs/ruijin", trust_remote_code=True, device="cpu")
     fast_inference.quantize_int8(tagger)                 # int8 Linear layers (torch dynamic quantisation)
     fast_inference.use_onnx(tagger, "ruijin.onnx")       # or: encoder + BiLSTM + linear in ONNX Runtime
+    fast_inference.use_onnx(tagger, "ruijin-int8.onnx", int8=True)   # ONNX Runtime with int8 weights
 
 Both keep the pipeline's windows, CRF (Viterbi and confidence scores, in torch) and entity dicts; only the
-emission scores change, by int8 rounding (``quantize_int8``) or by float32 summation order (``use_onnx``).
-``predict.py`` exposes them as ``--quantize int8``, ``--onnx PATH`` and ``--num_threads N``.
+emission scores change, by int8 rounding (``quantize_int8``, ``int8=True``) or by float32 summation order
+(``use_onnx``). ``predict.py`` exposes them as ``--quantize int8``, ``--onnx PATH`` (with ``--quantize int8``:
+ONNX Runtime's int8) and ``--num_threads N``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def set_num_threads(num_threads: int | None = None) -> int:
 
 
 def quantize_int8(tagger) -> None:
-    """Replace the pipeline's model by one whose Linear layers (BERT's, the emission layer) hold int8 weights
+    """Replace the pipeline's model by a copy whose Linear layers (BERT's, the emission layer) hold int8 weights
     and quantise their inputs on the fly (torch dynamic quantisation; CPU only). The BiLSTM, about 2.5% of
     the multiply-adds, and the CRF stay in float32."""
     if tagger.device.type != "cpu":
@@ -79,10 +81,11 @@ class _EmissionNetwork(nn.Module):
         return self.model(input_ids=input_ids).logits
 
 
-def export_onnx(model, path: str | Path) -> Path:
-    """Export the model's emission network to ``path`` (dynamic batch and length; float32) for ONNX Runtime,
-    with its weights' fingerprint in the metadata. Written to a temporary file and renamed: an interrupted
-    export leaves no half-written file behind. Refuses to replace an existing file."""
+def export_onnx(model, path: str | Path, int8: bool = False) -> Path:
+    """Export the model's emission network to ``path`` (dynamic batch and length) for ONNX Runtime, float32 or,
+    with ``int8``, with int8 weights (ONNX Runtime's dynamic quantisation of the exported graph), and the
+    weights' fingerprint in the metadata (``onnx_fingerprint``). Written in a scratch folder and renamed: an
+    interrupted export leaves no half-written file behind. Refuses to replace an existing file."""
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; export_onnx does not replace files")
@@ -99,13 +102,23 @@ def export_onnx(model, path: str | Path) -> Path:
 
     logits = program.model.graph.outputs[0]
     logits.shape = onnx_ir.Shape([*program.model.graph.inputs[0].shape, logits.shape[-1]])
-    program.model.metadata_props[ONNX_FINGERPRINT_KEY] = weights_fingerprint(model)
+    program.model.metadata_props[ONNX_FINGERPRINT_KEY] = onnx_fingerprint(model, int8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
         partial = Path(scratch) / path.name
         program.save(partial, external_data=False)
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            float_graph, partial = partial, Path(scratch) / f"int8.{path.name}"
+            quantize_dynamic(float_graph, partial, weight_type=QuantType.QInt8)  # keeps the metadata
         os.replace(partial, path)
     return path
+
+
+def onnx_fingerprint(model, int8: bool) -> str:
+    """What an ONNX file exported from ``model`` records: its weights' fingerprint and the precision."""
+    return weights_fingerprint(model) + (" int8" if int8 else " float32")
 
 
 class OnnxEmissions:
@@ -128,18 +141,19 @@ class OnnxEmissions:
         return torch.from_numpy(logits)
 
 
-def use_onnx(tagger, path: str | Path, num_threads: int | None = None) -> Path:
-    """Run the pipeline's emission network in ONNX Runtime from ``path``, exporting it there first if the file
-    does not exist. A file exported from other weights is refused (its fingerprint differs)."""
+def use_onnx(tagger, path: str | Path, num_threads: int | None = None, int8: bool = False) -> Path:
+    """Run the pipeline's emission network in ONNX Runtime from ``path`` (float32, or int8 weights with ``int8``),
+    exporting it there first if the file does not exist. A file exported from other weights or in the other
+    precision is refused."""
     if tagger.device.type != "cpu":
         raise ValueError(f"the ONNX path runs on the CPU (ONNX Runtime's CPU provider), not on {tagger.device}")
     path = Path(path)
-    fingerprint = weights_fingerprint(tagger.model.float())
     if not path.exists():
-        export_onnx(tagger.model, path)
+        export_onnx(tagger.model, path, int8)
     emissions = OnnxEmissions(path, num_threads)
-    if emissions.fingerprint != fingerprint:
-        raise ValueError(f"{path} was not exported from this model's weights (or not by this project): delete it "
-                         "or give another path, and it is exported again")
+    if emissions.fingerprint != onnx_fingerprint(tagger.model.float(), int8):
+        precision = "int8" if int8 else "float32"
+        raise ValueError(f"{path} was not exported from this model's weights in {precision} (or not by this "
+                         "project): delete it or give another path, and it is exported again")
     tagger.emission_network = emissions
     return path

@@ -8,6 +8,7 @@
         --split test                                # tag and score one split of a corpus, as train.py splits it
     echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
     python predict.py ... --quantize int8           # CPU: int8 Linear layers; or --onnx ruijin.onnx (ONNX Runtime)
+    python predict.py ... --onnx ruijin-int8.onnx --quantize int8          # ONNX Runtime with int8 weights
     torchrun --nproc_per_node 2 predict.py ...      # several processes, each tags its share of the documents
 
 One .ann per .txt: a ``T`` line per entity with its type, document offsets and covered text. An entity that
@@ -61,7 +62,8 @@ class PredictArguments:
                                         "divided among the processes of a multi-process run."}
     )
     quantize: str | None = field(
-        default=None, metadata={"help": "int8: int8 weights for the Linear layers (CPU; slightly different scores).",
+        default=None, metadata={"help": "int8: int8 weights for the Linear layers (CPU; slightly different scores); "
+                                        "with --onnx, ONNX Runtime's int8 quantisation of the exported graph.",
                                 "choices": ["int8"]}
     )
     onnx: str | None = field(
@@ -74,9 +76,6 @@ def main():
     (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses()
     if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
         sys.exit("predict.py: give exactly one of --input_dir, --input_file and --data_dir")
-    if args.quantize and args.onnx:
-        sys.exit("predict.py: --quantize int8 applies to the torch model; --onnx runs float32 in ONNX Runtime: "
-                 "give one of them")
     # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
     if args.input_file:
         text = read_standard_input() if args.input_file == "-" else read_text(Path(args.input_file))
@@ -94,11 +93,16 @@ def main():
         gold_documents = ruijin_ner.read_corpus_documents(args.gold_dir) if args.gold_dir else None
     if gold_documents is not None:
         check_gold_matches(gold_documents, documents)
-    # Under torchrun / accelerate launch each process tags (and writes) its own share of the documents.
-    state = PartialState()
+    # Under torchrun each process tags (and writes) its own share of the documents, on its own GPU if any.
+    device = tagging_device(args)
+    state = PartialState(cpu=device == "cpu")
+    if state.num_processes > 1 and device.startswith("cuda"):
+        device = str(state.device)
     with state.split_between_processes(list(documents)) as share:
         share = {document_id: documents[document_id] for document_id in share}
-    predictions = tag_texts(load_tagger(args), list(share.values()), args.batch_size, progress=state.is_main_process)
+    with state.main_process_first():  # one process exports --onnx, the others load the file
+        tagger = load_tagger(args, device)
+    predictions = tag_texts(tagger, list(share.values()), args.batch_size, progress=state.is_main_process)
     if args.output_dir:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +122,13 @@ def main():
         print(report_to_markdown(report))
 
 
-def load_tagger(args):
-    device = args.device or ("cuda" if torch.cuda.is_available() and not (args.quantize or args.onnx) else "cpu")
+def tagging_device(args) -> str:
+    """--device, else a GPU when present (the int8 and ONNX paths run on the CPU)."""
+    return args.device or ("cuda" if torch.cuda.is_available() and not (args.quantize or args.onnx) else "cpu")
+
+
+def load_tagger(args, device: str | None = None):
+    device = device or tagging_device(args)
     use_bf16 = args.bf16 if args.bf16 is not None else device.startswith("cuda")
     num_threads = fast_inference.set_num_threads(args.num_threads)
     tagger = pipeline(
@@ -129,10 +138,10 @@ def load_tagger(args):
         device=device,
         dtype=torch.bfloat16 if use_bf16 else torch.float32,
     )
-    if args.quantize:
-        fast_inference.quantize_int8(tagger)
     if args.onnx:
-        fast_inference.use_onnx(tagger, args.onnx, num_threads)
+        fast_inference.use_onnx(tagger, args.onnx, num_threads, int8=args.quantize == "int8")
+    elif args.quantize:
+        fast_inference.quantize_int8(tagger)
     return tagger
 
 

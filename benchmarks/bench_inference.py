@@ -108,20 +108,13 @@ def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: in
                              aggregation_strategy="simple")
             taggers[variant] = lambda texts, stock=stock: stock_tag(stock, texts, batch_size)
             continue
-        tagger = BertBiLstmCrfNerPipeline(model=model if variant != "int8" else _copy(model), tokenizer=tokenizer,
-                                          device="cpu")
+        tagger = BertBiLstmCrfNerPipeline(model=model, tokenizer=tokenizer, device="cpu")
         if variant == "int8":
-            fast_inference.quantize_int8(tagger)
+            fast_inference.quantize_int8(tagger)  # a quantised copy: the other variants keep the float model
         elif variant == "onnx":
             fast_inference.use_onnx(tagger, scratch / f"{size}.onnx", num_threads)
         taggers[variant] = lambda texts, tagger=tagger: predict.tag_texts(tagger, texts, batch_size)
     return taggers, model
-
-
-def _copy(model):
-    clone = BertBiLstmCrfForTokenClassification(model.config).eval()
-    clone.load_state_dict(model.state_dict())
-    return clone
 
 
 def stock_tag(stock, texts, batch_size):

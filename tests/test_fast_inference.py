@@ -114,9 +114,11 @@ def test_onnx_path_gives_the_float_pipeline_entities(trained_model, onnx_file):
     assert_same_entities_and_scores(list(tagger(SAMPLE_TEXTS, batch_size=8)), expected, atol=1e-4)
 
 
-def test_onnx_file_of_other_weights_is_refused_and_never_replaced(trained_model, onnx_file):
+def test_onnx_file_of_other_weights_or_precision_is_refused_and_never_replaced(trained_model, onnx_file):
     model_dir, _ = trained_model
     tagger = load_pipeline(model_dir)
+    with pytest.raises(ValueError, match="not exported from this model's weights in int8"):
+        fast_inference.use_onnx(tagger, onnx_file, int8=True)
     with torch.no_grad():
         tagger.model.classifier.bias += 1.0
     with pytest.raises(ValueError, match="not exported from this model's weights"):
@@ -126,38 +128,42 @@ def test_onnx_file_of_other_weights_is_refused_and_never_replaced(trained_model,
     assert tagger.emission_network is None
 
 
-def test_int8_path_is_close_to_the_float_pipeline(trained_model):
-    """int8 rounding moves emissions by ~1% of their range; the tiny test model, trained for seconds, has small
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_int8_paths_are_close_to_the_float_pipeline(trained_model, tmp_path, threads, runtime):
+    """predict.py's --quantize int8 (torch's dynamic quantisation; with --onnx, ONNX Runtime's) and --num_threads.
+    int8 rounding moves emissions by ~1% of their range; the tiny test model, trained for seconds, has small
     margins between tags, so a few entities flip: the entity sets must still agree at F1 >= 0.9 (0.93-0.95 seen),
     and every entity keeps exact offsets into its text."""
     model_dir, _ = trained_model
-    tagger = load_pipeline(model_dir)
-    expected = list(tagger(SAMPLE_TEXTS, batch_size=8))
-    float_logits = tagger.model(input_ids=torch.tensor([[101, *range(5, 60), 102]])).logits
-    fast_inference.quantize_int8(tagger)
-    assert not any(type(module) is torch.nn.Linear for module in tagger.model.modules())
-    int8_logits = tagger.model(input_ids=torch.tensor([[101, *range(5, 60), 102]])).logits
-    assert (int8_logits - float_logits).abs().max() < 0.05 * (float_logits.max() - float_logits.min())
+    float_tagger = load_pipeline(model_dir)
+    expected = list(float_tagger(SAMPLE_TEXTS, batch_size=8))
+    onnx_path = tmp_path / "int8.onnx" if runtime == "onnx" else None
+    tagger = predict.load_tagger(predict.PredictArguments(model_name_or_path=str(model_dir), quantize="int8",
+                                                          onnx=onnx_path and str(onnx_path), num_threads=1))
+    assert torch.get_num_threads() == 1 and tagger.device.type == "cpu"
+    if runtime == "onnx":
+        assert isinstance(tagger.emission_network, fast_inference.OnnxEmissions)
+        assert tagger.emission_network.fingerprint.endswith(" int8")
+    else:
+        assert not any(type(module) is torch.nn.Linear for module in tagger.model.modules())
+    input_ids = torch.tensor([[101, *range(5, 60), 102]])
+    float_logits = float_tagger._emissions_by_length(input_ids, torch.ones_like(input_ids))
+    int8_logits = tagger._emissions_by_length(input_ids, torch.ones_like(input_ids))
+    assert 0 < (int8_logits - float_logits).abs().max() < 0.05 * (float_logits.max() - float_logits.min())
     results = list(tagger(SAMPLE_TEXTS, batch_size=8))
     predicted = {(i, *key) for i, entities in enumerate(entity_keys(results)) for key in entities}
-    gold = {(i, *key) for i, entities in enumerate(entity_keys(expected)) for key in entities}
-    assert 2 * len(predicted & gold) / (len(predicted) + len(gold)) >= 0.9
+    reference = {(i, *key) for i, entities in enumerate(entity_keys(expected)) for key in entities}
+    assert 2 * len(predicted & reference) / (len(predicted) + len(reference)) >= 0.9
     for text, entities in zip(SAMPLE_TEXTS, results):
         assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
 
 
-def test_predict_threads_quantize_and_onnx_flags(trained_model, threads, monkeypatch):
-    model_dir, _ = trained_model
-    args = predict.PredictArguments(model_name_or_path=str(model_dir), num_threads=1, quantize="int8")
-    tagger = predict.load_tagger(args)
-    assert torch.get_num_threads() == 1 and tagger.device.type == "cpu"
-    assert type(tagger.model.classifier) is not torch.nn.Linear
-    monkeypatch.setattr(sys, "argv", ["predict.py", "--model_name_or_path", str(model_dir), "--input_file",
-                                      str(SAMPLE / "01.txt"), "--quantize", "int8", "--onnx", "x.onnx"])
-    with pytest.raises(SystemExit, match="give one of them"):
-        predict.main()
+def test_default_threads_share_the_cores_between_the_processes_of_a_machine(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert fast_inference.default_num_threads() == cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    assert fast_inference.default_num_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
+    assert fast_inference.default_num_threads() == max(1, cores // 2)
 
 
 def test_predict_in_two_processes_writes_what_one_process_writes(trained_model, tmp_path):
