@@ -92,6 +92,10 @@ def export_onnx(model, path: str | Path, int8: bool = False) -> Path:
     model = model.float().eval()
     example = torch.randint(0, model.config.vocab_size, (2, 8))
     dynamic = torch.export.Dim.DYNAMIC
+    # The exporter swaps in an LSTM decomposition with a loop over a dynamic length, but (torch 2.13) the op's
+    # dispatch cache keeps serving the kernel it resolved before: a second export in one process would unroll
+    # the LSTM at the example's length and fail. Forget the cached kernels so that every export gets the loop.
+    torch.ops.aten.lstm.input._dispatch_cache.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on LSTM weights and pytree deprecations
         program = torch.onnx.export(_EmissionNetwork(model), (example,), input_names=["input_ids"],
