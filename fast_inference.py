@@ -32,15 +32,15 @@ over from another (e.g. re-trained) model is refused instead of giving wrong ent
 
 
 def default_num_threads() -> int:
-    """The cores this process may run on, shared among the processes of this machine under ``accelerate launch``:
-    more threads than cores makes PyTorch's threads wait on each other (over-subscription)."""
+    """The cores this process may run on, shared among the processes of this machine under ``torchrun`` (its
+    ``LOCAL_WORLD_SIZE``): more threads than cores make PyTorch's threads wait on each other (over-subscription)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def set_num_threads(num_threads: int | None = None) -> int:
     """Set PyTorch's intra-op threads (default ``default_num_threads()``) and return the number."""
-    num_threads = num_threads or default_num_threads()
+    num_threads = default_num_threads() if num_threads is None else num_threads
     if num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
     torch.set_num_threads(num_threads)

@@ -76,6 +76,8 @@ def main():
     (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses()
     if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
         sys.exit("predict.py: give exactly one of --input_dir, --input_file and --data_dir")
+    if args.num_threads is not None and args.num_threads < 1:
+        sys.exit(f"predict.py: --num_threads must be at least 1, got {args.num_threads}")
     # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
     if args.input_file:
         text = read_standard_input() if args.input_file == "-" else read_text(Path(args.input_file))

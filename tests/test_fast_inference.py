@@ -158,12 +158,16 @@ def test_int8_paths_are_close_to_the_float_pipeline(trained_model, tmp_path, thr
         assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
 
 
-def test_default_threads_share_the_cores_between_the_processes_of_a_machine(monkeypatch):
+def test_threads_default_to_the_cores_shared_between_processes_and_must_be_positive(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     cores = len(os.sched_getaffinity(0))
     assert fast_inference.default_num_threads() == cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert fast_inference.default_num_threads() == max(1, cores // 2)
+    monkeypatch.setattr(sys, "argv", ["predict.py", "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
+                                      "--num_threads", "0"])
+    with pytest.raises(SystemExit, match="--num_threads must be at least 1, got 0"):
+        predict.main()
 
 
 def test_predict_in_two_processes_writes_what_one_process_writes(trained_model, tmp_path):
