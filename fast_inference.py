@@ -125,6 +125,10 @@ def onnx_fingerprint(model, int8: bool) -> str:
     return weights_fingerprint(model) + (" int8" if int8 else " float32")
 
 
+class OnnxFileMismatch(ValueError):
+    """An ONNX file exported from other weights, in another precision, or not by ``export_onnx``."""
+
+
 class OnnxEmissions:
     """An exported emission network in an ONNX Runtime session: ids (B, T) -> logits (B, T, K) as torch tensors."""
 
@@ -157,7 +161,7 @@ def use_onnx(tagger, path: str | Path, num_threads: int | None = None, int8: boo
     emissions = OnnxEmissions(path, num_threads)
     if emissions.fingerprint != onnx_fingerprint(tagger.model.float(), int8):
         precision = "int8" if int8 else "float32"
-        raise ValueError(f"{path} was not exported from this model's weights in {precision} (or not by this "
+        raise OnnxFileMismatch(f"{path} was not exported from this model's weights in {precision} (or not by this "
                          "project): delete it or give another path, and it is exported again")
     tagger.emission_network = emissions
     return path

@@ -141,7 +141,10 @@ def load_tagger(args, device: str | None = None):
         dtype=torch.bfloat16 if use_bf16 else torch.float32,
     )
     if args.onnx:
-        fast_inference.use_onnx(tagger, args.onnx, num_threads, int8=args.quantize == "int8")
+        try:
+            fast_inference.use_onnx(tagger, args.onnx, num_threads, int8=args.quantize == "int8")
+        except fast_inference.OnnxFileMismatch as error:
+            sys.exit(f"predict.py: {error}")
     elif args.quantize:
         fast_inference.quantize_int8(tagger)
     return tagger

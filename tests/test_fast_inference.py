@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import sys
 
 import pytest
@@ -114,14 +115,17 @@ def test_onnx_path_gives_the_float_pipeline_entities(trained_model, onnx_file):
     assert_same_entities_and_scores(list(tagger(SAMPLE_TEXTS, batch_size=8)), expected, atol=1e-4)
 
 
-def test_onnx_file_of_other_weights_or_precision_is_refused_and_never_replaced(trained_model, onnx_file):
+def test_onnx_file_of_other_weights_or_precision_is_refused_and_never_replaced(trained_model, onnx_file, threads):
     model_dir, _ = trained_model
     tagger = load_pipeline(model_dir)
-    with pytest.raises(ValueError, match="not exported from this model's weights in int8"):
+    with pytest.raises(fast_inference.OnnxFileMismatch, match="not exported from this model's weights in int8"):
         fast_inference.use_onnx(tagger, onnx_file, int8=True)
+    args = predict.PredictArguments(model_name_or_path=str(model_dir), onnx=str(onnx_file), quantize="int8")
+    with pytest.raises(SystemExit, match=re.escape(f"predict.py: {onnx_file} was not exported")):
+        predict.load_tagger(args)
     with torch.no_grad():
         tagger.model.classifier.bias += 1.0
-    with pytest.raises(ValueError, match="not exported from this model's weights"):
+    with pytest.raises(fast_inference.OnnxFileMismatch, match="not exported from this model's weights in float32"):
         fast_inference.use_onnx(tagger, onnx_file)
     with pytest.raises(FileExistsError):
         fast_inference.export_onnx(tagger.model, onnx_file)
