@@ -78,6 +78,8 @@ def main():
         sys.exit("predict.py: give exactly one of --input_dir, --input_file and --data_dir")
     if args.num_threads is not None and args.num_threads < 1:
         sys.exit(f"predict.py: --num_threads must be at least 1, got {args.num_threads}")
+    if (args.quantize or args.onnx) and args.device not in (None, "cpu"):
+        sys.exit(f"predict.py: --quantize and --onnx run on the CPU, not on --device {args.device}")
     # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
     if args.input_file:
         text = read_standard_input() if args.input_file == "-" else read_text(Path(args.input_file))

@@ -162,7 +162,7 @@ def test_int8_paths_are_close_to_the_float_pipeline(trained_model, tmp_path, thr
         assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
 
 
-def test_threads_default_to_the_cores_shared_between_processes_and_must_be_positive(monkeypatch):
+def test_threads_default_to_the_cores_shared_between_processes_and_bad_flags_are_refused(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     cores = len(os.sched_getaffinity(0))
     assert fast_inference.default_num_threads() == cores
@@ -171,6 +171,10 @@ def test_threads_default_to_the_cores_shared_between_processes_and_must_be_posit
     monkeypatch.setattr(sys, "argv", ["predict.py", "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
                                       "--num_threads", "0"])
     with pytest.raises(SystemExit, match="--num_threads must be at least 1, got 0"):
+        predict.main()
+    monkeypatch.setattr(sys, "argv", ["predict.py", "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
+                                      "--quantize", "int8", "--device", "cuda"])
+    with pytest.raises(SystemExit, match="--quantize and --onnx run on the CPU, not on --device cuda"):
         predict.main()
 
 
