@@ -69,11 +69,10 @@ def test_direct_marginals_equal_the_gradient_of_log_z(monkeypatch, batch_first):
 def test_windows_of_one_length_give_the_padded_batch_logits():
     """Each length run without padding (no packing) gives the logits of the padded, packed batch."""
     torch.manual_seed(0)
-    config = modeling.BertBiLstmCrfConfig.from_pretrained(REPO / "configs" / "tiny-bert", num_labels=5,
-                                                          lstm_hidden_size=16)
+    tiny_bert = REPO / "configs" / "tiny-bert"
+    config = modeling.BertBiLstmCrfConfig.from_pretrained(tiny_bert, num_labels=5, lstm_hidden_size=16)
     model = BertBiLstmCrfForTokenClassification(config).eval()
-    tagger = BertBiLstmCrfNerPipeline(model=model, tokenizer=AutoTokenizer.from_pretrained(REPO / "configs" / "tiny-bert"),
-                                      device="cpu")
+    tagger = BertBiLstmCrfNerPipeline(model=model, tokenizer=AutoTokenizer.from_pretrained(tiny_bert), device="cpu")
     lengths = torch.tensor([12, 5, 12, 9, 5])
     attention_mask = (torch.arange(12) < lengths[:, None]).long()
     input_ids = torch.randint(5, config.vocab_size, (5, 12)) * attention_mask
