@@ -12,6 +12,7 @@ shipped next to a checkpoint and loaded with ``trust_remote_code=True``:
   interface, log-likelihood from ``forward``) that also accepts masks with holes.
 """
 
+import contextlib
 import math
 import unicodedata
 
@@ -46,6 +47,23 @@ from transformers.pipelines.base import ChunkPipeline
 def _parallel_over_time(emissions: torch.Tensor) -> bool:
     """Whether to use the algorithms with few kernel launches (GPU) rather than the least work (CPU)."""
     return emissions.is_cuda
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Run a CPU recurrence (BiLSTM, CRF sweeps) on one thread. Each of its hundreds of steps is a few small
+    matrix products, too little to share between threads, and every step waits at a barrier for all of them: a
+    thread that another process has pushed off its core stalls every step (on 2 busy cores, 2 threads made the
+    BiLSTM hundreds of times slower than 1)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _compact(mask: torch.Tensor, trim: bool):
@@ -137,6 +155,44 @@ def _exp_step(log_vec: torch.Tensor, exp_matrix: torch.Tensor) -> torch.Tensor:
     return torch.log((log_vec - shift).exp() @ exp_matrix) + shift
 
 
+def _forward_sweep(emissions, mask, start, transitions) -> torch.Tensor:
+    """alphas[b, t, j]: log-sum of the scores of all paths over the compacted positions <= t ending in tag j
+    (carried unchanged over the suffix padding, so ``alphas[:, -1]`` is each sequence's last one)."""
+    t_max = transitions.max()
+    exp_trans = (transitions - t_max).exp()
+    alphas = torch.empty_like(emissions)
+    alpha = start + emissions[:, 0]
+    alphas[:, 0] = alpha
+    for t in range(1, emissions.shape[1]):
+        step = _exp_step(alpha, exp_trans) + t_max + emissions[:, t]
+        alpha = torch.where(mask[:, t : t + 1], step, alpha)
+        alphas[:, t] = alpha
+    return alphas
+
+
+def _backward_sweep(emissions, mask, end, transitions) -> torch.Tensor:
+    """betas[b, t, i]: log-sum of the scores of all path continuations after position t from tag i."""
+    t_max = transitions.max()
+    exp_trans_t = (transitions - t_max).exp().T
+    betas = torch.empty_like(emissions)
+    beta = end.expand_as(emissions[:, 0])
+    betas[:, -1] = beta
+    for t in range(emissions.shape[1] - 1, 0, -1):
+        step = _exp_step(emissions[:, t] + beta, exp_trans_t) + t_max
+        beta = torch.where(mask[:, t : t + 1], step, beta)
+        betas[:, t - 1] = beta
+    return betas
+
+
+def _node_marginals(emissions, mask, start, end, transitions) -> torch.Tensor:
+    """Posterior tag probabilities of compacted sequences by one forward and one backward sweep, no autograd:
+    exp(alpha + beta - log Z), 0 at padding."""
+    alphas = _forward_sweep(emissions, mask, start, transitions)
+    betas = _backward_sweep(emissions, mask, end, transitions)
+    log_z = torch.logsumexp(alphas[:, -1] + end, 1)
+    return (alphas + betas - log_z[:, None, None]).exp() * mask.unsqueeze(-1)
+
+
 class _SequentialLogPartition(torch.autograd.Function):
     """log Z by the forward algorithm; gradients from forward-backward marginals.
 
@@ -146,31 +202,15 @@ class _SequentialLogPartition(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, emissions, mask, start, end, transitions):
-        t_max = transitions.max()
-        exp_trans = (transitions - t_max).exp()
-        alphas = torch.empty_like(emissions)
-        alpha = start + emissions[:, 0]
-        alphas[:, 0] = alpha
-        for t in range(1, emissions.shape[1]):
-            step = _exp_step(alpha, exp_trans) + t_max + emissions[:, t]
-            alpha = torch.where(mask[:, t : t + 1], step, alpha)
-            alphas[:, t] = alpha
-        log_z = torch.logsumexp(alpha + end, 1)
+        alphas = _forward_sweep(emissions, mask, start, transitions)
+        log_z = torch.logsumexp(alphas[:, -1] + end, 1)
         ctx.save_for_backward(emissions, mask, end, transitions, alphas, log_z)
         return log_z
 
     @staticmethod
     def backward(ctx, grad_log_z):
         emissions, mask, end, transitions, alphas, log_z = ctx.saved_tensors
-        t_max = transitions.max()
-        exp_trans_t = (transitions - t_max).exp().T
-        betas = torch.empty_like(emissions)
-        beta = end.expand_as(emissions[:, 0])
-        betas[:, -1] = beta
-        for t in range(emissions.shape[1] - 1, 0, -1):
-            step = _exp_step(emissions[:, t] + beta, exp_trans_t) + t_max
-            beta = torch.where(mask[:, t : t + 1], step, beta)
-            betas[:, t - 1] = beta
+        betas = _backward_sweep(emissions, mask, end, transitions)
         scale = grad_log_z[:, None, None]
         norm = log_z[:, None, None]
         node = (alphas + betas - norm).exp() * mask.unsqueeze(-1) * scale
@@ -363,19 +403,31 @@ class CRF(nn.Module):
             tags = tags.transpose(0, 1)
         return [[tag for tag in row if tag >= 0] for row in tags.tolist()]
 
+    @torch.no_grad()
     def marginals(self, emissions, mask=None) -> torch.Tensor:
         """Posterior probability of every tag at every position, shaped like ``emissions``, 0 where invisible.
 
-        The gradient of the log-likelihood with respect to the emissions is the path's one-hot indicator minus
-        these marginals, so one backward pass of ``forward`` (forward-backward on the CPU) yields them.
+        On the CPU by one direct forward-backward (``_node_marginals``, no autograd); on CUDA as the gradient of
+        log Z with respect to the emissions, by autograd through the parallel tree (few kernel launches).
         """
-        mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device) if mask is None else mask
-        tags = torch.zeros(emissions.shape[:2], dtype=torch.long, device=emissions.device)
-        with torch.enable_grad():
-            emissions = emissions.detach().float().requires_grad_(True)
-            (gradient,) = torch.autograd.grad(self(emissions, tags, mask, reduction="sum"), emissions)
-        path = nn.functional.one_hot(tags, self.num_tags) * mask.bool().unsqueeze(-1)
-        return path - gradient
+        emissions, _, mask = self._batch_first(emissions, None, mask)
+        with torch.autocast(emissions.device.type, enabled=False):
+            emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))
+            params = self._float_params(emissions.dtype)
+            parallel = _parallel_over_time(emissions)
+            order, lengths, compact_mask = _compact(mask, trim=not parallel)
+            if parallel:
+                with torch.enable_grad():
+                    emissions = emissions.detach().requires_grad_(True)
+                    log_z = _log_partition_tree(_gather_time(emissions, order), compact_mask, *params)
+                    log_z = torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
+                    (marginals,) = torch.autograd.grad(log_z.sum(), emissions)
+            else:
+                with _one_cpu_thread(emissions.device):
+                    compact = _node_marginals(_gather_time(emissions, order), compact_mask, *params)
+                # Positions a row does not see are absent from its compacted prefix or sit in its masked tail (0).
+                marginals = torch.zeros_like(emissions).scatter_(1, order.unsqueeze(-1).expand_as(compact), compact)
+        return marginals if self.batch_first else marginals.transpose(0, 1)
 
     @torch.no_grad()
     def viterbi_tags(self, emissions, mask=None, allowed=None) -> torch.LongTensor:
@@ -401,7 +453,8 @@ class CRF(nn.Module):
             paths = torch.full((batch, seq_len), -100, dtype=torch.long, device=emissions.device)
             if emissions.shape[1] > 0:
                 sweep = _viterbi_backpointers_chunked if parallel else _viterbi_backpointers_sequential
-                score, backpointers = sweep(emissions, compact_mask, start, transitions)
+                with _one_cpu_thread(emissions.device):
+                    score, backpointers = sweep(emissions, compact_mask, start, transitions)
                 compact_paths = _follow_backpointers(backpointers, (score + end).argmax(1))
                 paths.scatter_(1, order, compact_paths.masked_fill(~compact_mask, -100))
         return paths if self.batch_first else paths.transpose(0, 1)
@@ -583,8 +636,7 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if crf_mask is None:
-            special = (input_ids == self.config.cls_token_id) | (input_ids == self.config.sep_token_id)
-            crf_mask = attention_mask.bool() & ~special
+            crf_mask = self.default_crf_mask(input_ids, attention_mask)
         logits = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
         tags = self.viterbi_tags(logits, crf_mask, constrain_bio)
         return (tags, self.crf.marginals(logits, crf_mask)) if return_marginals else tags
@@ -597,6 +649,11 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         allowed = bio_transition_constraints(self.config.id2label) if constrain_bio else None
         return self.crf.viterbi_tags(logits, crf_mask, allowed)
 
+    def default_crf_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The positions the CRF sees: not padding, not ``config.cls_token_id`` / ``config.sep_token_id``."""
+        special = (input_ids == self.config.cls_token_id) | (input_ids == self.config.sep_token_id)
+        return attention_mask.bool() & ~special
+
     def _emissions(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if self.lstm is not None:
             hidden = self._bilstm(hidden, attention_mask)
@@ -604,13 +661,15 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
 
     def _bilstm(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """BiLSTM over the non-padding positions (packed; assumes right padding) in the LSTM's own dtype
-        (float32 under autocast): a 512-step recurrence in bf16 accumulates rounding."""
+        (float32 under autocast): a 512-step recurrence in bf16 accumulates rounding. At inference on the CPU it
+        runs on one thread (``_one_cpu_thread``); training keeps the threads for its larger batches."""
         seq_len = hidden.shape[1]
-        with torch.autocast(hidden.device.type, enabled=False):
+        threads = _one_cpu_thread(hidden.device) if not torch.is_grad_enabled() else contextlib.nullcontext()
+        with threads, torch.autocast(hidden.device.type, enabled=False):
             hidden = hidden.to(self.lstm.weight_ih_l0.dtype)
-            if attention_mask is None:
+            lengths = None if attention_mask is None else attention_mask.sum(1).clamp(min=1).cpu()
+            if lengths is None or bool((lengths == seq_len).all()):  # no padding: packing would only cost
                 return self.lstm(hidden)[0]
-            lengths = attention_mask.sum(1).clamp(min=1).cpu()
             packed = nn.utils.rnn.pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
             output = self.lstm(packed)[0]
             return nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=seq_len)[0]
@@ -804,6 +863,11 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
     _load_feature_extractor = False
     _load_tokenizer = True
 
+    emission_network = None
+    """Replaces the model's emission network when set: a callable from the ids of a batch of windows of one
+    length, no padding, to their logits (e.g. an ONNX Runtime session, ``fast_inference.py``). The CRF always
+    runs here, in torch."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.character_encoder = CharacterEncoder(self.tokenizer)
@@ -850,8 +914,31 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
 
     def _forward(self, model_inputs, constrain_bio=None):
         window, offset, is_last = model_inputs.pop("window"), model_inputs.pop("offset"), model_inputs.pop("is_last")
-        tags, marginals = self.model.decode(**model_inputs, return_marginals=True, constrain_bio=constrain_bio)
+        input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
+        crf_mask = model_inputs["crf_mask"]
+        logits = self._emissions_by_length(input_ids, attention_mask)
+        tags = self.model.viterbi_tags(logits, crf_mask, constrain_bio)
+        marginals = self.model.crf.marginals(logits, crf_mask)
         return {"tags": tags, "marginals": marginals, "window": window, "offset": offset, "is_last": is_last}
+
+    def _emissions_by_length(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits of a right-padded batch, computed for each window length separately without padding (zeros
+        at padding): no encoder work on padding, no packed BiLSTM, and an emission network that needs no mask."""
+        network = self.emission_network or self._model_emissions
+        lengths = attention_mask.sum(1)
+        if bool((lengths == input_ids.shape[1]).all()):
+            return network(input_ids)
+        logits = None
+        for length in lengths.unique().tolist():
+            rows = (lengths == length).nonzero().squeeze(1)
+            group = network(input_ids[rows, :length])
+            if logits is None:
+                logits = group.new_zeros((*input_ids.shape, group.shape[-1]))
+            logits[rows, :length] = group
+        return logits
+
+    def _model_emissions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids).logits
 
     def postprocess(self, all_outputs, aggregation_strategy="simple"):
         id2label = self.model.config.id2label

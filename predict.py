@@ -7,6 +7,9 @@
     python predict.py --model_name_or_path outputs/ruijin --data_dir ../shared/data/ruijin_round1/train \
         --split test                                # tag and score one split of a corpus, as train.py splits it
     echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
+    python predict.py ... --quantize int8           # CPU: int8 Linear layers; or --onnx ruijin.onnx (ONNX Runtime)
+    python predict.py ... --onnx ruijin-int8.onnx --quantize int8          # ONNX Runtime with int8 weights
+    torchrun --nproc_per_node 2 predict.py ...      # several processes, each tags its share of the documents
     python predict.py --model_name_or_path outputs/ruijin --input_dir new_docs/ --output_dir to_correct/ \
         --preannotate                               # a brat folder for annotators, least certain documents first
 
@@ -30,9 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, pipeline
 
+import fast_inference
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, files_with_suffix, read_text
 from ner_evaluation import reports_to_markdown, score_both, write_reports
@@ -81,6 +87,19 @@ class PredictArguments:
         default=None, metadata={"help": "Valid-BIO Viterbi on (true) or off (false); default: as the model was "
                                         "trained (its config). Compare both on one model with --data_dir."}
     )
+    num_threads: int | None = field(
+        default=None, metadata={"help": "CPU threads per process; default: the cores available to this process, "
+                                        "divided among the processes of a multi-process run."}
+    )
+    quantize: str | None = field(
+        default=None, metadata={"help": "int8: int8 weights for the Linear layers (CPU; slightly different scores); "
+                                        "with --onnx, ONNX Runtime's int8 quantisation of the exported graph.",
+                                "choices": ["int8"]}
+    )
+    onnx: str | None = field(
+        default=None, metadata={"help": "Run encoder + BiLSTM + linear in ONNX Runtime (CPU) from this .onnx file, "
+                                        "exported there first if it does not exist."}
+    )
 
 
 def main():
@@ -89,6 +108,10 @@ def main():
         sys.exit("predict.py: give exactly one of --input_dir, --input_file and --data_dir")
     if args.preannotate and not (args.output_dir and not args.input_file):
         sys.exit("predict.py: --preannotate writes a folder: give --output_dir and --input_dir or --data_dir")
+    if args.num_threads is not None and args.num_threads < 1:
+        sys.exit(f"predict.py: --num_threads must be at least 1, got {args.num_threads}")
+    if (args.quantize or args.onnx) and args.device not in (None, "cpu"):
+        sys.exit(f"predict.py: --quantize and --onnx run on the CPU, not on --device {args.device}")
     # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
     if args.input_file:
         text = read_standard_input() if args.input_file == "-" else read_text(Path(args.input_file))
@@ -110,29 +133,50 @@ def main():
             input_folders["--gold_dir"] = [Path(args.gold_dir)]
     if gold_documents is not None:
         check_gold_matches(gold_documents, documents)
+    # Under torchrun each process tags (and writes) its own share of the documents, on its own GPU if any.
+    device = tagging_device(args)
+    state = PartialState(cpu=device == "cpu")
+    if state.num_processes > 1 and device.startswith("cuda"):
+        device = str(state.device)
     if args.output_dir:  # checked before the model loads: a refused folder costs seconds, not a tagging run
         output_files = planned_output_files(Path(args.output_dir), documents, gold_documents is not None,
                                             args.preannotate)
         replaced = check_output_dir(Path(args.output_dir), input_folders, output_files, args.overwrite)
-    tagger = load_tagger(args)
-    predictions = tag_texts(tagger, list(documents.values()), args.batch_size, progress=True)
+    with state.split_between_processes(list(documents)) as share:
+        share = {document_id: documents[document_id] for document_id in share}
+    with state.main_process_first():  # one process exports --onnx, the others load the file
+        tagger = load_tagger(args, device)
+    predictions = tag_texts(tagger, list(share.values()), args.batch_size, progress=state.is_main_process)
     if args.output_dir:
-        write_annotations(Path(args.output_dir), documents, predictions, args.preannotate)
+        write_annotations(Path(args.output_dir), share, predictions, args.preannotate)
+    predictions = dict(zip(share, predictions))
+    if state.num_processes > 1:
+        print(f"Process {state.process_index + 1} of {state.num_processes} tagged {len(share)} documents")
+        predictions = dict(pair for shard in gather_object([predictions]) for pair in shard.items())
+    if not state.is_main_process:
+        return
+    if args.output_dir:
         if args.preannotate:
-            write_preannotation_files(Path(args.output_dir), documents, predictions, tagger.model.config,
-                                      args.overwrite)
+            write_preannotation_files(Path(args.output_dir), documents, [predictions[key] for key in documents],
+                                      tagger.model.config, args.overwrite)
         report_written(Path(args.output_dir), output_files, replaced)
     if gold_documents is not None:
-        reports = score_against_gold(gold_documents, dict(zip(documents, predictions)))
+        reports = score_against_gold(gold_documents, predictions)
         if args.output_dir:
             write_reports(reports, Path(args.output_dir) / "brat_scores")
         print(reports_to_markdown(reports))
 
 
-def load_tagger(args):
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+def tagging_device(args) -> str:
+    """--device, else a GPU when present (the int8 and ONNX paths run on the CPU)."""
+    return args.device or ("cuda" if torch.cuda.is_available() and not (args.quantize or args.onnx) else "cpu")
+
+
+def load_tagger(args, device: str | None = None):
+    device = device or tagging_device(args)
     use_bf16 = args.bf16 if args.bf16 is not None else device.startswith("cuda")
-    return pipeline(
+    num_threads = fast_inference.set_num_threads(args.num_threads)
+    tagger = pipeline(
         "token-classification",
         model=args.model_name_or_path,
         trust_remote_code=trust_remote_code(args.model_name_or_path, args.trust_remote_code),
@@ -140,6 +184,14 @@ def load_tagger(args):
         dtype=torch.bfloat16 if use_bf16 else torch.float32,
         constrain_bio=args.constrain_bio,
     )
+    if args.onnx:
+        try:
+            fast_inference.use_onnx(tagger, args.onnx, num_threads, int8=args.quantize == "int8")
+        except fast_inference.OnnxFileMismatch as error:
+            sys.exit(f"predict.py: {error}")
+    elif args.quantize:
+        fast_inference.quantize_int8(tagger)
+    return tagger
 
 
 def planned_output_files(output_dir: Path, documents: dict[str, str], scored: bool, preannotate: bool) -> list[Path]:

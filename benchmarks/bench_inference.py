@@ -1,0 +1,222 @@
+"""Characters per second of predict.py's path against the stock token-classification pipeline, on real text.
+
+For each encoder size (``--sizes``), random weights:
+
+* ``project``: ``predict.tag_texts`` through the model's own pipeline (``BertBiLstmCrfNerPipeline``): windows of
+  510 characters, one position per character, BiLSTM, CRF Viterbi and confidence scores (CRF marginals);
+* ``int8`` / ``onnx``: the same pipeline with ``fast_inference.quantize_int8`` / ``fast_inference.use_onnx``;
+* ``stock``: ``transformers``' token-classification pipeline with ``BertForTokenClassification`` (argmax of the
+  logits, ``aggregation_strategy="simple"``), the same encoder size, the same text cut into pieces of 500
+  characters (the stock tokenizer drops whitespace and may join digits and Latin letters, so it feeds fewer
+  positions per character than the project, which keeps one per character for exact offsets).
+
+Same threads, same batch size; the variants take turns within every repetition (a busy machine slows them alike)
+and each figure is the median of ``--repeats``. Then a profile of one ``project`` run: time inside the encoder,
+the BiLSTM, Viterbi, the marginals, and the rest (windows, batching, entity dicts: Python overhead).
+
+    python benchmarks/bench_inference.py                                    # both sizes, 20,000 characters
+    python benchmarks/bench_inference.py --sizes small --chars 2000 --repeats 1   # a quick check
+"""
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import onnxruntime
+import torch
+import transformers
+from transformers import AutoTokenizer, BertConfig, BertForTokenClassification, pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import fast_inference  # noqa: E402
+import predict  # noqa: E402
+from modeling_bert_bilstm_crf import (  # noqa: E402
+    BertBiLstmCrfConfig,
+    BertBiLstmCrfForTokenClassification,
+    BertBiLstmCrfNerPipeline,
+    split_into_windows,
+)
+
+SHARED = REPO.parent / "shared" / "data"
+BERT_BASE_CHINESE = SHARED / "bert-base-chinese"
+UNLABELED = SHARED / "ruijin_round1" / "unlabeled"
+SAMPLE = REPO / "data" / "sample"
+NUM_LABELS = 31  # BIO over the Ruijin corpus' 15 types
+STOCK_PIECE_CHARS = 500
+VARIANTS = ("project", "int8", "onnx", "stock")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["base", "small"], choices=["base", "small"],
+                        help="base: bert-base-chinese's config, BiLSTM 2 x 256; small: 4 layers x 256, BiLSTM 2 x 128")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--chars", type=int, default=20_000, help="characters of text, the same for every variant")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=8, help="windows (pieces) per forward pass")
+    parser.add_argument("--num_threads", type=int, default=None,
+                        help="torch and ONNX Runtime threads (default: the cores available to this process)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def benchmark_texts(num_chars: int) -> tuple[list[str], str]:
+    """The first ``num_chars`` characters of the unlabeled Ruijin documents in name order (the last document cut),
+    else of data/sample; and where they came from."""
+    folder = UNLABELED if UNLABELED.is_dir() else SAMPLE
+    texts, remaining = [], num_chars
+    for path in sorted(folder.glob("*.txt")):
+        if remaining <= 0:
+            break
+        texts.append(predict.read_text(path)[:remaining])
+        remaining -= len(texts[-1])
+    return texts, str(folder)
+
+
+def encoder_config(size: str) -> tuple[dict, int]:
+    """BERT config values and the BiLSTM's hidden size per direction."""
+    if size == "small":
+        return dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+                    vocab_size=21128), 128
+    config_file = BERT_BASE_CHINESE / "config.json"
+    config = BertConfig.from_json_file(config_file) if config_file.is_file() else BertConfig(vocab_size=21128)
+    return {key: getattr(config, key) for key in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                  "intermediate_size", "vocab_size")}, 256
+
+
+def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: int, batch_size: int):
+    """One tagging function per variant, all from the same random encoder weights, and the project's model."""
+    bert, lstm_hidden_size = encoder_config(size)
+    labels = {"id2label": {i: f"L{i}" for i in range(NUM_LABELS)}, "label2id": {f"L{i}": i for i in range(NUM_LABELS)}}
+    model = BertBiLstmCrfForTokenClassification(BertBiLstmCrfConfig(
+        **bert, **labels, use_lstm=True, lstm_hidden_size=lstm_hidden_size, window_chars=510)).eval()
+    taggers = {}
+    for variant in variants:
+        if variant == "stock":
+            stock_model = BertForTokenClassification(BertConfig(**bert, **labels)).eval()
+            stock_model.bert.load_state_dict(model.bert.state_dict())
+            stock = pipeline("token-classification", model=stock_model, tokenizer=tokenizer, device="cpu",
+                             aggregation_strategy="simple")
+            taggers[variant] = lambda texts, stock=stock: stock_tag(stock, texts, batch_size)
+            continue
+        tagger = BertBiLstmCrfNerPipeline(model=model, tokenizer=tokenizer, device="cpu")
+        if variant == "int8":
+            fast_inference.quantize_int8(tagger)  # a quantised copy: the other variants keep the float model
+        elif variant == "onnx":
+            fast_inference.use_onnx(tagger, scratch / f"{size}.onnx", num_threads)
+        taggers[variant] = lambda texts, tagger=tagger: predict.tag_texts(tagger, texts, batch_size)
+    return taggers, model
+
+
+def stock_tag(stock, texts, batch_size):
+    pieces = [text[start:end] for text in texts for start, end in split_into_windows(text, STOCK_PIECE_CHARS)]
+    return list(stock(pieces, batch_size=batch_size))
+
+
+def measure(taggers: dict, texts: list[str], repeats: int) -> dict[str, list[float]]:
+    """Characters per second of each variant, one list per variant; variants interleaved, after one warm-up."""
+    num_chars = sum(map(len, texts))
+    for tag in taggers.values():
+        tag(texts[:1])
+    speeds = {variant: [] for variant in taggers}
+    for _ in range(repeats):
+        for variant, tag in taggers.items():
+            start = time.perf_counter()
+            tag(texts)
+            speeds[variant].append(num_chars / (time.perf_counter() - start))
+    return speeds
+
+
+@contextlib.contextmanager
+def _timed(owner, name: str, totals: dict, label: str):
+    """Add the time spent in ``owner.name(...)`` to ``totals[label]`` while inside the block."""
+    original = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            totals[label] += time.perf_counter() - start
+
+    setattr(owner, name, timed)
+    try:
+        yield
+    finally:
+        delattr(owner, name)
+
+
+def profile(tag, model, texts: list[str]) -> dict[str, float]:
+    """Seconds of one run of ``tag`` spent in each part of the project's model; the rest is Python overhead."""
+    totals = dict.fromkeys(["encoder", "BiLSTM", "CRF Viterbi", "CRF marginals"], 0.0)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_timed(model.bert, "forward", totals, "encoder"))
+        stack.enter_context(_timed(model, "_bilstm", totals, "BiLSTM"))
+        stack.enter_context(_timed(model.crf, "viterbi_tags", totals, "CRF Viterbi"))
+        stack.enter_context(_timed(model.crf, "marginals", totals, "CRF marginals"))
+        start = time.perf_counter()
+        tag(texts)
+        total = time.perf_counter() - start
+    totals["other (windows, batching, linear, entities)"] = total - sum(totals.values())
+    totals["total"] = total
+    return totals
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    num_threads = fast_inference.set_num_threads(args.num_threads)
+    texts, source = benchmark_texts(args.chars)
+    tokenizer_folder = BERT_BASE_CHINESE if BERT_BASE_CHINESE.is_dir() else REPO / "configs" / "tiny-bert"
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    print(f"# Inference speed, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\n")
+    print(f"`python benchmarks/bench_inference.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n")
+    print(f"Machine: {machine()}; {num_threads} threads; torch {torch.__version__}, transformers "
+          f"{transformers.__version__}, onnxruntime {onnxruntime.__version__}\n")
+    print(f"Text: {sum(map(len, texts)):,} characters in {len(texts)} documents from {source}; batch "
+          f"{args.batch_size}; random weights; median (min-max) of {args.repeats} interleaved repetitions.\n")
+    print("| encoder | variant | characters/s | vs stock |")
+    print("| --- | --- | ---: | ---: |")
+    profiles = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in args.sizes:
+            taggers, model = build_taggers(size, tokenizer, args.variants, Path(scratch), num_threads,
+                                           args.batch_size)
+            speeds = measure(taggers, texts, args.repeats)
+            stock = statistics.median(speeds["stock"]) if "stock" in speeds else None
+            for variant, values in speeds.items():
+                median = statistics.median(values)
+                ratio = f"{median / stock:.2f}x" if stock else "-"
+                print(f"| {size} | {variant} | {median:,.0f} ({min(values):,.0f}-{max(values):,.0f}) | {ratio} |")
+            if "project" in taggers:
+                profiles[size] = profile(taggers["project"], model, texts)
+    if profiles:
+        print("\nProfile of one `project` run (seconds, share of the run):\n")
+        print("| encoder | part | seconds | share |")
+        print("| --- | --- | ---: | ---: |")
+        for size, parts in profiles.items():
+            for part, seconds in parts.items():
+                print(f"| {size} | {part} | {seconds:.3f} | {seconds / parts['total']:.1%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Faster CPU inference for the BERT-BiLSTM-CRF pipeline: threads, int8 weights, ONNX Runtime emissions.
+
+    from transformers import pipeline
+    import fast_inference
+
+    fast_inference.set_num_threads()                     # one thread per core of this process (or of its share)
+    tagger = pipeline("token-classification", model="outputs/ruijin", trust_remote_code=True, device="cpu")
+    fast_inference.quantize_int8(tagger)                 # int8 Linear layers (torch dynamic quantisation)
+    fast_inference.use_onnx(tagger, "ruijin.onnx")       # or: encoder + BiLSTM + linear in ONNX Runtime
+    fast_inference.use_onnx(tagger, "ruijin-int8.onnx", int8=True)   # ONNX Runtime with int8 weights
+
+Both keep the pipeline's windows, CRF (Viterbi and confidence scores, in torch) and entity dicts; only the
+emission scores change, by int8 rounding (``quantize_int8``, ``int8=True``) or by float32 summation order
+(``use_onnx``). ``predict.py`` exposes them as ``--quantize int8``, ``--onnx PATH`` (with ``--quantize int8``:
+ONNX Runtime's int8) and ``--num_threads N``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ONNX_FINGERPRINT_KEY = "bert_bilstm_crf_weights_sha256"
+"""Metadata of an exported ONNX file: the fingerprint of the weights it was exported from, so that a file left
+over from another (e.g. re-trained) model is refused instead of giving wrong entities."""
+
+
+def default_num_threads() -> int:
+    """The cores this process may run on, shared among the processes of this machine under ``torchrun`` (its
+    ``LOCAL_WORLD_SIZE``): more threads than cores make PyTorch's threads wait on each other (over-subscription)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def set_num_threads(num_threads: int | None = None) -> int:
+    """Set PyTorch's intra-op threads (default ``default_num_threads()``) and return the number."""
+    num_threads = default_num_threads() if num_threads is None else num_threads
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def quantize_int8(tagger) -> None:
+    """Replace the pipeline's model by a copy whose Linear layers (BERT's, the emission layer) hold int8 weights
+    and quantise their inputs on the fly (torch dynamic quantisation; CPU only). The BiLSTM, about 2.5% of
+    the multiply-adds, and the CRF stay in float32."""
+    if tagger.device.type != "cpu":
+        raise ValueError(f"int8 dynamic quantisation runs on the CPU only, not on {tagger.device}")
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        from torch.ao.quantization import quantize_dynamic
+
+        tagger.model = quantize_dynamic(tagger.model.float(), {nn.Linear}, dtype=torch.qint8)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the names, shapes and bytes of the model's state dict."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _EmissionNetwork(nn.Module):
+    """Encoder + BiLSTM + linear of a model, from the ids of unpadded windows (no mask, so no packing)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids).logits
+
+
+def export_onnx(model, path: str | Path, int8: bool = False) -> Path:
+    """Export the model's emission network to ``path`` (dynamic batch and length) for ONNX Runtime, float32 or,
+    with ``int8``, with int8 weights (ONNX Runtime's dynamic quantisation of the exported graph), and the
+    weights' fingerprint in the metadata (``onnx_fingerprint``). Written in a scratch folder and renamed: an
+    interrupted export leaves no half-written file behind. Refuses to replace an existing file."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; export_onnx does not replace files")
+    model = model.float().eval()
+    example = torch.randint(0, model.config.vocab_size, (2, 8))
+    dynamic = torch.export.Dim.DYNAMIC
+    # The exporter swaps in an LSTM decomposition with a loop over a dynamic length, but (torch 2.13) the op's
+    # dispatch cache keeps serving the kernel it resolved before: a second export in one process would unroll
+    # the LSTM at the example's length and fail. Forget the cached kernels so that every export gets the loop.
+    torch.ops.aten.lstm.input._dispatch_cache.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on LSTM weights and pytree deprecations
+        program = torch.onnx.export(_EmissionNetwork(model), (example,), input_names=["input_ids"],
+                                    output_names=["logits"], dynamic_shapes={"input_ids": {0: dynamic, 1: dynamic}},
+                                    dynamo=True, verbose=False)
+    # The exporter fixes the output's length to the example's (the values are right); give it the input's.
+    import onnx_ir
+
+    logits = program.model.graph.outputs[0]
+    logits.shape = onnx_ir.Shape([*program.model.graph.inputs[0].shape, logits.shape[-1]])
+    program.model.metadata_props[ONNX_FINGERPRINT_KEY] = onnx_fingerprint(model, int8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
+        partial = Path(scratch) / path.name
+        program.save(partial, external_data=False)
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            float_graph, partial = partial, Path(scratch) / f"int8.{path.name}"
+            quantize_dynamic(float_graph, partial, weight_type=QuantType.QInt8)  # keeps the metadata
+        os.replace(partial, path)
+    return path
+
+
+def onnx_fingerprint(model, int8: bool) -> str:
+    """What an ONNX file exported from ``model`` records: its weights' fingerprint and the precision."""
+    return weights_fingerprint(model) + (" int8" if int8 else " float32")
+
+
+class OnnxFileMismatch(ValueError):
+    """An ONNX file exported from other weights, in another precision, or not by ``export_onnx``."""
+
+
+class OnnxEmissions:
+    """An exported emission network in an ONNX Runtime session: ids (B, T) -> logits (B, T, K) as torch tensors."""
+
+    def __init__(self, path: str | Path, num_threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        # Its shape inference expects the example's length at the LSTM's output and warns on every other length
+        # (the values are right, the tests compare them); only errors are worth a line.
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.fingerprint = self.session.get_modelmeta().custom_metadata_map.get(ONNX_FINGERPRINT_KEY)
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(["logits"], {"input_ids": input_ids.cpu().numpy()})
+        return torch.from_numpy(logits)
+
+
+def use_onnx(tagger, path: str | Path, num_threads: int | None = None, int8: bool = False) -> Path:
+    """Run the pipeline's emission network in ONNX Runtime from ``path`` (float32, or int8 weights with ``int8``),
+    exporting it there first if the file does not exist. A file exported from other weights or in the other
+    precision is refused."""
+    if tagger.device.type != "cpu":
+        raise ValueError(f"the ONNX path runs on the CPU (ONNX Runtime's CPU provider), not on {tagger.device}")
+    path = Path(path)
+    if not path.exists():
+        export_onnx(tagger.model, path, int8)
+    emissions = OnnxEmissions(path, num_threads)
+    if emissions.fingerprint != onnx_fingerprint(tagger.model.float(), int8):
+        precision = "int8" if int8 else "float32"
+        raise OnnxFileMismatch(f"{path} was not exported from this model's weights in {precision} (or not by this "
+                         "project): delete it or give another path, and it is exported again")
+    tagger.emission_network = emissions
+    return path

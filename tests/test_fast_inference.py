@@ -1,0 +1,212 @@
+"""Fast CPU inference: direct CRF marginals, windows batched by length, int8, ONNX, threads, several processes."""
+
+import json
+import math
+import os
+import re
+import sys
+
+import pytest
+import torch
+from conftest import REPO, run_script, small_training
+from transformers import AutoTokenizer
+
+import fast_inference
+import modeling_bert_bilstm_crf as modeling
+import predict
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification, BertBiLstmCrfNerPipeline
+
+SAMPLE = REPO / "data" / "sample"
+SAMPLE_TEXTS = [path.read_text(encoding="utf-8") for path in sorted(SAMPLE.glob("*.txt"))]
+TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+
+
+def load_pipeline(model_dir) -> BertBiLstmCrfNerPipeline:
+    """The pipeline of this checkout's modeling file (the tests patch it), from a trained model's folder."""
+    model = BertBiLstmCrfForTokenClassification.from_pretrained(model_dir).eval()
+    return BertBiLstmCrfNerPipeline(model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir), device="cpu")
+
+
+def entity_keys(results):
+    return [[(e["entity_group"], e["start"], e["end"], e["word"]) for e in entities] for entities in results]
+
+
+def assert_same_entities_and_scores(results, expected, atol):
+    assert entity_keys(results) == entity_keys(expected)
+    scores = [e["score"] for entities in results for e in entities]
+    torch.testing.assert_close(scores, [e["score"] for entities in expected for e in entities], atol=atol, rtol=0)
+
+
+@pytest.fixture
+def threads():
+    """Restores torch's thread count after a test that sets it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_direct_marginals_equal_the_gradient_of_log_z(monkeypatch, batch_first):
+    """Forward-backward without autograd (CPU) against autograd through the parallel tree, with holes, an invisible
+    first position, an all-invisible row and hard (-1e4) transitions; float64."""
+    torch.manual_seed(0)
+    crf = modeling.CRF(7, batch_first=batch_first).double()
+    torch.nn.init.normal_(crf.transitions, std=3.0)
+    with torch.no_grad():
+        crf.transitions[2, 5] = -1e4
+    emissions = torch.randn(5, 23, 7, dtype=torch.float64) * 4
+    mask = torch.rand(5, 23) > 0.3
+    mask[2], mask[3, 0] = False, False
+    if not batch_first:
+        emissions, mask = emissions.transpose(0, 1), mask.T
+    direct = crf.marginals(emissions, mask)
+    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: True)
+    by_autograd = crf.marginals(emissions, mask)
+    torch.testing.assert_close(direct, by_autograd, atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(direct.sum(-1), mask.double())
+
+
+def test_windows_of_one_length_give_the_padded_batch_logits():
+    """Each length run without padding (no packing) gives the logits of the padded, packed batch."""
+    torch.manual_seed(0)
+    tiny_bert = REPO / "configs" / "tiny-bert"
+    config = modeling.BertBiLstmCrfConfig.from_pretrained(tiny_bert, num_labels=5, lstm_hidden_size=16)
+    model = BertBiLstmCrfForTokenClassification(config).eval()
+    tagger = BertBiLstmCrfNerPipeline(model=model, tokenizer=AutoTokenizer.from_pretrained(tiny_bert), device="cpu")
+    lengths = torch.tensor([12, 5, 12, 9, 5])
+    attention_mask = (torch.arange(12) < lengths[:, None]).long()
+    input_ids = torch.randint(5, config.vocab_size, (5, 12)) * attention_mask
+    with torch.no_grad():
+        padded = model(input_ids, attention_mask=attention_mask).logits
+        by_length = tagger._emissions_by_length(input_ids, attention_mask)
+    visible = attention_mask.bool()
+    torch.testing.assert_close(by_length[visible], padded[visible], atol=1e-5, rtol=1e-5)
+    assert (by_length[~visible] == 0).all()
+
+
+def test_pipeline_matches_the_unbatched_autograd_reference(trained_model, monkeypatch):
+    """Windows of many lengths in batches of 8 (direct marginals, length groups) against one window at a time
+    with the tree's autograd marginals and chunked Viterbi: the same entities and scores."""
+    model_dir, _ = trained_model
+    tagger = load_pipeline(model_dir)
+    fast = list(tagger(SAMPLE_TEXTS, batch_size=8, window_chars=25))
+    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: True)
+    reference = list(tagger(SAMPLE_TEXTS, batch_size=1, window_chars=25))
+    assert sum(map(len, reference)) > 100
+    assert_same_entities_and_scores(fast, reference, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(trained_model, tmp_path_factory):
+    model_dir, _ = trained_model
+    return fast_inference.export_onnx(load_pipeline(model_dir).model, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+def test_onnx_path_gives_the_float_pipeline_entities(trained_model, onnx_file):
+    import onnx
+
+    onnx.checker.check_model(str(onnx_file))
+    model_dir, _ = trained_model
+    tagger = load_pipeline(model_dir)
+    expected = list(tagger(SAMPLE_TEXTS, batch_size=8))
+    fast_inference.use_onnx(tagger, onnx_file)
+    # float32 in another library: sums in another order, so scores agree to ~1e-6, not bit for bit.
+    assert_same_entities_and_scores(list(tagger(SAMPLE_TEXTS, batch_size=8)), expected, atol=1e-4)
+
+
+def test_onnx_file_of_other_weights_or_precision_is_refused_and_never_replaced(trained_model, onnx_file, threads):
+    model_dir, _ = trained_model
+    tagger = load_pipeline(model_dir)
+    with pytest.raises(fast_inference.OnnxFileMismatch, match="not exported from this model's weights in int8"):
+        fast_inference.use_onnx(tagger, onnx_file, int8=True)
+    args = predict.PredictArguments(model_name_or_path=str(model_dir), onnx=str(onnx_file), quantize="int8")
+    with pytest.raises(SystemExit, match=re.escape(f"predict.py: {onnx_file} was not exported")):
+        predict.load_tagger(args)
+    with torch.no_grad():
+        tagger.model.classifier.bias += 1.0
+    with pytest.raises(fast_inference.OnnxFileMismatch, match="not exported from this model's weights in float32"):
+        fast_inference.use_onnx(tagger, onnx_file)
+    with pytest.raises(FileExistsError):
+        fast_inference.export_onnx(tagger.model, onnx_file)
+    assert tagger.emission_network is None
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_int8_paths_are_close_to_the_float_pipeline(trained_model, tmp_path, threads, runtime):
+    """predict.py's --quantize int8 (torch's dynamic quantisation; with --onnx, ONNX Runtime's) and --num_threads.
+    int8 rounding moves emissions by ~1% of their range; the tiny test model, trained for seconds, has small
+    margins between tags, so a few entities flip: the entity sets must still agree at F1 >= 0.9 (0.93-0.95 seen),
+    and every entity keeps exact offsets into its text."""
+    model_dir, _ = trained_model
+    float_tagger = load_pipeline(model_dir)
+    expected = list(float_tagger(SAMPLE_TEXTS, batch_size=8))
+    onnx_path = tmp_path / "int8.onnx" if runtime == "onnx" else None
+    tagger = predict.load_tagger(predict.PredictArguments(model_name_or_path=str(model_dir), quantize="int8",
+                                                          onnx=onnx_path and str(onnx_path), num_threads=1))
+    assert torch.get_num_threads() == 1 and tagger.device.type == "cpu"
+    if runtime == "onnx":
+        assert isinstance(tagger.emission_network, fast_inference.OnnxEmissions)
+        assert tagger.emission_network.fingerprint.endswith(" int8")
+    else:
+        assert not any(type(module) is torch.nn.Linear for module in tagger.model.modules())
+    input_ids = torch.tensor([[101, *range(5, 60), 102]])
+    float_logits = float_tagger._emissions_by_length(input_ids, torch.ones_like(input_ids))
+    int8_logits = tagger._emissions_by_length(input_ids, torch.ones_like(input_ids))
+    assert 0 < (int8_logits - float_logits).abs().max() < 0.05 * (float_logits.max() - float_logits.min())
+    results = list(tagger(SAMPLE_TEXTS, batch_size=8))
+    predicted = {(i, *key) for i, entities in enumerate(entity_keys(results)) for key in entities}
+    reference = {(i, *key) for i, entities in enumerate(entity_keys(expected)) for key in entities}
+    assert 2 * len(predicted & reference) / (len(predicted) + len(reference)) >= 0.9
+    for text, entities in zip(SAMPLE_TEXTS, results):
+        assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
+
+
+def test_threads_default_to_the_cores_shared_between_processes_and_bad_flags_are_refused(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert fast_inference.default_num_threads() == cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert fast_inference.default_num_threads() == max(1, cores // 2)
+    monkeypatch.setattr(sys, "argv", ["predict.py", "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
+                                      "--num_threads", "0"])
+    with pytest.raises(SystemExit, match="--num_threads must be at least 1, got 0"):
+        predict.main()
+    monkeypatch.setattr(sys, "argv", ["predict.py", "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
+                                      "--quantize", "int8", "--device", "cuda"])
+    with pytest.raises(SystemExit, match="--quantize and --onnx run on the CPU, not on --device cuda"):
+        predict.main()
+
+
+def test_predict_in_two_processes_writes_what_one_process_writes(trained_model, tmp_path):
+    """torchrun with two CPU processes: each tags its share, every .ann is written once and equals the one-process
+    output, and the scores over all documents are gathered on the main process."""
+    model_dir, _ = trained_model
+    output_dir = tmp_path / "two"
+    completed = run_script([*TORCHRUN, "predict.py", "--model_name_or_path", str(model_dir), "--input_dir",
+                            str(SAMPLE), "--gold_dir", str(SAMPLE), "--output_dir", str(output_dir)])
+    documents = predict.read_texts(SAMPLE)
+    assert "Process 1 of 2 tagged 4 documents" in completed.stdout
+    assert "Process 2 of 2 tagged 4 documents" in completed.stdout
+    tagger = predict.load_tagger(predict.PredictArguments(model_name_or_path=str(model_dir), device="cpu"))
+    predictions = dict(zip(documents, predict.tag_texts(tagger, list(documents.values()), 32)))
+    for document_id, text in documents.items():
+        written = (output_dir / f"{document_id}.ann").read_text(encoding="utf-8")
+        assert written == predict.brat_annotations(text, predictions[document_id])
+    gold = predict.ruijin_ner.read_corpus_documents(SAMPLE)
+    report = json.loads((output_dir / "brat_scores.json").read_text(encoding="utf-8"))
+    assert report == json.loads(json.dumps(predict.score_against_gold(gold, predictions)))
+
+
+def test_training_in_two_processes_shares_every_batch(tmp_path):
+    """torchrun with two CPU processes (gloo): each optimizer step covers two per-process batches, so an epoch has
+    half the steps of one process; the saved model loads and tags."""
+    output_dir = tmp_path / "model"
+    run_script([*TORCHRUN, *small_training(output_dir)])
+    corpus = json.loads((output_dir / "corpus.json").read_text(encoding="utf-8"))
+    last_checkpoint = max(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    state = json.loads((last_checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    windows, epochs, per_process_batch = corpus["splits"]["train"]["windows"], 3, 8
+    assert state["global_step"] == epochs * math.ceil(windows / (2 * per_process_batch))
+    assert state["global_step"] < epochs * math.ceil(windows / per_process_batch)
+    entities = load_pipeline(output_dir)(SAMPLE_TEXTS[0])
+    assert all(SAMPLE_TEXTS[0][e["start"] : e["end"]] == e["word"] for e in entities)
