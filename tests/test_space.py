@@ -94,6 +94,9 @@ def test_app_finds_its_model_in_the_space_card(space_folder, monkeypatch):
     assert app.model_reference() == MODEL_ID
     monkeypatch.setenv("MODEL_ID", "other/model")
     assert app.model_reference() == "other/model" and app.model_reference("a/folder") == "a/folder"
+    monkeypatch.delenv("MODEL_ID")
+    with pytest.raises(SystemExit, match="no model: give --model, set MODEL_ID"):
+        _load_app(REPO / "space").model_reference()  # the repository's card names no model yet
 
 
 def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request, tmp_path, monkeypatch):
@@ -123,6 +126,7 @@ def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request,
         json_download = _download(driver, "download-json", downloads / "entities.json")
         ann_download = _download(driver, "download-ann", downloads / "entities.ann")
         screenshot = Path(os.environ.get("SAVE_SCREENSHOT") or tmp_path / "space_demo.png")
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
         driver.execute_script("window.scrollTo(0, 0)")
         assert driver.save_screenshot(str(screenshot)) and screenshot.read_bytes().startswith(b"\x89PNG")
         requested = _requested_urls(driver)
