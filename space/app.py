@@ -76,18 +76,18 @@ def _line_fragments(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return fragments
 
 
-def tag(tagger, text: str):
-    """The four outputs for one text: highlighted entities, the entity table and the two downloads."""
+def tag(tagger, text: str, downloads: Path):
+    """The four outputs for one text: highlighted entities, the entity table and the two downloads (written
+    under ``downloads``)."""
     if len(text) > MAX_CHARS:
         raise gr.Error(f"The text has {len(text)} characters; this demo takes at most {MAX_CHARS}. "
                        "Use predict.py for long documents.")
     entities = tagger(text) if text.strip() else []
-    rows = [[e["entity_group"], e["word"], e["start"], e["end"], round(float(e["score"]), 3)] for e in entities]
-    # Fresh files per request: gradio serves them from its cache, and two visitors must not share one.
-    folder = Path(tempfile.mkdtemp(prefix="ner-"))
+    rows = [[e["entity_group"], e["word"], e["start"], e["end"], round(e["score"], 3)] for e in entities]
+    # Fresh files per request, as two visitors must not share one; gradio serves copies from its cache.
+    folder = Path(tempfile.mkdtemp(dir=downloads))
     json_path, ann_path = folder / "entities.json", folder / "entities.ann"
-    records = [{**entity, "score": float(entity["score"])} for entity in entities]
-    json_path.write_text(json.dumps({"text": text, "entities": records}, ensure_ascii=False, indent=1),
+    json_path.write_text(json.dumps({"text": text, "entities": entities}, ensure_ascii=False, indent=1),
                          encoding="utf-8")
     ann_path.write_text(brat_annotations(text, entities), encoding="utf-8", newline="")
     return {"text": text, "entities": entities}, rows, str(json_path), str(ann_path)
@@ -95,7 +95,10 @@ def tag(tagger, text: str):
 
 def build_demo(tagger, reference: str) -> gr.Blocks:
     types = sorted({label[2:] for label in tagger.model.config.id2label.values() if label != "O"})
-    with gr.Blocks(title="Chinese medical NER (BERT-BiLSTM-CRF)", analytics_enabled=False) as demo:
+    # Removed with the app; gradio's copies of the files go after an hour.
+    downloads = tempfile.TemporaryDirectory(prefix="ner-downloads-")
+    with gr.Blocks(title="Chinese medical NER (BERT-BiLSTM-CRF)", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# Chinese medical named entities\nModel: `{reference}` (BERT → BiLSTM → CRF), "
                     f"{len(types)} types: {', '.join(types)}. Paste text or pick an example.")
         text = gr.Textbox(label="Text", lines=5, max_length=MAX_CHARS, elem_id="input-text")
@@ -109,7 +112,8 @@ def build_demo(tagger, reference: str) -> gr.Blocks:
             json_file = gr.DownloadButton("Download JSON", elem_id="download-json")
             ann_file = gr.DownloadButton("Download brat .ann", elem_id="download-ann")
         gr.Markdown("Offsets count the characters of the text box (line breaks as one `\\n`).")
-        submit.click(lambda value: tag(tagger, value), inputs=text, outputs=[highlighted, table, json_file, ann_file])
+        submit.click(lambda value: tag(tagger, value, Path(downloads.name)), inputs=text,
+                     outputs=[highlighted, table, json_file, ann_file])
     return demo
 
 
