@@ -123,6 +123,9 @@ def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request,
         driver.get(demo.local_url)
         assert _submit(driver, text) == [(e["entity_group"], text[start:end], start, end) for e in expected
                                          for start, end in predict.line_fragments(text, e["start"], e["end"])]
+        rows = [[e["entity_group"], e["word"], str(e["start"]), str(e["end"]), str(round(e["score"], 3))]
+                for e in expected]
+        assert all(rows[index] == row for index, row in _table_rows(driver).items())
         json_download = _download(driver, "download-json", downloads / "entities.json")
         ann_download = _download(driver, "download-ann", downloads / "entities.ann")
         screenshot = Path(os.environ.get("SAVE_SCREENSHOT") or tmp_path / "space_demo.png")
@@ -204,6 +207,24 @@ def _submit(driver, text: str) -> list[tuple[str, str, int, int]]:
             entities.append((label, piece, start, start + len(piece)))
         start += len(piece)
     return entities
+
+
+def _table_rows(driver) -> dict[int, list[str]]:
+    """The entity table's rows on the page by index, once it has a first entity: the table renders only the
+    rows in view, so these are the first ones, not necessarily all."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def rows(driver):
+        cells = driver.find_elements(By.CSS_SELECTOR, "#table [role=gridcell][data-row]")
+        found = {}
+        for cell in cells:
+            found.setdefault(int(cell.get_attribute("data-row")), {})[int(cell.get_attribute("data-col"))] = (
+                cell.get_attribute("textContent").strip())
+        table = {row: [columns[column] for column in sorted(columns)] for row, columns in found.items()}
+        return table if table.get(0, [""])[0] else None
+
+    return WebDriverWait(driver, WAIT_S).until(rows)
 
 
 def _content(token, selector: str) -> str | None:
