@@ -99,14 +99,13 @@ def test_app_finds_its_model_in_the_space_card(space_folder, monkeypatch):
         _load_app(REPO / "space").model_reference()  # the repository's card names no model yet
 
 
-def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request, tmp_path, monkeypatch):
+def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request, tmp_path):
     """The Space as shipped, served on 127.0.0.1: text typed into the page comes back highlighted with the
     entities, types and offsets predict.py gives for it, and the two downloads hold exactly those."""
     pytest.importorskip("gradio", reason="gradio is not installed (pip install -r requirements.txt)")
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -r "
                                     "requirements.txt)")
     browser, driver_path = _system_chromium()
-    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     model_dir = os.environ.get("SPACE_MODEL") or str(request.getfixturevalue("trained_model")[0])
     app = _load_app(space_folder)
     # Two lines, spaces and digits: offsets must survive the browser, the line break and the tokenizer.
@@ -117,9 +116,9 @@ def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request,
 
     demo = app.build_demo(app.load_tagger(model_dir), Path(model_dir).name)
     demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
-    downloads = tmp_path / "downloads"
-    driver = _headless_chromium(webdriver, browser, driver_path, downloads)
+    downloads, driver = tmp_path / "downloads", None
     try:
+        driver = _headless_chromium(webdriver, browser, driver_path, downloads)
         driver.get(demo.local_url)
         assert _submit(driver, text) == [(e["entity_group"], text[start:end], start, end) for e in expected
                                          for start, end in predict.line_fragments(text, e["start"], e["end"])]
@@ -133,8 +132,9 @@ def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request,
         driver.execute_script("window.scrollTo(0, 0)")
         assert driver.save_screenshot(str(screenshot)) and screenshot.read_bytes().startswith(b"\x89PNG")
         requested = _requested_urls(driver)
-    finally:
-        driver.quit()
+    finally:  # no browser or server outlives the test
+        if driver:
+            driver.quit()
         demo.close()
 
     saved = json.loads(json_download.read_text(encoding="utf-8"))
