@@ -23,7 +23,7 @@ from huggingface_hub import metadata_load
 from transformers import pipeline
 
 SPACE_CARD = Path(__file__).with_name("README.md")
-MAX_CHARS = 5000  # a CPU Space tags this in seconds; longer texts belong to predict.py
+MAX_CHARS = 5000  # keeps a request on a shared CPU Space short; predict.py takes documents of any length
 EXAMPLES = [
     "2 型糖尿病患者应每 3 个月检测一次糖化血红蛋白（HbA1c），目标值一般控制在 7.0% 以下。",
     "二甲双胍 500 mg 每日 2 次口服，常见不良反应为腹泻和恶心。",
