@@ -9,6 +9,8 @@ The repository holds what loading needs and nothing else: safetensors weights, `
 tokenizer files, the plots, and a ``README.md`` model card whose metadata (``model-index``) and per-type
 table are read from the training output, never typed in. ``--dry_run DIR`` writes exactly that folder and
 uploads nothing. ``--dataset_repo_id`` also pushes the prepared corpus (Parquet, ClassLabel features).
+``--space_id`` also publishes the Gradio demo of ``space/`` as a Space whose card lists ``--repo_id`` as the
+model its app loads (with ``--dry_run DIR``: written to ``DIR/space``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, SpaceCard
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import HfArgumentParser
 
@@ -32,6 +34,9 @@ MODEL_FILES = ("model.safetensors", "config.json", "modeling_bert_bilstm_crf.py"
 REQUIRED_FILES = (*MODEL_FILES, "test_report.json")  # the card's results
 TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt")  # at least one
 OPTIONAL_FILES = ("special_tokens_map.json", "training_curves.png", "test_f1_per_type.png")
+# The demo Space: its app and requirements as they are in space/, its card (README.md) given the model id.
+SPACE_SOURCE = Path(__file__).resolve().parent / "space"
+SPACE_FILES = ("app.py", "requirements.txt")
 # Widget examples for a model with the Ruijin labels when its training corpus is not at hand to take them from.
 RUIJIN_WIDGET_EXAMPLES = (
     "2 型糖尿病患者应每 3 个月检测一次糖化血红蛋白（HbA1c）。",
@@ -74,10 +79,15 @@ class PushArguments:
         default=None, metadata={"help": "Corpus for --dataset_repo_id and the card's examples; default: the one "
                                         "the model was trained on."}
     )
+    space_id: str | None = field(
+        default=None, metadata={"help": "Also publish the Gradio demo (space/) as this Space, wired to --repo_id."}
+    )
 
 
 def main():
     (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses()
+    if args.space_id:  # before anything is written or uploaded
+        check_space_id(args.space_id)
     if not (args.dataset_name or args.dataset_repo_id):
         print(f"push_to_hub.py: the card calls the training corpus {UNNAMED_CORPUS!r}; name it with --dataset_name")
     if args.dry_run:
@@ -86,8 +96,14 @@ def main():
             raise SystemExit(f"push_to_hub.py: {folder} is not empty; give a new --dry_run folder")
         build_repository(Path(args.model_dir), folder, args)
         print(f"Wrote the repository folder to {args.dry_run} (nothing uploaded)")
+        if args.space_id:
+            build_space(folder / "space", args)
+            print(f"Wrote the Space folder to {folder / 'space'} (nothing uploaded)")
         return
-    push(args, HfApi())
+    api = HfApi()
+    push(args, api)
+    if args.space_id:
+        push_space(args, api)
 
 
 def push(args, api: HfApi) -> None:
@@ -101,6 +117,36 @@ def push(args, api: HfApi) -> None:
                           commit_message="Upload BERT-BiLSTM-CRF NER model")
     if dataset:
         ruijin_ner.load(**dataset).push_to_hub(args.dataset_repo_id, private=args.private)
+
+
+def check_space_id(space_id: str) -> None:
+    try:
+        validate_repo_id(space_id)
+    except HFValidationError as error:
+        raise SystemExit(f"push_to_hub.py: --space_id: {error}") from None
+
+
+def build_space(folder: Path, args) -> None:
+    """The Space repository: space/'s app and requirements, and its card with --repo_id as the model, which the
+    app loads (the first of the card's ``models``; the Hub also links the Space from the model's page)."""
+    check_space_id(args.space_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SPACE_FILES:
+        shutil.copy2(SPACE_SOURCE / name, folder / name)
+    card = SpaceCard.load(SPACE_SOURCE / "README.md")
+    card.data.models = [args.repo_id]
+    card.save(folder / "README.md")
+
+
+def push_space(args, api: HfApi) -> None:
+    """Create the Space (Gradio SDK) and upload its folder; files of earlier uploads that it lacks are deleted."""
+    with tempfile.TemporaryDirectory() as staging:
+        build_space(Path(staging), args)
+        api.create_repo(args.space_id, repo_type="space", space_sdk="gradio", private=args.private, exist_ok=True)
+        api.upload_folder(folder_path=staging, repo_id=args.space_id, repo_type="space", delete_patterns="*",
+                          commit_message="Upload the demo Space")
+    if args.private:
+        print(f"{args.space_id}: the model is private, so the Space needs a secret HF_TOKEN (a read token) to load it")
 
 
 def prepared_dataset_arguments(model_dir: Path, args) -> dict:

@@ -1,0 +1,131 @@
+"""A Gradio demo of the BERT-BiLSTM-CRF Chinese medical NER model: paste text, see its entities, download them.
+
+    python space/app.py --model outputs/quickstart          # a train.py output folder
+    MODEL_ID=your-name/bert-bilstm-crf-chinese-medical-ner python space/app.py
+
+The Hub's hosted inference runs neither custom models nor custom pipelines, so this app is how the model is
+tried in a browser. It is a Hugging Face Space as it stands (app.py, requirements.txt, README.md): the model,
+its modelling file and its CRF-decoding pipeline come from the model repository through
+``pipeline(..., trust_remote_code=True)``. The model is ``--model``, else ``MODEL_ID``, else the first of the
+``models`` in this folder's README.md metadata (``push_to_hub.py --space_id`` writes it there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+from huggingface_hub import metadata_load
+from transformers import pipeline
+
+SPACE_CARD = Path(__file__).with_name("README.md")
+MAX_CHARS = 5000  # keeps a request on a shared CPU Space short; predict.py takes documents of any length
+EXAMPLES = [
+    "2 型糖尿病患者应每 3 个月检测一次糖化血红蛋白（HbA1c），目标值一般控制在 7.0% 以下。",
+    "二甲双胍 500 mg 每日 2 次口服，常见不良反应为腹泻和恶心。",
+    "妊娠期糖尿病孕妇在饮食控制无效时应使用胰岛素治疗，并监测空腹血糖。",
+    "糖尿病肾病患者出现蛋白尿时，推荐使用血管紧张素转换酶抑制剂。",
+]
+TABLE_HEADERS = ["type", "text", "start", "end", "score"]
+# Light, pairwise distinct backgrounds for black text: gradio's default palette repeats after 10 types.
+PALETTE = ["#fecaca", "#bbf7d0", "#bfdbfe", "#fef08a", "#e9d5ff", "#99f6e4", "#fed7aa", "#a5f3fc", "#d9f99d",
+           "#fbcfe8", "#c7d2fe", "#fde68a", "#e5e7eb", "#f5d0fe", "#bae6fd", "#d6d3d1", "#a7f3d0", "#fda4af"]
+
+
+def model_reference(argument: str | None = None) -> str:
+    """The model to load: the argument, else ``MODEL_ID``, else the Space card's first model."""
+    reference = argument or os.environ.get("MODEL_ID")
+    if not reference and SPACE_CARD.is_file():
+        reference = next(iter(metadata_load(SPACE_CARD).get("models") or []), None)
+    if not reference:
+        raise SystemExit(f"app.py: no model: give --model, set MODEL_ID, or list one under models: in {SPACE_CARD}")
+    return reference
+
+
+def load_tagger(reference: str):
+    """The model's own token-classification pipeline (CRF decoding, character offsets) on the CPU."""
+    return pipeline("token-classification", model=reference, trust_remote_code=True, device="cpu")
+
+
+def brat_annotations(text: str, entities: list[dict]) -> str:
+    """The .ann text, as predict.py writes it: one ``T`` line per entity, split into fragments at line breaks
+    (brat's rule). A copy, because predict.py does not travel with the Space; tests/test_space.py checks that
+    both agree."""
+    lines = []
+    for number, entity in enumerate(entities, start=1):
+        fragments = _line_fragments(text, entity["start"], entity["end"])
+        offsets = ";".join(f"{start} {end}" for start, end in fragments)
+        covered = " ".join(text[start:end] for start, end in fragments)
+        lines.append(f"T{number}\t{entity['entity_group']} {offsets}\t{covered}\n")
+    return "".join(lines)
+
+
+def _line_fragments(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    fragments, fragment_start = [], start
+    for position in range(start, end):
+        if text[position] in "\r\n":
+            if position > fragment_start:
+                fragments.append((fragment_start, position))
+            fragment_start = position + 1
+    if end > fragment_start:
+        fragments.append((fragment_start, end))
+    return fragments
+
+
+def tag(tagger, text: str, downloads: Path):
+    """The four outputs for one text: highlighted entities, the entity table and the two downloads (written
+    under ``downloads``)."""
+    if len(text) > MAX_CHARS:
+        raise gr.Error(f"The text has {len(text)} characters; this demo takes at most {MAX_CHARS}. "
+                       "Use predict.py for long documents.")
+    entities = tagger(text) if text.strip() else []
+    rows = [[e["entity_group"], e["word"], e["start"], e["end"], round(e["score"], 3)] for e in entities]
+    # Fresh files per request, as two visitors must not share one; gradio serves copies from its cache.
+    folder = Path(tempfile.mkdtemp(dir=downloads))
+    json_path, ann_path = folder / "entities.json", folder / "entities.ann"
+    json_path.write_text(json.dumps({"text": text, "entities": entities}, ensure_ascii=False, indent=1),
+                         encoding="utf-8")
+    ann_path.write_text(brat_annotations(text, entities), encoding="utf-8", newline="")
+    return {"text": text, "entities": entities}, rows, str(json_path), str(ann_path)
+
+
+def build_demo(tagger, reference: str) -> gr.Blocks:
+    types = sorted({label[2:] for label in tagger.model.config.id2label.values() if label != "O"})
+    # Removed with the app; gradio's copies of the files go after an hour.
+    downloads = tempfile.TemporaryDirectory(prefix="ner-downloads-")
+    with gr.Blocks(title="Chinese medical NER (BERT-BiLSTM-CRF)", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(f"# Chinese medical named entities\nModel: `{reference}` (BERT → BiLSTM → CRF), "
+                    f"{len(types)} types: {', '.join(types)}. Paste text or pick an example.")
+        text = gr.Textbox(label="Text", lines=5, max_length=MAX_CHARS, elem_id="input-text")
+        submit = gr.Button("Find entities", variant="primary", elem_id="submit")
+        gr.Examples(EXAMPLES, inputs=text)
+        colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(types)}
+        highlighted = gr.HighlightedText(label="Entities", color_map=colors, elem_id="entities")
+        table = gr.Dataframe(headers=TABLE_HEADERS, label="Entities with the CRF's confidence (mean marginal "
+                             "probability of their tags); end is exclusive", interactive=False, elem_id="table")
+        with gr.Row():
+            json_file = gr.DownloadButton("Download JSON", elem_id="download-json")
+            ann_file = gr.DownloadButton("Download brat .ann", elem_id="download-ann")
+        gr.Markdown("Offsets count the characters of the text box (line breaks as one `\\n`).")
+        submit.click(lambda value: tag(tagger, value, Path(downloads.name)), inputs=text,
+                     outputs=[highlighted, table, json_file, ann_file])
+    return demo
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="train.py output folder or Hub id (default: MODEL_ID, then README.md)")
+    parser.add_argument("--host", help="address to serve on (default: gradio's, 127.0.0.1 or GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, help="port (default: gradio's, 7860 or GRADIO_SERVER_PORT)")
+    args = parser.parse_args()
+    reference = model_reference(args.model)
+    build_demo(load_tagger(reference), reference).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()
