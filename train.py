@@ -383,6 +383,32 @@ def _window_entities(tag_sequences):
     return [(index, *span) for index, tags in enumerate(tag_sequences) for span in bio_to_spans(tags)]
 
 
+class EpochLineCallback(ProgressCallback):
+    """The training progress bar, and at each evaluation one line with the figures that matter (losses,
+    validation micro/macro-F1, time) instead of the metric dicts and a progress bar per evaluation."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        self.line_start, self.training_loss = time.monotonic(), None
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass  # a few seconds of validation need no bar of their own
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None:
+            return
+        if "loss" in logs:
+            self.training_loss = logs["loss"]
+        if "eval_f1" in logs:
+            now = time.monotonic()
+            loss = f"loss {self.training_loss:.3f} (validation {logs['eval_loss']:.3f})" \
+                if self.training_loss is not None else f"validation loss {logs['eval_loss']:.3f}"
+            self.training_bar.write(
+                f"epoch {state.epoch:g}/{args.num_train_epochs:g}: {loss}, validation micro-F1 "
+                f"{logs['eval_f1']:.3f}, macro-F1 {logs['eval_macro_f1']:.3f}, {now - self.line_start:.1f} s")
+            self.line_start = now
+
+
 def training_figures(metrics, start, end, train_set):
     """Training throughput of this run (from the ``start`` state of a resumed checkpoint, if any, to the ``end``
     state): windows, optimizer steps and characters of text (no padding, [CLS] or [SEP]) per second, and peak
