@@ -220,6 +220,8 @@ def _process_alive(pid: int) -> bool:
 class RunArguments:
     """How train.py and pretrain_mlm.py treat an --output_dir that already holds a run."""
 
+    _argument_group_name = "an --output_dir that holds a run (this project)"
+
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Train afresh even when --output_dir holds a finished run or checkpoints (its "

@@ -164,7 +164,7 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
 
 
 def main():
-    model_args, data_args, training_args, run_args = parse_arguments(argument_parser())
+    model_args, data_args, run_args, training_args = parse_arguments(argument_parser())
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers_logging.set_tqdm_hook(without_checkpoint_bars)
     set_seed(training_args.seed)
@@ -233,7 +233,7 @@ def main():
 def argument_parser() -> HfArgumentParser:
     """The project's options in their own groups, listed by --help before transformers' TrainingArguments."""
     return HfArgumentParser(
-        (ModelArguments, DataArguments, NerTrainingArguments, RunArguments),
+        (ModelArguments, DataArguments, RunArguments, NerTrainingArguments),
         usage="train.py [CONFIG.json] [--option VALUE ...]",
         description="Fine-tune BERT -> BiLSTM -> CRF for character-level NER on a brat corpus. A JSON file of "
                     "option values may come first; options after it override its values.",

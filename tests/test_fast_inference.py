@@ -193,8 +193,10 @@ def test_predict_in_two_processes_writes_what_one_process_writes(trained_model, 
         written = (output_dir / f"{document_id}.ann").read_text(encoding="utf-8")
         assert written == predict.brat_annotations(text, predictions[document_id])
     gold = predict.ruijin_ner.read_corpus_documents(SAMPLE)
-    report = json.loads((output_dir / "brat_scores.json").read_text(encoding="utf-8"))
-    assert report == json.loads(json.dumps(predict.score_against_gold(gold, predictions)))
+    reports = predict.score_against_gold(gold, predictions)
+    for stem, rule in (("brat_scores", "strict"), ("brat_scores_overlap", "overlap")):
+        written = json.loads((output_dir / f"{stem}.json").read_text(encoding="utf-8"))
+        assert written == json.loads(json.dumps(reports[rule]))
 
 
 def test_training_in_two_processes_shares_every_batch(tmp_path):

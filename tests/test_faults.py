@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import predict
 import run_safety
 from dataset_script import ruijin_ner
-from dataset_script.brat import read_document
+from dataset_script.brat import read_annotation_conf, read_document
 
 SAMPLE = REPO / "data" / "sample"
 ENVIRONMENT = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -178,7 +178,7 @@ def test_preannotation_folder_opens_in_brat_with_confidences_and_a_ranking(train
                          for n, e in enumerate(entities, start=1)]
 
     model_types = sorted({label[2:] for label in tagger.model.config.id2label.values() if label != "O"})
-    assert list(ruijin_ner.annotation_conf_types(output_dir / "annotation.conf")) == model_types
+    assert list(read_annotation_conf(output_dir / "annotation.conf").entity_types) == model_types
     header, *rows = [line.split("\t") for line in (output_dir / "uncertainty.tsv").read_text().splitlines()]
     assert header == ["rank", "document_id", "min_confidence", "mean_confidence", "entities"]
     assert [row[1] for row in rows] == sorted(predictions, key=lambda d: (
@@ -198,7 +198,7 @@ def test_preannotation_keeps_an_existing_annotation_conf_unless_overwriting(trai
     run_predict(monkeypatch, *arguments)
     assert (output_dir / "annotation.conf").read_text(encoding="utf-8") == own_conf
     run_predict(monkeypatch, *arguments, "--overwrite")
-    assert len(ruijin_ner.annotation_conf_types(output_dir / "annotation.conf")) > 1
+    assert len(read_annotation_conf(output_dir / "annotation.conf").entity_types) > 1
 
 
 def test_documents_without_entities_rank_first_for_annotators():

@@ -26,7 +26,7 @@ QUICKSTART = REPO / "configs" / "quickstart.json"
 
 def test_json_values_then_command_line_overrides():
     values = json.loads(QUICKSTART.read_text(encoding="utf-8"))
-    model_args, data_args, training_args, _ = run_safety.parse_arguments(
+    model_args, data_args, _, training_args = run_safety.parse_arguments(
         train.argument_parser(),
         [str(QUICKSTART), "--output_dir", "other/", "--num_train_epochs", "5", "--use_lstm", "false"])
     assert training_args.output_dir == "other/" and training_args.num_train_epochs == 5  # overridden
@@ -35,7 +35,7 @@ def test_json_values_then_command_line_overrides():
     assert training_args.learning_rate == values["learning_rate"] and training_args.seed == values["seed"]
     assert model_args.head_learning_rate == values["head_learning_rate"]
     # Without overrides, the JSON values alone.
-    _, _, training_args, _ = run_safety.parse_arguments(train.argument_parser(), [str(QUICKSTART)])
+    _, _, _, training_args = run_safety.parse_arguments(train.argument_parser(), [str(QUICKSTART)])
     assert training_args.output_dir == values["output_dir"]
 
 
