@@ -20,6 +20,32 @@ def run_script(arguments, cwd=REPO, timeout=600):
     return completed
 
 
+def run_predict(monkeypatch, *arguments, model_loads=True):
+    """predict.py's command line, run in this process as ``python predict.py`` runs it (``run_main``), which
+    saves the seconds of a new interpreter; ``model_loads=False`` makes loading the model an error, to show a
+    refusal comes before it."""
+    import predict
+    import run_safety
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "argv", ["predict.py", *arguments])
+        if not model_loads:
+            patch.setattr(predict, "pipeline", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+        run_safety.run_main(predict.main, "predict.py")
+
+
+def predict_error(monkeypatch, capsys, *arguments, model_loads=True) -> str:
+    """The message with which predict.py refuses ``arguments``: one line ``predict.py: ...`` (a project check),
+    or argparse's usage error; fails the test if it ends any other way."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_predict(monkeypatch, *arguments, model_loads=model_loads)
+    code = exit_info.value.code
+    if code == 2:  # argparse printed its error
+        return capsys.readouterr().err
+    assert isinstance(code, str) and code.startswith("predict.py: ") and "\n" not in code, code
+    return code
+
+
 def small_training(output_dir, *extra, encoder=("--encoder_config", str(TINY_BERT))):
     """train.py arguments for a tiny BERT-BiLSTM-CRF on the sample corpus (seconds on a CPU)."""
     return [

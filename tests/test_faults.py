@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_BERT, run_script, small_training
+from conftest import REPO, TINY_BERT, run_predict, run_script, small_training
 from safetensors.torch import load_file
 
 import predict
@@ -25,16 +25,6 @@ ENVIRONMENT = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
-
-
-def run_predict(monkeypatch, *arguments, model_loads=True):
-    """predict.py's command line, run in this process as ``python predict.py`` runs it; ``model_loads=False``
-    makes loading the model an error, to show a refusal comes before it."""
-    with monkeypatch.context() as patch:
-        patch.setattr(sys, "argv", ["predict.py", *arguments])
-        if not model_loads:
-            patch.setattr(predict, "pipeline", lambda *args, **kwargs: pytest.fail("the model was loaded"))
-        run_safety.run_main(predict.main, "predict.py")
 
 
 def refused(monkeypatch, *arguments) -> str:

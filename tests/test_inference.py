@@ -1,5 +1,6 @@
 """Inference and publishing: predict.py -> brat, the model's pipeline, push_to_hub.py (dry run and upload calls)."""
 
+import io
 import json
 import re
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_script
+from conftest import REPO, predict_error, run_script
 from huggingface_hub import HfApi, ModelCard
 
 import predict
@@ -177,32 +178,37 @@ def run_predict_expecting_failure(model_dir, *arguments, stdin=None):
     return stderr
 
 
-def test_predict_reports_bad_input(tmp_path, trained_model):
+def test_predict_reports_bad_input(tmp_path, trained_model, monkeypatch, capsys):
     model_dir, _ = trained_model
     (tmp_path / "gbk").mkdir()
     (tmp_path / "gbk" / "a.txt").write_bytes("糖尿病".encode("gbk"))
+    # One run as a user runs it: one line on stderr, no traceback.
     stderr = run_predict_expecting_failure(model_dir, "--input_dir", str(tmp_path / "gbk"))
     assert f"{tmp_path / 'gbk' / 'a.txt'}: not UTF-8" in stderr
-    stderr = run_predict_expecting_failure(model_dir, "--input_file", str(tmp_path / "gbk" / "a.txt"))
-    assert f"{tmp_path / 'gbk' / 'a.txt'}: not UTF-8" in stderr
-    assert "standard input: not UTF-8" in run_predict_expecting_failure(
-        model_dir, "--input_file", "-", stdin="糖尿病".encode("gbk"))
-    assert f"{tmp_path / 'nowhere'}: no such folder" in run_predict_expecting_failure(
-        model_dir, "--input_dir", str(tmp_path / "nowhere"))
-    assert "invalid choice: 'dev'" in run_predict_expecting_failure(
-        model_dir, "--data_dir", "data/sample", "--split", "dev")
+    # The others in this process, through the same entry point (run_main).
+    model = ("--model_name_or_path", str(model_dir))
+    assert f"{tmp_path / 'gbk' / 'a.txt'}: not UTF-8" in predict_error(
+        monkeypatch, capsys, *model, "--input_file", str(tmp_path / "gbk" / "a.txt"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("糖尿病".encode("gbk"))))
+    assert "standard input: not UTF-8" in predict_error(monkeypatch, capsys, *model, "--input_file", "-")
+    assert f"{tmp_path / 'nowhere'}: no such folder" in predict_error(
+        monkeypatch, capsys, *model, "--input_dir", str(tmp_path / "nowhere"))
+    assert "invalid choice: 'dev'" in predict_error(
+        monkeypatch, capsys, *model, "--data_dir", "data/sample", "--split", "dev")
 
 
-def test_predict_refuses_gold_with_another_text(tmp_path, trained_model):
+def test_predict_refuses_gold_with_another_text(tmp_path, trained_model, monkeypatch, capsys):
     model_dir, _ = trained_model
     (tmp_path / "in").mkdir()
     text = (SAMPLE / "01.txt").read_text(encoding="utf-8")
     (tmp_path / "in" / "01.txt").write_bytes(text.replace("\n", "\r\n").encode("utf-8"))
-    stderr = run_predict_expecting_failure(model_dir, "--input_dir", str(tmp_path / "in"), "--gold_dir", str(SAMPLE))
-    assert "the gold .txt of 01 differs from the text to tag" in stderr
-    stderr = run_predict_expecting_failure(model_dir, "--input_dir", str(tmp_path / "in"),
-                                           "--gold_dir", str(tmp_path / "nowhere"))
-    assert f"{tmp_path / 'nowhere'}: no such folder" in stderr
+    model = ("--model_name_or_path", str(model_dir))
+    error = predict_error(monkeypatch, capsys, *model, "--input_dir", str(tmp_path / "in"), "--gold_dir", str(SAMPLE),
+                          model_loads=False)
+    assert "the gold .txt of 01 differs from the text to tag" in error
+    error = predict_error(monkeypatch, capsys, *model, "--input_dir", str(tmp_path / "in"),
+                          "--gold_dir", str(tmp_path / "nowhere"), model_loads=False)
+    assert f"{tmp_path / 'nowhere'}: no such folder" in error
 
 
 # ----- the Hub -----
@@ -248,6 +254,7 @@ def test_dry_run_folder_loads_and_runs_in_a_fresh_process(hub_folder, tmp_path):
     card_code = "".join(re.findall(r"```python\n(.*?)```", card, re.S)).replace("someone/chinese-medical-ner",
                                                                                str(folder))
     script = f"""
+import io
 import json
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 {card_code}
