@@ -3,7 +3,7 @@
     from transformers import pipeline
     import fast_inference
 
-    fast_inference.set_num_threads()                     # one thread per core of this process (or of its share)
+    fast_inference.set_num_threads()                     # one thread per idle core of this process's share
     tagger = pipeline("token-classification", model="outputs/ruijin", trust_remote_code=True, device="cpu")
     fast_inference.quantize_int8(tagger)                 # int8 Linear layers (torch dynamic quantisation)
     fast_inference.use_onnx(tagger, "ruijin.onnx")       # or: encoder + BiLSTM + linear in ONNX Runtime
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -32,10 +33,45 @@ over from another (e.g. re-trained) model is refused instead of giving wrong ent
 
 
 def default_num_threads() -> int:
-    """The cores this process may run on, shared among the processes of this machine under ``torchrun`` (its
-    ``LOCAL_WORLD_SIZE``): more threads than cores make PyTorch's threads wait on each other (over-subscription)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    """The cores this process may run on that are idle now, shared among the processes of this machine under
+    ``torchrun`` (its ``LOCAL_WORLD_SIZE``), at least 1. More threads than free cores make PyTorch's threads wait
+    on each other (over-subscription): beside another job that keeps both cores of a 2-core machine busy,
+    prediction on 2 threads ran 4x slower than alone, on 1 thread 1.5x (``benchmarks/bench_contention.py``)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    idle = idle_cores(cores)
+    free = len(cores) if idle is None else min(len(cores), round(idle))
+    return max(1, free // processes)
+
+
+def idle_cores(cores: list[int], seconds: float = 0.2) -> float | None:
+    """How many of ``cores`` sat idle over the next ``seconds`` (from Linux's ``/proc/stat``); None where that
+    cannot be read (other systems), and then every core counts as free."""
+    before = _cpu_times(cores)
+    if before is None:
+        return None
+    time.sleep(seconds)
+    after = _cpu_times(cores)
+    idle = 0.0
+    for core in cores:
+        total = after[core][1] - before[core][1]
+        idle += (after[core][0] - before[core][0]) / total if total > 0 else 1.0
+    return idle
+
+
+def _cpu_times(cores: list[int]) -> dict[int, tuple[int, int]] | None:
+    """``{core: (idle ticks, all ticks)}`` from ``/proc/stat`` lines ``cpuN user nice system idle iowait ...``."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    times = {}
+    for line in lines:
+        name, *ticks = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = list(map(int, ticks))
+            times[int(name[3:])] = (ticks[3] + ticks[4], sum(ticks[:8]))  # idle + iowait; steal included
+    return times if all(core in times for core in cores) else None
 
 
 def set_num_threads(num_threads: int | None = None) -> int:

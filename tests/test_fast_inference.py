@@ -161,12 +161,20 @@ def test_int8_paths_are_close_to_the_float_pipeline(trained_model, tmp_path, thr
         assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
 
 
-def test_threads_default_to_the_cores_shared_between_processes_and_bad_flags_are_refused(monkeypatch):
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+def test_threads_default_to_the_idle_cores_shared_between_processes_and_bad_flags_are_refused(monkeypatch):
     cores = len(os.sched_getaffinity(0))
+    idle = fast_inference.idle_cores(sorted(os.sched_getaffinity(0)), seconds=0.05)
+    assert idle is not None and 0 <= idle <= cores + 0.01  # read from this machine's /proc/stat
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(fast_inference, "idle_cores", lambda cores: float(len(cores)))  # a quiet machine
     assert fast_inference.default_num_threads() == cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert fast_inference.default_num_threads() == max(1, cores // 2)
+    monkeypatch.setattr(fast_inference, "idle_cores", lambda cores: 0.1)  # another job keeps every core busy
+    assert fast_inference.default_num_threads() == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(fast_inference, "idle_cores", lambda cores: None)  # no /proc/stat: every core counts
+    assert fast_inference.default_num_threads() == cores
     monkeypatch.setattr(sys, "argv", ["predict.py", "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
                                       "--num_threads", "0"])
     with pytest.raises(SystemExit, match="--num_threads must be at least 1, got 0"):
