@@ -88,7 +88,7 @@ class PredictArguments:
                                         "trained (its config). Compare both on one model with --data_dir."}
     )
     num_threads: int | None = field(
-        default=None, metadata={"help": "CPU threads per process; default: the cores available to this process, "
+        default=None, metadata={"help": "CPU threads per process; default: the cores idle when the model loads, "
                                         "divided among the processes of a multi-process run."}
     )
     quantize: str | None = field(
