@@ -831,6 +831,34 @@ def bio_to_spans(tags, offset: int = 0) -> list[tuple[str, int, int]]:
             current = [entity_type, position]
     return spans
 
+def brat_annotations(text: str, entities: list[dict], confidence: bool = False) -> str:
+    """The brat .ann text of a text's entities (the pipeline's dicts): one ``T`` line per entity, split into
+    fragments at line breaks (brat's rule, kept by the Ruijin corpus); with ``confidence``,
+    each followed by an ``AnnotatorNotes`` line holding the entity's score (brat shows it on the entity)."""
+    lines = []
+    for number, entity in enumerate(entities, start=1):
+        fragments = line_fragments(text, entity["start"], entity["end"])
+        offsets = ";".join(f"{start} {end}" for start, end in fragments)
+        covered = " ".join(text[start:end] for start, end in fragments)
+        lines.append(f"T{number}\t{entity['entity_group']} {offsets}\t{covered}\n")
+        if confidence:
+            lines.append(f"#{number}\tAnnotatorNotes T{number}\tconfidence {entity['score']:.2f}\n")
+    return "".join(lines)
+
+
+def line_fragments(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) pieces of ``text[start:end]`` between line-break characters."""
+    fragments, fragment_start = [], start
+    for position in range(start, end):
+        if text[position] in "\r\n":
+            if position > fragment_start:
+                fragments.append((fragment_start, position))
+            fragment_start = position + 1
+    if end > fragment_start:
+        fragments.append((fragment_start, end))
+    return fragments
+
+
 # ----- end of text section -----
 
 

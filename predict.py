@@ -41,6 +41,7 @@ from transformers import HfArgumentParser, pipeline
 import fast_inference
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, files_with_suffix, read_text
+from modeling_bert_bilstm_crf import brat_annotations
 from ner_evaluation import reports_to_markdown, score_both, write_reports
 from run_safety import atomic_write, check_writable_folder, run_main, trust_remote_code
 
@@ -310,33 +311,6 @@ def stream_entities(tagger, texts, batch_size: int):
     """Each text's entities as soon as its windows are tagged. The pipeline gets a generator: given a list, it
     tags every text before returning the first result, and a progress bar would jump from 0 to 100%."""
     return tagger((text for text in texts), batch_size=batch_size)
-
-
-def brat_annotations(text: str, entities: list[dict], confidence: bool = False) -> str:
-    """The .ann text: one ``T`` line per entity, split into fragments at line breaks; with ``confidence``,
-    each followed by an ``AnnotatorNotes`` line holding the entity's score (brat shows it on the entity)."""
-    lines = []
-    for number, entity in enumerate(entities, start=1):
-        fragments = line_fragments(text, entity["start"], entity["end"])
-        offsets = ";".join(f"{start} {end}" for start, end in fragments)
-        covered = " ".join(text[start:end] for start, end in fragments)
-        lines.append(f"T{number}\t{entity['entity_group']} {offsets}\t{covered}\n")
-        if confidence:
-            lines.append(f"#{number}\tAnnotatorNotes T{number}\tconfidence {entity['score']:.2f}\n")
-    return "".join(lines)
-
-
-def line_fragments(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    """(start, end) pieces of ``text[start:end]`` between line-break characters."""
-    fragments, fragment_start = [], start
-    for position in range(start, end):
-        if text[position] in "\r\n":
-            if position > fragment_start:
-                fragments.append((fragment_start, position))
-            fragment_start = position + 1
-    if end > fragment_start:
-        fragments.append((fragment_start, end))
-    return fragments
 
 
 def check_gold_matches(gold_documents: list[dict], documents: dict[str, str]) -> None:

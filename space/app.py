@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -51,31 +52,6 @@ def load_tagger(reference: str):
     return pipeline("token-classification", model=reference, trust_remote_code=True, device="cpu")
 
 
-def brat_annotations(text: str, entities: list[dict]) -> str:
-    """The .ann text, as predict.py writes it: one ``T`` line per entity, split into fragments at line breaks
-    (brat's rule). A copy, because predict.py does not travel with the Space; tests/test_space.py checks that
-    both agree."""
-    lines = []
-    for number, entity in enumerate(entities, start=1):
-        fragments = _line_fragments(text, entity["start"], entity["end"])
-        offsets = ";".join(f"{start} {end}" for start, end in fragments)
-        covered = " ".join(text[start:end] for start, end in fragments)
-        lines.append(f"T{number}\t{entity['entity_group']} {offsets}\t{covered}\n")
-    return "".join(lines)
-
-
-def _line_fragments(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    fragments, fragment_start = [], start
-    for position in range(start, end):
-        if text[position] in "\r\n":
-            if position > fragment_start:
-                fragments.append((fragment_start, position))
-            fragment_start = position + 1
-    if end > fragment_start:
-        fragments.append((fragment_start, end))
-    return fragments
-
-
 def tag(tagger, text: str, downloads: Path):
     """The four outputs for one text: highlighted entities, the entity table and the two downloads (written
     under ``downloads``)."""
@@ -89,6 +65,8 @@ def tag(tagger, text: str, downloads: Path):
     json_path, ann_path = folder / "entities.json", folder / "entities.ann"
     json_path.write_text(json.dumps({"text": text, "entities": entities}, ensure_ascii=False, indent=1),
                          encoding="utf-8")
+    # The model's own code (its pipeline's module) writes brat, as predict.py does: one writer for both.
+    brat_annotations = sys.modules[type(tagger).__module__].brat_annotations
     ann_path.write_text(brat_annotations(text, entities), encoding="utf-8", newline="")
     return {"text": text, "entities": entities}, rows, str(json_path), str(ann_path)
 

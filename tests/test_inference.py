@@ -18,6 +18,7 @@ import predict
 import push_to_hub
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_document
+import modeling_bert_bilstm_crf
 from modeling_bert_bilstm_crf import bio_to_spans, is_blank, spans_to_bio
 
 SAMPLE = REPO / "data" / "sample"
@@ -62,7 +63,7 @@ def test_gold_tags_reproduce_the_gold_ann_on_the_real_corpus():
 
 def test_line_fragments_split_at_line_breaks():
     text = "糖\n尿病\r\n肾病"
-    assert predict.line_fragments(text, 0, len(text)) == [(0, 1), (2, 4), (6, 8)]
+    assert modeling_bert_bilstm_crf.line_fragments(text, 0, len(text)) == [(0, 1), (2, 4), (6, 8)]
     assert predict.brat_annotations(text, [{"entity_group": "Disease", "start": 0, "end": 4}]) == \
         "T1\tDisease 0 1;2 4\t糖 尿病\n"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+import modeling_bert_bilstm_crf
 import predict
 import push_to_hub
 from test_inference import RecordingApi
@@ -120,8 +121,9 @@ def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request,
     try:
         driver = _headless_chromium(webdriver, browser, driver_path, downloads)
         driver.get(demo.local_url)
+        fragments = modeling_bert_bilstm_crf.line_fragments
         assert _submit(driver, text) == [(e["entity_group"], text[start:end], start, end) for e in expected
-                                         for start, end in predict.line_fragments(text, e["start"], e["end"])]
+                                         for start, end in fragments(text, e["start"], e["end"])]
         rows = [[e["entity_group"], e["word"], str(e["start"]), str(e["end"]), str(round(e["score"], 3))]
                 for e in expected]
         assert all(rows[index] == row for index, row in _table_rows(driver).items())
