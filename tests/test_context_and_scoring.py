@@ -374,7 +374,7 @@ def test_predict_can_override_constrained_decoding(trained_model):
         arguments = predict.PredictArguments(model_name_or_path=str(model_dir), device="cpu", constrain_bio=setting)
         assert predict.load_tagger(arguments)._forward_params == {"constrain_bio": setting}
     default = predict.load_tagger(predict.PredictArguments(model_name_or_path=str(model_dir), device="cpu"))
-    assert default._forward_params == {} and default.model.config.constrain_bio is False
+    assert default._forward_params == {} and default.model.config.constrain_bio is True  # train.py's default
 
 
 def test_pipeline_refuses_a_context_the_encoder_has_no_positions_for(tagger):
