@@ -497,6 +497,12 @@ class BertBiLstmCrfConfig(BertConfig):
             BiLSTM see them, the CRF does not), in training as in the pipeline; 0: none.
         constrain_bio: Viterbi decoding may only produce valid BIO sequences (no ``I-X`` at the start, after
             ``O`` or after another type's tag; see ``bio_transition_constraints``). Training is unconstrained.
+        bigram_buckets: Character-bigram features (0: none): each position also gets learnt embeddings of the
+            bigrams it ends and starts (its character with the one before, and with the one after), hashed
+            from the input ids into this many buckets, next to the encoder's output at the BiLSTM's input.
+            Chinese words are mostly two characters long, so bigrams tell where a term begins and ends; they
+            need no word segmenter and no vocabulary beyond the characters'.
+        bigram_embedding_size: Size of each bigram embedding (the BiLSTM reads twice this more features).
         classifier_dropout (from ``BertConfig``): dropout before the emission layer; defaults to
             ``hidden_dropout_prob``.
     """
@@ -514,6 +520,8 @@ class BertBiLstmCrfConfig(BertConfig):
         window_chars: int = 510,
         context_chars: int = 0,
         constrain_bio: bool = False,
+        bigram_buckets: int = 0,
+        bigram_embedding_size: int = 64,
         **kwargs,
     ):
         self.use_lstm = use_lstm
@@ -525,6 +533,8 @@ class BertBiLstmCrfConfig(BertConfig):
         self.window_chars = window_chars
         self.context_chars = context_chars
         self.constrain_bio = constrain_bio
+        self.bigram_buckets = bigram_buckets
+        self.bigram_embedding_size = bigram_embedding_size
         # The model's own token-classification pipeline (CRF decoding), loaded by pipeline(..., trust_remote_code=True).
         kwargs.setdefault("custom_pipelines", {"token-classification": {
             "impl": "modeling_bert_bilstm_crf.BertBiLstmCrfNerPipeline", "pt": ["AutoModelForTokenClassification"],
@@ -570,10 +580,14 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=False)
         features = config.hidden_size
+        self.bigram_embeddings = None
+        if config.bigram_buckets:
+            self.bigram_embeddings = nn.Embedding(config.bigram_buckets, config.bigram_embedding_size)
+            features += 2 * config.bigram_embedding_size
         self.lstm = None
         if config.use_lstm:
             self.lstm = nn.LSTM(
-                config.hidden_size,
+                features,
                 config.lstm_hidden_size,
                 num_layers=config.lstm_layers,
                 dropout=config.lstm_dropout if config.lstm_layers > 1 else 0.0,
@@ -608,7 +622,13 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
             return_dict=True,
             **kwargs,
         )
-        logits = self._emissions(outputs.last_hidden_state, attention_mask)
+        hidden = outputs.last_hidden_state
+        if self.bigram_embeddings is not None:
+            if input_ids is None:
+                raise ValueError("bigram features (config.bigram_buckets) are computed from input_ids, not inputs_embeds")
+            bigrams = self._bigram_features(input_ids, attention_mask)
+            hidden = torch.cat([hidden, self.dropout(bigrams)], dim=-1)
+        logits = self._emissions(hidden, attention_mask)
         loss = None
         if labels is not None:
             loss = -self.crf(logits, labels, mask=labels != -100, reduction="mean")
@@ -653,6 +673,21 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         """The positions the CRF sees: not padding, not ``config.cls_token_id`` / ``config.sep_token_id``."""
         special = (input_ids == self.config.cls_token_id) | (input_ids == self.config.sep_token_id)
         return attention_mask.bool() & ~special
+
+    def _bigram_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, 2 * bigram_embedding_size): the embeddings of the bigram ending at each position (with the id
+        before; the first position pairs with itself) and of the bigram starting there (the last position
+        before the padding, or the end, pairs with itself, so padding never changes a feature). A bigram (a, b)
+        is hashed to (a * vocab_size + b) mod bigram_buckets: distinct for each b given a when bigram_buckets
+        >= vocab_size, so collisions are between unrelated pairs."""
+        before = torch.cat([input_ids[:, :1], input_ids[:, :-1]], dim=1)
+        after = torch.cat([input_ids[:, 1:], input_ids[:, -1:]], dim=1)
+        if attention_mask is not None:
+            next_is_text = torch.cat([attention_mask[:, 1:], torch.zeros_like(attention_mask[:, :1])], dim=1).bool()
+            after = torch.where(next_is_text, after, input_ids)
+        ending = (before * self.config.vocab_size + input_ids) % self.config.bigram_buckets
+        starting = (input_ids * self.config.vocab_size + after) % self.config.bigram_buckets
+        return torch.cat([self.bigram_embeddings(ending), self.bigram_embeddings(starting)], dim=-1)
 
     def _emissions(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if self.lstm is not None:

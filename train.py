@@ -90,6 +90,12 @@ class ModelArguments:
         metadata={"help": "Learning rate of the BiLSTM, linear and CRF layers, which start from scratch; "
                           "--learning_rate is the pretrained encoder's."},
     )
+    bigram_buckets: int = field(
+        default=0,
+        metadata={"help": "Character-bigram embeddings hashed into this many buckets, read by the BiLSTM beside the "
+                          "encoder's output (0: none; see docs/experiments.md for what they were worth)."},
+    )
+    bigram_embedding_size: int = field(default=64, metadata={"help": "Size of each bigram embedding."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "BERT attention: sdpa or eager."})
     constrain_bio: bool = field(
         default=True,
@@ -302,6 +308,8 @@ def build_model(model_args, tokenizer, label_names, data_args):
         "window_chars": data_args.max_chars,
         "context_chars": data_args.context_chars,
         "constrain_bio": model_args.constrain_bio,
+        "bigram_buckets": model_args.bigram_buckets,
+        "bigram_embedding_size": model_args.bigram_embedding_size,
     }
     config = model_config(model_args.encoder_config or model_args.model_name_or_path, settings)
     if model_args.encoder_config:

@@ -29,18 +29,19 @@ def tiny_config(**overrides):
     return BertBiLstmCrfConfig(**{**settings, **overrides})
 
 
-def make_model(use_lstm=True, seed=0):
+def make_model(use_lstm=True, seed=0, **overrides):
     torch.manual_seed(seed)
-    model = BertBiLstmCrfForTokenClassification(tiny_config(use_lstm=use_lstm)).eval()
+    model = BertBiLstmCrfForTokenClassification(tiny_config(use_lstm=use_lstm, **overrides)).eval()
     with torch.no_grad():  # CRF and emission scales that make the paths depend on the transitions
         for param in model.crf.parameters():
             param.normal_(std=1.0)
     return model
 
 
-@pytest.fixture(params=[True, False], ids=["bilstm", "no_lstm"])
+@pytest.fixture(params=[(True, 0), (False, 0), (True, 101)], ids=["bilstm", "no_lstm", "bilstm_bigrams"])
 def model(request):
-    return make_model(use_lstm=request.param)
+    use_lstm, bigram_buckets = request.param
+    return make_model(use_lstm=use_lstm, bigram_buckets=bigram_buckets, bigram_embedding_size=8)
 
 
 def make_batch(lengths=(12, 9, 7), seed=0):
@@ -71,6 +72,28 @@ def torchcrf_log_likelihood(model, logits, labels):
     compact_logits = logits.gather(1, order.unsqueeze(-1).expand_as(logits))
     compact_labels = labels.gather(1, order).masked_fill(~compact_mask, 0)
     return reference(compact_logits, compact_labels, compact_mask, reduction="none")
+
+
+def test_bigram_features_see_exactly_the_neighbouring_characters():
+    # Without encoder layers or BiLSTM, a position's emissions depend on its own character and, through the
+    # bigrams, on the characters just before and after it: nothing further.
+    model = make_model(use_lstm=False, num_hidden_layers=0, bigram_buckets=101, bigram_embedding_size=8)
+    model.bert.embeddings.position_embeddings.weight.data.zero_()  # position-free, to compare positions
+    input_ids, attention_mask, _ = make_batch(lengths=(12,))
+    logits = model(input_ids, attention_mask=attention_mask).logits
+    for changed, moves in ((4, {3, 4, 5}), (9, {8, 9, 10})):
+        altered = input_ids.clone()
+        altered[0, changed] = 3 + (altered[0, changed] - 2) % (VOCAB_SIZE - 3)
+        altered_logits = model(altered, attention_mask=attention_mask).logits
+        moved = {t for t in range(input_ids.shape[1]) if not torch.allclose(altered_logits[0, t], logits[0, t])}
+        assert moved == moves
+
+
+def test_bigram_features_need_input_ids():
+    model = make_model(bigram_buckets=101, bigram_embedding_size=8)
+    input_ids, attention_mask, _ = make_batch()
+    with pytest.raises(ValueError, match="input_ids"):
+        model(inputs_embeds=model.bert.embeddings.word_embeddings(input_ids), attention_mask=attention_mask)
 
 
 # ----- -100 positions are invisible to the CRF -----
