@@ -288,9 +288,17 @@ def _column(metric: str) -> str:
     return "f1-score" if metric == "f1" else metric
 
 
+def _architecture(config: dict) -> str:
+    """The model's layers in words, from its config: the classic model (no transformer layers) is no BERT."""
+    encoder = "BERT" if config.get("num_hidden_layers", 1) else "embedding"
+    layers = [encoder, *(["BiLSTM"] if config.get("use_lstm", True) else []), "CRF"]
+    return " → ".join(layers)
+
+
 def _card_text(args, config: dict, report: dict, overlap_report: dict | None, corpus: dict | None,
                dataset_name: str, encoder: dict, types: list[str], is_ruijin: bool, examples: list[dict]) -> str:
-    architecture = "BERT → BiLSTM → CRF" if config.get("use_lstm", True) else "BERT → CRF"
+    architecture = _architecture(config)
+    bigram_phrase = " with character-bigram features" if config.get("bigram_buckets") else ""
     if is_ruijin:
         label_table = "| type | 中文 |\n| --- | --- |\n" + "\n".join(
             f"| {name} | {ruijin_ner.RUIJIN_TYPE_NAMES_ZH[name]} |" for name in types)
@@ -315,7 +323,7 @@ pre-annotation. Review its output before relying on it: see the per-type scores 
                        if (Path(args.model_dir) / name).is_file())
     return f"""# {args.repo_id.split('/')[-1]}
 
-A character-level {architecture} tagger for {subject} ({len(types)} types,
+A character-level {architecture} tagger{bigram_phrase} for {subject} ({len(types)} types,
 {len(config['id2label'])} BIO tags), trained on {"the brat corpus " if dataset_name != UNNAMED_CORPUS else ""}{corpus_phrase}. Test micro-F1 **{micro:.3f}**,
 macro-F1 **{macro:.3f}** over the {report["micro avg"]["support"]} entities of the test split{test_documents}
 (entity level: type and both boundaries must match; documents held out from training and model selection).

@@ -395,7 +395,7 @@ def test_context_reaches_the_encoder():
 # ----- The classic baseline: zero transformer layers, context and constrained decoding through train.py -----
 
 
-def test_classic_baseline_with_context_trains_saves_reloads_and_predicts(tmp_path):
+def test_classic_baseline_with_context_and_bigrams_trains_saves_reloads_and_predicts(tmp_path):
     config = json.loads((REPO / "configs" / "classic-bilstm-crf.json").read_text(encoding="utf-8"))
     assert config["num_hidden_layers"] == 0 and config["hidden_size"] == 128
     tiny_vocabulary = json.loads((TINY_BERT / "config.json").read_text(encoding="utf-8"))["vocab_size"]
@@ -403,14 +403,17 @@ def test_classic_baseline_with_context_trains_saves_reloads_and_predicts(tmp_pat
     classic.write_text(json.dumps({**config, "vocab_size": tiny_vocabulary, "max_position_embeddings": 128}))
     output_dir = tmp_path / "classic"
     arguments = small_training(output_dir, "--context_chars", "16", "--constrain_bio", "true", "--lstm_layers",
-                               "2", "--num_train_epochs", "2", encoder=("--encoder_config", str(classic)))
+                               "2", "--num_train_epochs", "2", "--bigram_buckets", "211", "--bigram_embedding_size",
+                               "8", encoder=("--encoder_config", str(classic)))
     run_script(arguments)
     saved = json.loads((output_dir / "config.json").read_text(encoding="utf-8"))
     assert (saved["num_hidden_layers"], saved["context_chars"], saved["constrain_bio"]) == (0, 16, True)
+    assert (saved["bigram_buckets"], saved["bigram_embedding_size"]) == (211, 8)
     assert json.loads((output_dir / "corpus.json").read_text(encoding="utf-8"))["context_chars"] == 16
     assert (output_dir / "test_report_overlap.json").is_file()
     tagger = pipeline("token-classification", model=str(output_dir), trust_remote_code=True, device="cpu")
     assert tagger.model.config.context_chars == 16 and len(tagger.model.bert.encoder.layer) == 0
+    assert tagger.model.bigram_embeddings.weight.shape == (211, 8)
     texts = sample_texts()
     assert any(item["input_ids"].shape[1] > len(item["window"]) + 2 for item in tagger.preprocess(texts[0]))
     for entries in tagger(texts, aggregation_strategy="none", batch_size=8):

@@ -4,6 +4,7 @@ plots' chosen epoch, predict.py's progress as documents stream, and a model card
 
 import json
 import re
+import shutil
 import subprocess
 from argparse import Namespace
 
@@ -153,6 +154,18 @@ def test_card_of_an_english_two_type_model_says_nothing_of_chinese_or_medicine(e
     # The dataset by its Hub id, never the local folder.
     assert metadata["datasets"] == ["someone/cities"] and str(english_model) not in text
     assert metadata["model-index"][0]["results"][0]["dataset"]["name"] == "someone/cities"
+
+
+def test_card_names_the_layers_the_model_has(english_model, tmp_path):
+    model_dir = tmp_path / "classic"
+    shutil.copytree(english_model / "model", model_dir)
+    assert "A character-level BERT → BiLSTM → CRF tagger" in push_to_hub.model_card(
+        model_dir, card_arguments(model_dir, dataset_name="City corpus")).text
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config.update(num_hidden_layers=0, bigram_buckets=211)  # the classic model with bigram features
+    (model_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    text = push_to_hub.model_card(model_dir, card_arguments(model_dir, dataset_name="City corpus")).text
+    assert "A character-level embedding → BiLSTM → CRF tagger with character-bigram features" in text and "BERT →" not in text
 
 
 def test_card_language_and_widget_examples_can_be_given(english_model, tmp_path):
