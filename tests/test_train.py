@@ -103,6 +103,18 @@ def test_quickstart_configuration_runs_with_overrides(tmp_path):
     assert "sam2_video" not in completed.stderr and "Writing model shards" not in completed.stderr
 
 
+def test_cpu_recipe_configuration_trains_the_classic_model_with_bigrams(tmp_path):
+    # The README's CPU recipe, on the sample corpus and the tests' vocabulary instead of ../shared (a few steps).
+    output_dir = tmp_path / "recipe"
+    run_script(["train.py", "configs/cpu-recipe.json", "--data_dir", "data/sample", "--tokenizer_name",
+                str(TINY_BERT), "--output_dir", str(output_dir), "--max_steps", "4", "--max_chars", "62"])
+    saved = json.loads((output_dir / "config.json").read_text(encoding="utf-8"))
+    recipe = json.loads((REPO / "configs" / "cpu-recipe.json").read_text(encoding="utf-8"))
+    assert saved["num_hidden_layers"] == 0 and saved["bigram_buckets"] == recipe["bigram_buckets"] > 0
+    assert recipe["time_budget_minutes"] <= 30  # issue 13's limit for the CPU recipe
+    assert (output_dir / "test_report_overlap.json").is_file()
+
+
 def test_accelerate_launch_runs_the_same_script(tmp_path):
     output_dir = tmp_path / "accelerate"
     arguments = small_training(output_dir, "--num_train_epochs", "1")
