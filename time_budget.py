@@ -43,10 +43,12 @@ class TimeBudget(TrainerCallback):
         self.clock = clock
         self.start = None
         self.elapsed = 0.0
+        self.spent = False
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = self.clock()
         self.elapsed = 0.0
+        self.spent = False
 
     def on_step_end(self, args, state, control, **kwargs):
         self.elapsed = self.clock() - self.start
@@ -56,6 +58,7 @@ class TimeBudget(TrainerCallback):
             torch.distributed.broadcast(elapsed, src=0)
             self.elapsed = elapsed.item()
         if self.elapsed >= self.seconds:
+            self.spent = True
             control.should_training_stop = True
         return control
 
@@ -86,6 +89,14 @@ class TimeBudgetTrainer(Trainer):
                                  f"(0 <= warmup < 1), not {self.args.warmup_steps} steps")
             self.time_budget = TimeBudget(self.args.time_budget_minutes)
             self.add_callback(self.time_budget)
+
+    def train(self, *args, **kwargs):
+        """``Trainer.train``; with a budget, its metrics say whether the budget ended the run
+        (``train_stopped_by_time_budget``) rather than the steps, the epochs or early stopping."""
+        output = super().train(*args, **kwargs)
+        if self.time_budget is not None:
+            output.metrics["train_stopped_by_time_budget"] = self.time_budget.spent
+        return output
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.time_budget is None or self.lr_scheduler is not None:

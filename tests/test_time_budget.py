@@ -48,6 +48,7 @@ def test_learning_rate_warms_up_then_decays_to_zero_at_the_end_of_the_budget():
                 (60.0, 0.0, True)]
     for seconds, learning_rate, stops in expected:
         assert step_at(seconds, clock, budget, optimizer, scheduler) == (pytest.approx(learning_rate), stops)
+        assert budget.spent == stops
 
 
 def test_steps_end_the_schedule_when_they_run_out_before_the_budget():
@@ -56,7 +57,7 @@ def test_steps_end_the_schedule_when_they_run_out_before_the_budget():
     rates = [step_at(step, clock, budget, optimizer, scheduler) for step in range(1, 11)]
     # Ten steps of a second each use a tiny share of the hour: the step count sets the decay.
     assert [rate for rate, _ in rates] == pytest.approx([0.5 * (10 - step) / 10 for step in range(1, 11)])
-    assert not any(stops for _, stops in rates)  # Trainer's own max_steps ends this run
+    assert not any(stops for _, stops in rates) and not budget.spent  # Trainer's own max_steps ends this run
 
 
 def test_a_budget_must_be_positive():

@@ -198,12 +198,12 @@ def test_ten_minute_gpu_run_script_runs_small(tmp_path):
     report = json.loads((tmp_path / "out" / "ner" / "test_report.json").read_text(encoding="utf-8"))
     assert {"micro avg", "macro avg"} <= set(report)
 
-    # Each phase trained until its 3 s budget was spent and the budget, not the epoch bound, ended it: the
-    # bounds are far beyond what any machine runs in 3 s. No upper bound on time: speed is the benchmarks' job.
+    # Each phase was ended by its 3 s budget, as the trainer's own record says, not by the epoch bound (far
+    # beyond what any machine runs in 3 s) or early stopping. No bound on time: speed is the benchmarks' job.
     pretraining = json.loads((tmp_path / "report" / "mlm_results.json").read_text(encoding="utf-8"))
     fine_tuning = json.loads((tmp_path / "report" / "all_results.json").read_text(encoding="utf-8"))
     for results, epoch_bound in ((pretraining, MLM_EPOCH_BOUND), (fine_tuning, NER_EPOCH_BOUND)):
-        assert results["train_runtime"] >= 3.0
+        assert results["train_stopped_by_time_budget"] is True
         assert 0 < results["epoch"] < epoch_bound
     # Throughput is over what was run, not over the planned epochs that the budget cut short.
     windows = int(re.search(r"MLM text: \d+ documents, \d+ characters, (\d+) windows", completed.stdout)[1])
