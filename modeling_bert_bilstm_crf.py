@@ -502,7 +502,7 @@ class BertBiLstmCrfConfig(BertConfig):
             from the input ids into this many buckets, next to the encoder's output at the BiLSTM's input.
             Chinese words are mostly two characters long, so bigrams tell where a term begins and ends; they
             need no word segmenter and no vocabulary beyond the characters'.
-        bigram_embedding_size: Size of each bigram embedding (the BiLSTM reads twice this more features).
+        bigram_embedding_size: Size of each bigram embedding (the BiLSTM reads 2 x this many more features).
         classifier_dropout (from ``BertConfig``): dropout before the emission layer; defaults to
             ``hidden_dropout_prob``.
     """
@@ -625,7 +625,8 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         hidden = outputs.last_hidden_state
         if self.bigram_embeddings is not None:
             if input_ids is None:
-                raise ValueError("bigram features (config.bigram_buckets) are computed from input_ids, not inputs_embeds")
+                raise ValueError("bigram features (config.bigram_buckets) are computed from input_ids, "
+                                 "not inputs_embeds")
             bigrams = self._bigram_features(input_ids, attention_mask)
             hidden = torch.cat([hidden, self.dropout(bigrams)], dim=-1)
         logits = self._emissions(hidden, attention_mask)
