@@ -742,8 +742,9 @@ BertBiLstmCrfForTokenClassification.register_for_auto_class("AutoModelForTokenCl
 
 WHITESPACE_TOKEN = "[unused1]"
 """Every blank character (see ``is_blank``) is fed as this one vocabulary entry. Whitespace is 14% of the Ruijin
-corpus and sits inside entities that cross line breaks, where it is tagged ``I-X`` like its neighbours, so it
-needs a position rather than being dropped as BERT's tokenizer does."""
+corpus and sits inside entities that cross line breaks, where it is tagged ``I-X`` like its neighbours: fed as a
+position of its own, or (``skip_blanks``) given none and tagged from its neighbours afterwards, never dropped from
+the offsets as BERT's tokenizer drops it."""
 
 
 def is_blank(character: str) -> bool:
@@ -896,9 +897,12 @@ def tags_with_blanks(text: str, tags: list[str]) -> tuple[list[str], list[int]]:
     (the one after it tagged ``I-X``, continuing the one before it) is ``I-X`` and takes the tag after it, any
     other blank is ``O`` (index -1). Entities then read as the model meant them: an entity never begins or ends
     on a blank."""
+    blanks = [is_blank(character) for character in text]
+    if len(blanks) - sum(blanks) != len(tags):
+        raise ValueError(f"{len(tags)} tags for {len(blanks) - sum(blanks)} non-blank characters")
     full, source, position = [], [], 0
-    for index, character in enumerate(text):
-        if not is_blank(character):
+    for blank in blanks:
+        if not blank:
             full.append(tags[position])
             source.append(position)
             position += 1
@@ -908,8 +912,6 @@ def tags_with_blanks(text: str, tags: list[str]) -> tuple[list[str], list[int]]:
         inside = after.startswith("I-") and before[2:] == after[2:] and before != "O"
         full.append(after if inside else "O")
         source.append(position if inside else -1)
-    if position != len(tags):
-        raise ValueError(f"{len(tags)} tags for {position} non-blank characters")
     return full, source
 
 

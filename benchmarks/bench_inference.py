@@ -3,8 +3,12 @@
 For each encoder size (``--sizes``), random weights:
 
 * ``project``: ``predict.tag_texts`` through the model's own pipeline (``BertBiLstmCrfNerPipeline``): windows of
-  510 characters, one position per character, BiLSTM, CRF Viterbi and confidence scores (CRF marginals);
-* ``int8`` / ``onnx``: the same pipeline with ``fast_inference.quantize_int8`` / ``fast_inference.use_onnx``;
+  510 characters, one position per non-blank character (``skip_blanks``, train.py's default), BiLSTM, CRF
+  Viterbi and confidence scores (CRF marginals);
+* ``every-position``: the same with one position per character, blanks included (models trained with
+  ``--skip_blanks false``, and those trained before it existed);
+* ``int8`` / ``bf16`` / ``onnx``: the ``project`` pipeline with ``fast_inference.quantize_int8``, with the model in
+  bfloat16 (``predict.py --bf16 true``), with ``fast_inference.use_onnx``;
 * ``stock``: ``transformers``' token-classification pipeline with ``BertForTokenClassification`` (argmax of the
   logits, ``aggregation_strategy="simple"``), the same encoder size, the same text cut into pieces of 500
   characters (the stock tokenizer drops whitespace and may join digits and Latin letters, so it feeds fewer
@@ -20,6 +24,7 @@ the BiLSTM, Viterbi, the marginals, and the rest (windows, batching, entity dict
 
 import argparse
 import contextlib
+import copy
 import datetime
 import os
 import platform
@@ -52,7 +57,7 @@ UNLABELED = SHARED / "ruijin_round1" / "unlabeled"
 SAMPLE = REPO / "data" / "sample"
 NUM_LABELS = 31  # BIO over the Ruijin corpus' 15 types
 STOCK_PIECE_CHARS = 500
-VARIANTS = ("project", "int8", "onnx", "stock")
+VARIANTS = ("project", "every-position", "int8", "bf16", "onnx", "stock")
 
 
 def parse_args(argv=None):
@@ -98,7 +103,7 @@ def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: in
     bert, lstm_hidden_size = encoder_config(size)
     labels = {"id2label": {i: f"L{i}" for i in range(NUM_LABELS)}, "label2id": {f"L{i}": i for i in range(NUM_LABELS)}}
     model = BertBiLstmCrfForTokenClassification(BertBiLstmCrfConfig(
-        **bert, **labels, use_lstm=True, lstm_hidden_size=lstm_hidden_size, window_chars=510)).eval()
+        **bert, **labels, use_lstm=True, lstm_hidden_size=lstm_hidden_size, window_chars=510, skip_blanks=True)).eval()
     taggers = {}
     for variant in variants:
         if variant == "stock":
@@ -108,7 +113,13 @@ def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: in
                              aggregation_strategy="simple")
             taggers[variant] = lambda texts, stock=stock: stock_tag(stock, texts, batch_size)
             continue
-        tagger = BertBiLstmCrfNerPipeline(model=model, tokenizer=tokenizer, device="cpu")
+        variant_model = model
+        if variant == "every-position":  # the same weights, blanks fed
+            variant_model = copy.deepcopy(model)
+            variant_model.config.skip_blanks = False
+        elif variant == "bf16":
+            variant_model = copy.deepcopy(model).to(torch.bfloat16)
+        tagger = BertBiLstmCrfNerPipeline(model=variant_model, tokenizer=tokenizer, device="cpu")
         if variant == "int8":
             fast_inference.quantize_int8(tagger)  # a quantised copy: the other variants keep the float model
         elif variant == "onnx":

@@ -313,7 +313,7 @@ def test_builder_keeps_the_centre_and_caches_per_setting(tmp_path):
 def test_encode_batch_hides_the_context_from_the_labels():
     tokenizer = AutoTokenizer.from_pretrained(TINY_BERT)
     batch = {"tokens": [list("糖尿病")], "ner_tags": [[1, 2, 2]], "context_before": ["患"], "context_after": ["者。"]}
-    encoded = encode_batch(batch, tokenizer)
+    encoded = encode_batch(batch, tokenizer, ["O", "B-Disease", "I-Disease"])
     encoder = CharacterEncoder(tokenizer)
     assert encoded["input_ids"] == [[tokenizer.cls_token_id, *encoder.ids("患糖尿病者。"), tokenizer.sep_token_id]]
     assert encoded["labels"] == [[-100, -100, 1, 2, 2, -100, -100, -100]]
