@@ -353,16 +353,16 @@ The model's code is part of this repository, hence `trust_remote_code=True`. Hos
 run custom code, so run the model locally if the widget on this page gives no answer.
 
 The pipeline decodes with the CRF (Viterbi), not with the argmax of each character's scores, and returns
-character offsets into the input. The model itself takes one input position per character, which the
-tokenizer alone does not give (it drops spaces and joins digits): build the ids with the pipeline's
-`character_encoder`:
+character offsets into the input. The model itself takes one input position per character (blanks left out
+when its config says `skip_blanks`; the pipeline gives them the tags of the entity around them), which the
+tokenizer alone does not give (it joins digits): build the ids with the pipeline's `character_encoder`:
 
 ```python
 import torch
 
 text = {second["text"]!r}
-input_ids = torch.tensor([ner.character_encoder.window_ids(text)])  # [CLS], one id per character, [SEP]
-tags = ner.model.decode(input_ids)[0, 1:-1]  # Viterbi tag ids, one per character
+input_ids = torch.tensor([ner.character_encoder.window_ids(text)])  # [CLS], one id per character fed, [SEP]
+tags = ner.model.decode(input_ids)[0, 1:-1]  # Viterbi tag ids, one per character fed
 print([ner.model.config.id2label[tag] for tag in tags.tolist()])
 ```
 

@@ -98,10 +98,11 @@ class ModelArguments:
     )
     bigram_embedding_size: int = field(default=64, metadata={"help": "Size of each bigram embedding."})
     skip_blanks: bool = field(
-        default=False,
-        metadata={"help": "Give blank characters (whitespace) no model position: the encoder does about 14% less "
-                          "work per character of the Ruijin corpus; blanks are tagged from their neighbours "
-                          "(saved in the config, so prediction does the same)."},
+        default=True,
+        metadata={"help": "Give blank characters (whitespace) no model position: about 14% less work per character "
+                          "of the Ruijin corpus, as accurate on validation (docs/experiments.md); blanks are tagged "
+                          "from their neighbours (saved in the config, so prediction does the same). false: one "
+                          "position per character, blanks included, as models trained before it."},
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "BERT attention: sdpa or eager."})
     constrain_bio: bool = field(
