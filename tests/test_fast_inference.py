@@ -220,3 +220,21 @@ def test_training_in_two_processes_shares_every_batch(tmp_path):
     assert state["global_step"] < epochs * math.ceil(windows / per_process_batch)
     entities = load_pipeline(output_dir)(SAMPLE_TEXTS[0])
     assert all(SAMPLE_TEXTS[0][e["start"] : e["end"]] == e["word"] for e in entities)
+
+
+@pytest.mark.parametrize("engine", [name for name in ("x86", "fbgemm", "onednn")
+                                    if name in torch.backends.quantized.supported_engines])
+def test_int8_works_with_each_engine_and_leaves_the_global_engine_alone(trained_model, monkeypatch, threads, engine):
+    """``quantize_int8`` packs the weights for ``int8_engine()`` (oneDNN on CPUs with AMX, else the default); each
+    engine's int8 emissions stay close to the float ones, and the process's engine setting is restored."""
+    model_dir, _ = trained_model
+    assert fast_inference.int8_engine() in torch.backends.quantized.supported_engines
+    monkeypatch.setattr(fast_inference, "int8_engine", lambda: engine)
+    before = torch.backends.quantized.engine
+    tagger = load_pipeline(model_dir)
+    input_ids = torch.tensor([[101, *range(5, 60), 102]])
+    float_logits = tagger._emissions_by_length(input_ids, torch.ones_like(input_ids))
+    fast_inference.quantize_int8(tagger)
+    assert torch.backends.quantized.engine == before
+    int8_logits = tagger._emissions_by_length(input_ids, torch.ones_like(input_ids))
+    assert 0 < (int8_logits - float_logits).abs().max() < 0.05 * (float_logits.max() - float_logits.min())
