@@ -12,7 +12,8 @@ the bert-base-chinese vocabulary and learns from the corpus itself:
 
 The text is the TRAINING split of ``--data_dir`` (the same document split as train.py, so no validation or
 test document is ever seen) plus every .txt under ``--extra_text_dirs``. Characters are encoded exactly as for
-NER (one position per character, ``CharacterEncoder``), in windows of ``--max_chars``.
+NER (one position per character, blanks left out by default, ``CharacterEncoder``), in windows of
+``--max_chars``.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class PretrainArguments:
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer folder or Hub id."})
     max_chars: int = field(default=254, metadata={"help": "Characters per training window."})
     mlm_probability: float = field(default=0.15)
+    skip_blanks: bool = field(
+        default=True, metadata={"help": "Give blanks no position, as train.py's --skip_blanks (its default) does: "
+                                        "pretrain on what fine-tuning will feed."}
+    )
 
 
 @dataclass
@@ -96,7 +101,7 @@ def main():
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     texts = pretraining_texts(args)
-    encoder = CharacterEncoder(tokenizer)
+    encoder = CharacterEncoder(tokenizer, args.skip_blanks)
     windows = datasets.Dataset.from_dict(
         {"input_ids": [encoder.window_ids(text[start:end]) for text in texts
                        for start, end in split_into_windows(text, args.max_chars)]}

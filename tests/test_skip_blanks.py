@@ -5,7 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_BERT, run_script, small_training
+from conftest import REPO, TINY_BERT
 from transformers import AutoTokenizer, pipeline
 
 from dataset_script import brat
@@ -122,11 +122,10 @@ def test_encode_batch_gives_blanks_no_position():
 
 
 @pytest.fixture(scope="module")
-def skip_blanks_tagger(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("skip") / "model"
-    run_script(small_training(output_dir, "--skip_blanks", "true", "--num_train_epochs", "4",
-                              "--learning_rate", "3e-3"))
-    return pipeline("token-classification", model=str(output_dir), trust_remote_code=True, device="cpu")
+def skip_blanks_tagger(trained_model):
+    """The tests' trained model: train.py skips blanks by default."""
+    model_dir, _ = trained_model
+    return pipeline("token-classification", model=str(model_dir), trust_remote_code=True, device="cpu")
 
 
 def test_a_skip_blanks_model_tags_the_same_with_or_without_blanks(skip_blanks_tagger):
