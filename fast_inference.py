@@ -104,9 +104,9 @@ def quantize_int8(tagger) -> None:
 
 
 def int8_engine() -> str:
-    """oneDNN on CPUs with AMX int8 units (Xeons since Sapphire Rapids), where its int8 matrix products ran
-    1.7x faster than the default x86 engine's (fbgemm) at BERT-base's layer sizes (benchmarks/README.md); else
-    PyTorch's default engine."""
+    """oneDNN on CPUs with AMX int8 units (Xeons since Sapphire Rapids), where its int8 matrix products ran 1.7x
+    as fast as the default x86 engine's (fbgemm) at BERT-base's layer sizes, and the whole pipeline 1.3x
+    (benchmarks/README.md); else PyTorch's default engine."""
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     return "onednn" if amx and "onednn" in torch.backends.quantized.supported_engines else torch.backends.quantized.engine
 
