@@ -99,7 +99,7 @@ class ModelArguments:
     bigram_embedding_size: int = field(default=64, metadata={"help": "Size of each bigram embedding."})
     skip_blanks: bool = field(
         default=True,
-        metadata={"help": "Give blank characters (whitespace) no model position: about 14% less work per character "
+        metadata={"help": "Give blank characters (whitespace) no model position: about 14%% less work per character "
                           "of the Ruijin corpus, as accurate on validation (docs/experiments.md); blanks are tagged "
                           "from their neighbours (saved in the config, so prediction does the same). false: one "
                           "position per character, blanks included, as models trained before it."},
