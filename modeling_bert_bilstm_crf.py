@@ -967,8 +967,9 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
 
     The standard token-classification pipeline takes the argmax of each token's logits, which is not what a
     CRF model predicts. This one splits each text into windows of ``config.window_chars`` characters (as in
-    training), feeds one model position per character, decodes each window with the CRF and reads the BIO
-    tags back into entities. With ``config.context_chars`` (or the ``context_chars`` parameter), each window is
+    training), feeds one model position per character (per non-blank character with ``config.skip_blanks``, the
+    blanks then tagged from their neighbours), decodes each window with the CRF and reads the BIO tags back into
+    entities. With ``config.context_chars`` (or the ``context_chars`` parameter), each window is
     fed with up to that many characters of the text before and after it, which the CRF does not decode: every
     character is decoded once, from the window it belongs to. ``constrain_bio=True/False`` overrides
     ``config.constrain_bio`` (valid-BIO Viterbi) for comparing the two on one model. Registered as the model's
@@ -1075,8 +1076,9 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
             scores = output["marginals"][0][visible].gather(1, tags.unsqueeze(1)).squeeze(1).tolist()
             window, offset = output["window"], output["offset"]
             names = [id2label[tag] for tag in tags.tolist()]
-            if self.model.config.skip_blanks:  # back to one tag per character; a blank takes its tag's score
+            if self.model.config.skip_blanks:  # back to one tag per character
                 names, sources = tags_with_blanks(window, names)
+                # A blank inside an entity has the score of the tag it took; one outside (O) is never reported.
                 scores = [scores[source] if source >= 0 else 1.0 for source in sources]
             if aggregation_strategy == "none":
                 entities += [
