@@ -336,8 +336,8 @@ macro-F1 **{macro:.3f}** over the {report["micro avg"]["support"]} entities of t
 
 {label_table}
 
-Each character gets one tag (`O`, `B-type`, `I-type`); whitespace characters are tagged too, so entities that
-cross line breaks come out whole.
+Each character gets one tag (`O`, `B-type`, `I-type`); whitespace characters are tagged too (from the entity
+around them when the model skips blanks), so entities that cross line breaks come out whole.
 
 ## How to use
 
