@@ -108,7 +108,9 @@ def int8_engine() -> str:
     as fast as the default x86 engine's (fbgemm) at BERT-base's layer sizes, and the whole pipeline 1.3x
     (benchmarks/README.md); else PyTorch's default engine."""
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "onednn" if amx and "onednn" in torch.backends.quantized.supported_engines else torch.backends.quantized.engine
+    if amx and "onednn" in torch.backends.quantized.supported_engines:
+        return "onednn"
+    return torch.backends.quantized.engine
 
 
 def weights_fingerprint(model: nn.Module) -> str:
