@@ -62,6 +62,7 @@ from run_safety import (
     training_arguments,
 )
 from time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
+from weight_average import WeightAverageTrainerMixin
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,11 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
     )
     # Pinned memory speeds copies to an accelerator only; without one torch warns at every evaluation.
     dataloader_pin_memory: bool = field(default_factory=lambda: torch.accelerator.is_available())
+    ema_decay: float | None = field(
+        default=None,
+        metadata={"help": "Keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
+                          "evaluate, checkpoint and save the average instead of the last step's weights."},
+    )
 
 
 def main():
@@ -212,6 +218,7 @@ def main():
         model=model,
         args=training_args,
         head_learning_rate=model_args.head_learning_rate,
+        ema_decay=training_args.ema_decay,
         train_dataset=train_set,
         eval_dataset=encoded["validation"],
         data_collator=DataCollatorForTokenClassification(
@@ -359,10 +366,11 @@ def model_config(name_or_path, settings):
     return BertBiLstmCrfConfig.from_dict(config_dict, **settings)
 
 
-class BertBiLstmCrfTrainer(TimeBudgetTrainer):
+class BertBiLstmCrfTrainer(WeightAverageTrainerMixin, TimeBudgetTrainer):
     """``Trainer`` with two learning rates: ``args.learning_rate`` for the pretrained encoder and
     ``head_learning_rate`` for the BiLSTM, linear and CRF layers, which start from random weights and need a
-    far larger step. Biases, LayerNorm weights and the CRF transitions get no weight decay."""
+    far larger step. Biases, LayerNorm weights and the CRF transitions get no weight decay. With ``ema_decay``,
+    a moving average of the weights is what gets evaluated and saved (``weight_average.py``)."""
 
     def __init__(self, *args, head_learning_rate: float, **kwargs):
         super().__init__(*args, **kwargs)
