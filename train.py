@@ -41,6 +41,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
+from adversarial_training import FgmTrainerMixin
 from dataset_script import ruijin_ner
 from modeling_bert_bilstm_crf import (
     BertBiLstmCrfConfig,
@@ -183,6 +184,11 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
         metadata={"help": "Keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
                           "evaluate, checkpoint and save the average instead of the last step's weights."},
     )
+    fgm_epsilon: float | None = field(
+        default=None,
+        metadata={"help": "Adversarial training (FGM): a second pass per step with the character and bigram "
+                          "embeddings moved this far along their gradient (e.g. 1.0); a step costs about twice."},
+    )
 
 
 def main():
@@ -219,6 +225,7 @@ def main():
         args=training_args,
         head_learning_rate=model_args.head_learning_rate,
         ema_decay=training_args.ema_decay,
+        fgm_epsilon=training_args.fgm_epsilon,
         train_dataset=train_set,
         eval_dataset=encoded["validation"],
         data_collator=DataCollatorForTokenClassification(
@@ -366,11 +373,12 @@ def model_config(name_or_path, settings):
     return BertBiLstmCrfConfig.from_dict(config_dict, **settings)
 
 
-class BertBiLstmCrfTrainer(WeightAverageTrainerMixin, TimeBudgetTrainer):
+class BertBiLstmCrfTrainer(FgmTrainerMixin, WeightAverageTrainerMixin, TimeBudgetTrainer):
     """``Trainer`` with two learning rates: ``args.learning_rate`` for the pretrained encoder and
     ``head_learning_rate`` for the BiLSTM, linear and CRF layers, which start from random weights and need a
     far larger step. Biases, LayerNorm weights and the CRF transitions get no weight decay. With ``ema_decay``,
-    a moving average of the weights is what gets evaluated and saved (``weight_average.py``)."""
+    a moving average of the weights is what gets evaluated and saved (``weight_average.py``); with
+    ``fgm_epsilon``, every step adds an adversarial pass (``adversarial_training.py``)."""
 
     def __init__(self, *args, head_learning_rate: float, **kwargs):
         super().__init__(*args, **kwargs)

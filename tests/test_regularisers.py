@@ -1,0 +1,173 @@
+"""train.py's regularisers: the moving average of the weights (weight_average.py, --ema_decay) and adversarial
+training on the embeddings (adversarial_training.py, --fgm_epsilon), each through the real Trainer."""
+
+import copy
+
+import pytest
+import torch
+from conftest import TINY_BERT
+from torch import nn
+from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+
+import train
+from adversarial_training import FgmTrainerMixin, embedding_tables, perturbed_along_gradient
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
+from weight_average import WeightAverage, WeightAverageTrainerMixin
+
+
+class Regression(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 1)
+
+    def forward(self, x, labels=None):
+        prediction = self.linear(x).squeeze(-1)
+        return {"loss": ((prediction - labels) ** 2).mean(), "logits": prediction}
+
+
+class AveragingTrainer(WeightAverageTrainerMixin, Trainer):
+    pass
+
+
+class Recorder(TrainerCallback):
+    """The trained weights after every step, and the weights each evaluation saw."""
+
+    def __init__(self):
+        self.after_step, self.at_evaluation = [], []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.after_step.append(copy.deepcopy(model.state_dict()))
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        self.at_evaluation.append((state.global_step, copy.deepcopy(model.state_dict())))
+
+
+def expected_average(steps, start, decay):
+    average = {name: value.clone() for name, value in start.items()}
+    for n, weights in enumerate(steps, start=1):
+        rate = 1 - min(decay, (1 + n) / (10 + n))
+        for name in average:
+            average[name] += rate * (weights[name] - average[name])
+    return average
+
+
+def test_the_average_is_evaluated_and_kept_while_training_goes_on_from_the_trained_weights(tmp_path):
+    torch.manual_seed(0)
+    data = [{"x": torch.randn(3), "labels": torch.randn(())} for _ in range(16)]
+    model = Regression()
+    start = copy.deepcopy(model.state_dict())
+    recorder = Recorder()
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=3,
+                             learning_rate=0.1, eval_strategy="epoch", save_strategy="no", report_to="none",
+                             use_cpu=True, load_best_model_at_end=False, disable_tqdm=True)
+    trainer = AveragingTrainer(model=model, args=args, train_dataset=data, eval_dataset=data, ema_decay=0.8,
+                               callbacks=[recorder])
+    trainer.train()
+
+    assert len(recorder.after_step) == 12 and len(recorder.at_evaluation) == 3
+    for step, seen in recorder.at_evaluation:  # each evaluation saw the average up to its step ...
+        average = expected_average(recorder.after_step[:step], start, 0.8)
+        for name in seen:
+            torch.testing.assert_close(seen[name], average[name])
+            assert not torch.equal(seen[name], recorder.after_step[step - 1][name])
+    final = expected_average(recorder.after_step, start, 0.8)
+    for name, value in model.state_dict().items():  # ... and the model ends holding it
+        torch.testing.assert_close(value, final[name])
+    # Training went on from the trained weights: a step's change is the optimizer's, not a jump to the average.
+    first_epoch_end = recorder.after_step[3]["linear.weight"]
+    assert (recorder.after_step[4]["linear.weight"] - first_epoch_end).abs().max() < 0.5
+
+
+def test_swapping_the_average_in_restores_the_trained_weights_exactly():
+    model = Regression()
+    average = WeightAverage(0.9)
+    average.start(model)
+    with torch.no_grad():
+        model.linear.weight.add_(1.0)
+    average.update(model)
+    trained = copy.deepcopy(model.state_dict())
+    with average.swapped_in(model):
+        torch.testing.assert_close(model.linear.weight, average.averages[0])
+        assert not torch.equal(model.linear.weight, trained["linear.weight"])
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, trained[name])
+
+
+@pytest.mark.parametrize("decay", [0, 1, 1.5, -0.1])
+def test_a_decay_outside_zero_to_one_is_refused(decay):
+    with pytest.raises(ValueError, match="--ema_decay"):
+        WeightAverage(decay)
+
+
+def test_perturbation_follows_the_gradient_and_is_undone_exactly():
+    table = nn.Parameter(torch.randn(5, 4))
+    untouched = nn.Parameter(torch.randn(2, 2))  # no gradient: left alone
+    table.grad = torch.randn(5, 4)
+    original, original_untouched = table.detach().clone(), untouched.detach().clone()
+    with perturbed_along_gradient([table, untouched], epsilon=0.5):
+        step = table.detach() - original
+        torch.testing.assert_close(torch.linalg.vector_norm(step), torch.tensor(0.5))
+        torch.testing.assert_close(step, 0.5 * table.grad / torch.linalg.vector_norm(table.grad))
+        assert torch.equal(untouched, original_untouched)
+    assert torch.equal(table, original) and torch.equal(untouched, original_untouched)
+
+
+def tiny_model(bigram_buckets):
+    """A tiny BERT -> BiLSTM -> CRF without dropout, so that two passes over a batch compute the same thing."""
+    config = train.model_config(str(TINY_BERT), {
+        "num_labels": 5, "lstm_hidden_size": 8, "bigram_buckets": bigram_buckets, "bigram_embedding_size": 4,
+        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+    })
+    torch.manual_seed(0)
+    return BertBiLstmCrfForTokenClassification(config)
+
+
+class FgmTrainer(FgmTrainerMixin, Trainer):
+    pass
+
+
+@pytest.mark.parametrize("bigram_buckets", [0, 97])
+def test_an_fgm_step_adds_the_gradient_at_the_perturbed_embeddings(tmp_path, bigram_buckets):
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_BERT))
+    batch = tokenizer(["血糖升高", "糖尿病患者"], padding=True, return_tensors="pt")
+    labels = torch.tensor([[-100, 1, 2, 0, 0, -100, -100], [-100, 3, 4, 4, 0, 0, -100]])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+    model = tiny_model(bigram_buckets)
+    reference = copy.deepcopy(model)
+
+    # By hand: the gradient of the clean pass, plus that of a pass with each table moved by epsilon * g / ||g||.
+    reference.train()
+    reference(**inputs).loss.backward()
+    tables = embedding_tables(reference)
+    assert len(tables) == (2 if bigram_buckets else 1)
+    with perturbed_along_gradient(tables, 1.0):
+        reference(**inputs).loss.backward()
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = FgmTrainer(model=model, args=args, fgm_epsilon=1.0)
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this step runs outside of
+    clean_loss = trainer.training_step(model, dict(inputs))
+    expected = dict(reference.named_parameters())
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter, expected[name])  # the perturbation was undone
+        if expected[name].grad is not None:
+            torch.testing.assert_close(parameter.grad, expected[name].grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(clean_loss, copy.deepcopy(model)(**inputs).loss.detach())
+
+
+def test_a_non_positive_epsilon_is_refused(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="--fgm_epsilon"):
+        FgmTrainer(model=tiny_model(0), args=args, fgm_epsilon=0.0)
+
+
+def test_train_py_trains_with_both_regularisers(tmp_path):
+    """The whole script with --ema_decay and --fgm_epsilon: it trains, saves and reloads (the fixture's run
+    checks the rest of what train.py writes)."""
+    from conftest import run_script, small_training
+
+    run_script(small_training(tmp_path / "model", "--num_train_epochs", "2", "--ema_decay", "0.9",
+                              "--fgm_epsilon", "1.0"))
+    reloaded = BertBiLstmCrfForTokenClassification.from_pretrained(tmp_path / "model")
+    assert reloaded.config.num_labels == 31
