@@ -16,12 +16,13 @@ import torch
 
 
 class FgmTrainerMixin:
-    """For a ``Trainer`` subclass: with ``fgm_epsilon``, every training step adds an adversarial pass."""
+    """For a ``Trainer`` subclass: with ``fgm_epsilon`` (not None or 0), every training step adds an adversarial
+    pass."""
 
     def __init__(self, *args, fgm_epsilon: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        if fgm_epsilon is not None and not fgm_epsilon > 0:
-            raise ValueError(f"--fgm_epsilon must be positive, got {fgm_epsilon}")
+        if fgm_epsilon is not None and not fgm_epsilon >= 0:
+            raise ValueError(f"--fgm_epsilon must be positive (or 0: off), got {fgm_epsilon}")
         self.fgm_epsilon = fgm_epsilon
 
     def training_step(self, model, inputs, num_items_in_batch=None):

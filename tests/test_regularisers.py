@@ -164,10 +164,30 @@ def test_an_fgm_step_adds_the_gradient_at_the_perturbed_embeddings(tmp_path, big
     torch.testing.assert_close(clean_loss, copy.deepcopy(model)(**inputs).loss.detach())
 
 
-def test_a_non_positive_epsilon_is_refused(tmp_path):
+def test_a_negative_epsilon_is_refused(tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     with pytest.raises(ValueError, match="--fgm_epsilon"):
-        FgmTrainer(model=tiny_model(0), args=args, fgm_epsilon=0.0)
+        FgmTrainer(model=tiny_model(0), args=args, fgm_epsilon=-1.0)
+
+
+def test_epsilon_zero_is_a_plain_step(tmp_path):
+    """``--fgm_epsilon 0`` turns FGM off (how to run configs/cpu-recipe.json without it)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_BERT))
+    batch = tokenizer(["血糖升高"], return_tensors="pt")
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+              "labels": torch.tensor([[-100, 1, 2, 0, 0, -100]])}
+    model = tiny_model(0)
+    reference = copy.deepcopy(model)
+    reference(**inputs).loss.backward()
+    trainer = FgmTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                                             report_to="none"), fgm_epsilon=0.0)
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.training_step(model, dict(inputs))
+    expected = dict(reference.named_parameters())
+    for name, parameter in model.named_parameters():
+        if expected[name].grad is not None:
+            torch.testing.assert_close(parameter.grad, expected[name].grad)
 
 
 def test_train_py_trains_with_both_regularisers(tmp_path):
