@@ -181,7 +181,7 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
     dataloader_pin_memory: bool = field(default_factory=lambda: torch.accelerator.is_available())
     ema_decay: float | None = field(
         default=None,
-        metadata={"help": "Keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
+        metadata={"help": "Keep an exponential moving average of the weights with this decay (e.g. 0.995) and "
                           "evaluate, checkpoint and save the average instead of the last step's weights."},
     )
     fgm_epsilon: float | None = field(

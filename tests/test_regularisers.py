@@ -134,6 +134,16 @@ class FgmTrainer(FgmTrainerMixin, Trainer):
     pass
 
 
+def fgm_training_step(model, inputs, epsilon, output_dir):
+    """One ``training_step`` of a Trainer with FGM at ``epsilon``, outside a training loop: the gradients stay
+    in ``model``; returns the loss it reports."""
+    args = TrainingArguments(output_dir=str(output_dir), use_cpu=True, report_to="none")
+    trainer = FgmTrainer(model=model, args=args, fgm_epsilon=epsilon)
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this step runs outside of
+    return trainer.training_step(model, dict(inputs))
+
+
 @pytest.mark.parametrize("bigram_buckets", [0, 97])
 def test_an_fgm_step_adds_the_gradient_at_the_perturbed_embeddings(tmp_path, bigram_buckets):
     tokenizer = AutoTokenizer.from_pretrained(str(TINY_BERT))
@@ -151,11 +161,7 @@ def test_an_fgm_step_adds_the_gradient_at_the_perturbed_embeddings(tmp_path, big
     with perturbed_along_gradient(tables, 1.0):
         reference(**inputs).loss.backward()
 
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    trainer = FgmTrainer(model=model, args=args, fgm_epsilon=1.0)
-    trainer.create_optimizer()
-    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this step runs outside of
-    clean_loss = trainer.training_step(model, dict(inputs))
+    clean_loss = fgm_training_step(model, inputs, 1.0, tmp_path)
     expected = dict(reference.named_parameters())
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter, expected[name])  # the perturbation was undone
@@ -179,11 +185,7 @@ def test_epsilon_zero_is_a_plain_step(tmp_path):
     model = tiny_model(0)
     reference = copy.deepcopy(model)
     reference(**inputs).loss.backward()
-    trainer = FgmTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
-                                                             report_to="none"), fgm_epsilon=0.0)
-    trainer.create_optimizer()
-    trainer.current_gradient_accumulation_steps = 1
-    trainer.training_step(model, dict(inputs))
+    fgm_training_step(model, inputs, 0.0, tmp_path)
     expected = dict(reference.named_parameters())
     for name, parameter in model.named_parameters():
         if expected[name].grad is not None:
