@@ -16,8 +16,8 @@ import torch
 
 
 class FgmTrainerMixin:
-    """For a ``Trainer`` subclass: with ``fgm_epsilon`` (not None or 0), every training step adds an adversarial
-    pass."""
+    """For a ``Trainer`` subclass: with a positive ``fgm_epsilon``, every training step adds an adversarial pass
+    (None or 0: off)."""
 
     def __init__(self, *args, fgm_epsilon: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -187,7 +187,8 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
     fgm_epsilon: float | None = field(
         default=None,
         metadata={"help": "Adversarial training (FGM): a second pass per step with the character and bigram "
-                          "embeddings moved this far along their gradient (e.g. 1.0; 0: off); a step costs about twice."},
+                          "embeddings moved this far along their gradient (e.g. 1.0; 0: off); a step costs about "
+                          "twice."},
     )
 
 
