@@ -682,18 +682,9 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         return attention_mask.bool() & ~special
 
     def _bigram_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, T, 2 * bigram_embedding_size): the embeddings of the bigram ending at each position (with the id
-        before; the first position pairs with itself) and of the bigram starting there (the last position
-        before the padding, or the end, pairs with itself, so padding never changes a feature). A bigram (a, b)
-        is hashed to (a * vocab_size + b) mod bigram_buckets: distinct for each b given a when bigram_buckets
-        >= vocab_size, so collisions are between unrelated pairs."""
-        before = torch.cat([input_ids[:, :1], input_ids[:, :-1]], dim=1)
-        after = torch.cat([input_ids[:, 1:], input_ids[:, -1:]], dim=1)
-        if attention_mask is not None:
-            next_is_text = torch.cat([attention_mask[:, 1:], torch.zeros_like(attention_mask[:, :1])], dim=1).bool()
-            after = torch.where(next_is_text, after, input_ids)
-        ending = (before * self.config.vocab_size + input_ids) % self.config.bigram_buckets
-        starting = (input_ids * self.config.vocab_size + after) % self.config.bigram_buckets
+        """(B, T, 2 * bigram_embedding_size): the embeddings of the bigram ending and of the one starting at each
+        position (``bigram_ids``)."""
+        ending, starting = bigram_ids(input_ids, attention_mask, self.config.vocab_size, self.config.bigram_buckets)
         return torch.cat([self.bigram_embeddings(ending), self.bigram_embeddings(starting)], dim=-1)
 
     def _emissions(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -715,6 +706,22 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
             packed = nn.utils.rnn.pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
             output = self.lstm(packed)[0]
             return nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=seq_len)[0]
+
+
+def bigram_ids(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, vocab_size: int, buckets: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bucket of the bigram ending at each position (with the id before; the first position pairs with
+    itself) and of the bigram starting there (the last position before the padding, or the end, pairs with
+    itself, so padding never changes a feature), for (B, T) ``input_ids``. A bigram (a, b) is hashed to
+    (a * vocab_size + b) mod buckets: distinct for each b given a when buckets >= vocab_size, so collisions are
+    between unrelated pairs."""
+    before = torch.cat([input_ids[:, :1], input_ids[:, :-1]], dim=1)
+    after = torch.cat([input_ids[:, 1:], input_ids[:, -1:]], dim=1)
+    if attention_mask is not None:
+        next_is_text = torch.cat([attention_mask[:, 1:], torch.zeros_like(attention_mask[:, :1])], dim=1).bool()
+        after = torch.where(next_is_text, after, input_ids)
+    return (before * vocab_size + input_ids) % buckets, (input_ids * vocab_size + after) % buckets
 
 
 def bio_transition_constraints(id2label: dict[int, str]) -> tuple[torch.Tensor, torch.Tensor]:

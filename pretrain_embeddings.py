@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Skip-gram (word2vec) vectors for the characters and character bigrams of raw text, to start the classic
+BiLSTM-CRF from instead of random embeddings.
+
+The classic model (``configs/classic-bilstm-crf.json``: no transformer layer) has nothing pretrained: its
+character embeddings, and its bigram embeddings with ``--bigram_buckets``, are learnt from the labelled
+windows alone. This script learns them first from the text, which takes seconds, and writes a folder that
+train.py starts from:
+
+    python pretrain_embeddings.py --data_dir ../shared/data/ruijin_round1/train \
+        --extra_text_dirs ../shared/data/ruijin_round1/unlabeled \
+        --encoder_config configs/classic-bilstm-crf.json --tokenizer_name ../shared/data/bert-base-chinese \
+        --bigram_buckets 50021 --bigram_embedding_size 32 --output_dir outputs/embeddings
+    python train.py --model_name_or_path outputs/embeddings --bigram_buckets 50021 --bigram_embedding_size 32 ...
+
+The text is the TRAINING split of ``--data_dir`` (as for pretrain_mlm.py: no validation or test document is
+seen) plus every .txt under ``--extra_text_dirs``, encoded as the model encodes it (``CharacterEncoder``, the
+bigram buckets of ``bigram_ids``), in windows of ``--max_chars``. The folder holds the encoder config, the
+tokenizer and ``model.safetensors`` with the two embedding tables only; train.py initialises the rest (position
+embeddings, BiLSTM, CRF) as from scratch. Ids the text never shows keep random vectors of the learnt vectors'
+scale. A BERT encoder is pretrained by pretrain_mlm.py instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from gensim.models import Word2Vec
+from safetensors.torch import save
+from transformers import AutoTokenizer, BertConfig, HfArgumentParser
+
+from modeling_bert_bilstm_crf import CharacterEncoder, bigram_ids, split_into_windows
+from pretrain_mlm import pretraining_texts, vocabulary_size
+from run_safety import RunArguments, atomic_write, claim_output_dir, parse_arguments, run_main
+
+logger = logging.getLogger(__name__)
+
+FINISHED_MARKER = "embedding_results.json"
+
+
+@dataclass
+class EmbeddingArguments:
+    data_dir: str = field(
+        default="data/sample", metadata={"help": "Brat corpus whose training split provides text."}
+    )
+    extra_text_dirs: list[str] = field(
+        default_factory=list, metadata={"help": "Folders of unlabelled .txt files to add (never evaluation text)."}
+    )
+    encoder_config: str = field(
+        default="configs/classic-bilstm-crf.json",
+        metadata={"help": "BERT config of the model to start (its hidden_size is the character vectors' size)."},
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (vocabulary) folder or Hub id."})
+    output_dir: str = field(default="outputs/embeddings", metadata={"help": "Folder for train.py's "
+                                                                           "--model_name_or_path."})
+    bigram_buckets: int = field(default=0, metadata={"help": "Also learn bigram vectors for train.py's "
+                                                             "--bigram_buckets (0: characters only)."})
+    bigram_embedding_size: int = field(default=64, metadata={"help": "As train.py's --bigram_embedding_size."})
+    max_chars: int = field(default=126, metadata={"help": "Characters per window (a word2vec sentence)."})
+    skip_blanks: bool = field(default=True, metadata={"help": "As train.py's --skip_blanks (its default)."})
+    window: int = field(default=5, metadata={"help": "Skip-gram context: this many ids on each side."})
+    negative: int = field(default=5, metadata={"help": "Negative samples per positive pair."})
+    epochs: int = field(default=5, metadata={"help": "Passes over the text."})
+    workers: int = field(default=2, metadata={"help": "Threads (more than one makes runs differ slightly)."})
+    seed: int = field(default=42)
+
+
+def main():
+    parser = HfArgumentParser((EmbeddingArguments, RunArguments))
+    args, run_args = parse_arguments(parser)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.bigram_buckets < 0 or args.bigram_embedding_size < 1:
+        parser.error("--bigram_buckets must be 0 or more and --bigram_embedding_size positive")
+    claim_output_dir("pretrain_embeddings.py", SimpleNamespace(output_dir=args.output_dir, process_index=0),
+                     run_args, finished_marker=FINISHED_MARKER)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.encoder_config)
+    config = BertConfig.from_pretrained(args.encoder_config, vocab_size=vocabulary_size(tokenizer))
+
+    windows = encoded_windows(pretraining_texts(args), tokenizer, args)
+    logger.info("Embedding text: %d windows, %d positions", len(windows), sum(map(len, windows)))
+    tables = {"bert.embeddings.word_embeddings.weight": skip_gram_table(
+        [window[1:-1] for window in windows], config.vocab_size, config.hidden_size, args)}
+    if args.bigram_buckets:
+        buckets = [bigram_ids(torch.tensor([window]), None, config.vocab_size, args.bigram_buckets)[0][0].tolist()
+                   for window in windows]
+        tables["bigram_embeddings.weight"] = skip_gram_table(buckets, args.bigram_buckets,
+                                                             args.bigram_embedding_size, args)
+
+    output_dir = Path(args.output_dir)
+    config.update({"bigram_buckets": args.bigram_buckets, "bigram_embedding_size": args.bigram_embedding_size})
+    atomic_write(output_dir / "config.json", config.to_json_string())
+    atomic_write(output_dir / "model.safetensors", save(tables, metadata={"format": "pt"}))
+    tokenizer.save_pretrained(output_dir)
+    results = {"windows": len(windows), "positions": sum(map(len, windows)),
+               **{name: list(table.shape) for name, table in tables.items()}}
+    atomic_write(output_dir / FINISHED_MARKER, json.dumps(results, indent=2))
+
+
+def encoded_windows(texts: list[str], tokenizer, args) -> list[list[int]]:
+    """Model input ids ([CLS] ... [SEP]) of each window of ``--max_chars`` characters of ``texts``."""
+    encoder = CharacterEncoder(tokenizer, args.skip_blanks)
+    return [encoder.window_ids(text[start:end]) for text in texts
+            for start, end in split_into_windows(text, args.max_chars)]
+
+
+def skip_gram_table(sentences: list[list[int]], rows: int, size: int, args) -> torch.Tensor:
+    """A (rows, size) embedding table: row i the skip-gram vector of id i in ``sentences``; rows of ids that
+    never occur are drawn at random with the learnt vectors' standard deviation."""
+    model = Word2Vec([[str(token) for token in sentence] for sentence in sentences], vector_size=size,
+                     window=args.window, negative=args.negative, sg=1, min_count=1, epochs=args.epochs,
+                     workers=args.workers, seed=args.seed)
+    learnt = torch.from_numpy(model.wv.vectors).float()
+    generator = torch.Generator().manual_seed(args.seed)
+    table = torch.randn(rows, size, generator=generator) * learnt.std()
+    table[torch.tensor([int(token) for token in model.wv.index_to_key])] = learnt
+    logger.info("Skip-gram vectors for %d of %d ids (size %d)", len(learnt), rows, size)
+    return table
+
+
+if __name__ == "__main__":
+    run_main(main, "pretrain_embeddings.py")
