@@ -70,14 +70,27 @@ class EmbeddingArguments:
     seed: int = field(default=42)
 
 
+def argument_parser() -> HfArgumentParser:
+    return HfArgumentParser((EmbeddingArguments, RunArguments))
+
+
 def main():
-    parser = HfArgumentParser((EmbeddingArguments, RunArguments))
+    parser = argument_parser()
     args, run_args = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.bigram_buckets < 0 or args.bigram_embedding_size < 1:
         parser.error("--bigram_buckets must be 0 or more and --bigram_embedding_size positive")
-    claim_output_dir("pretrain_embeddings.py", SimpleNamespace(output_dir=args.output_dir, process_index=0),
-                     run_args, finished_marker=FINISHED_MARKER)
+    lock = claim_output_dir("pretrain_embeddings.py", SimpleNamespace(output_dir=args.output_dir, process_index=0),
+                            run_args, finished_marker=FINISHED_MARKER)
+    try:
+        write_embeddings(args)
+    finally:
+        lock.release()
+
+
+def write_embeddings(args):
+    """The encoder config, the tokenizer and the tables in --output_dir; the results file last, so that an
+    interrupted run is not taken for a finished one."""
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.encoder_config)
     config = BertConfig.from_pretrained(args.encoder_config, vocab_size=vocabulary_size(tokenizer))
 
