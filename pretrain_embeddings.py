@@ -55,7 +55,10 @@ class EmbeddingArguments:
         default="configs/classic-bilstm-crf.json",
         metadata={"help": "BERT config of the model to start (its hidden_size is the character vectors' size)."},
     )
-    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (vocabulary) folder or Hub id."})
+    tokenizer_name: str = field(
+        default="bert-base-chinese",
+        metadata={"help": "Tokenizer (vocabulary) folder or Hub id: the one train.py will use."},
+    )
     output_dir: str = field(default="outputs/embeddings", metadata={"help": "Folder for train.py's "
                                                                            "--model_name_or_path."})
     bigram_buckets: int = field(default=0, metadata={"help": "Also learn bigram vectors for train.py's "
@@ -91,7 +94,7 @@ def main():
 def write_embeddings(args):
     """The encoder config, the tokenizer and the tables in --output_dir; the results file last, so that an
     interrupted run is not taken for a finished one."""
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.encoder_config)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name)
     config = BertConfig.from_pretrained(args.encoder_config, vocab_size=vocabulary_size(tokenizer))
 
     windows = encoded_windows(pretraining_texts(args), tokenizer, args)
