@@ -35,7 +35,7 @@ from safetensors.torch import save
 from transformers import AutoTokenizer, BertConfig, HfArgumentParser
 
 from modeling_bert_bilstm_crf import CharacterEncoder, bigram_ids, split_into_windows
-from pretrain_mlm import pretraining_texts, vocabulary_size
+from pretrain_mlm import PretrainingTextArguments, pretraining_texts, vocabulary_size
 from run_safety import RunArguments, atomic_write, claim_output_dir, parse_arguments, run_main
 
 logger = logging.getLogger(__name__)
@@ -44,13 +44,7 @@ FINISHED_MARKER = "embedding_results.json"
 
 
 @dataclass
-class EmbeddingArguments:
-    data_dir: str = field(
-        default="data/sample", metadata={"help": "Brat corpus whose training split provides text."}
-    )
-    extra_text_dirs: list[str] = field(
-        default_factory=list, metadata={"help": "Folders of unlabelled .txt files to add (never evaluation text)."}
-    )
+class EmbeddingArguments(PretrainingTextArguments):
     encoder_config: str = field(
         default="configs/classic-bilstm-crf.json",
         metadata={"help": "BERT config of the model to start (its hidden_size is the character vectors' size)."},
@@ -71,20 +65,25 @@ class EmbeddingArguments:
     epochs: int = field(default=5, metadata={"help": "Passes over the text."})
     workers: int = field(default=2, metadata={"help": "Threads (more than one makes runs differ slightly)."})
     seed: int = field(default=42)
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Write the vectors again although --output_dir holds finished ones."}
+    )
 
 
 def argument_parser() -> HfArgumentParser:
-    return HfArgumentParser((EmbeddingArguments, RunArguments))
+    return HfArgumentParser(EmbeddingArguments)
 
 
 def main():
     parser = argument_parser()
-    args, run_args = parse_arguments(parser)
+    (args,) = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # a dozen lines per table otherwise
     if args.bigram_buckets < 0 or args.bigram_embedding_size < 1:
         parser.error("--bigram_buckets must be 0 or more and --bigram_embedding_size positive")
     lock = claim_output_dir("pretrain_embeddings.py", SimpleNamespace(output_dir=args.output_dir, process_index=0),
-                            run_args, finished_marker=FINISHED_MARKER)
+                            RunArguments(overwrite_output_dir=args.overwrite_output_dir),
+                            finished_marker=FINISHED_MARKER)
     try:
         write_embeddings(args)
     finally:

@@ -51,13 +51,19 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PretrainArguments:
+class PretrainingTextArguments:
+    """The text to pretrain on (``pretraining_texts``), for this script and pretrain_embeddings.py."""
+
     data_dir: str = field(
         default="data/sample", metadata={"help": "Brat corpus whose training split provides text."}
     )
     extra_text_dirs: list[str] = field(
         default_factory=list, metadata={"help": "Folders of unlabelled .txt files to add (never evaluation text)."}
     )
+
+
+@dataclass
+class PretrainArguments(PretrainingTextArguments):
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Continue from this BERT checkpoint (e.g. bert-base-chinese)."}
     )

@@ -111,7 +111,7 @@ def test_cpu_recipe_is_skip_gram_embeddings_then_the_classic_model_with_bigrams_
     # The README's CPU recipe (configs/cpu-recipe.sh) as its two scripts read it: the embeddings are written where
     # train.py starts from, in the shapes it builds (the training path from such a folder runs end to end in
     # test_pretrain_embeddings.py; classic + context + bigrams in test_context_and_scoring.py).
-    embedding_args, _ = run_safety.parse_arguments(pretrain_embeddings.argument_parser(),
+    (embedding_args,) = run_safety.parse_arguments(pretrain_embeddings.argument_parser(),
                                                    ["configs/cpu-recipe-embeddings.json"])
     model_args, data_args, _, training_args = run_safety.parse_arguments(
         train.argument_parser(), ["configs/cpu-recipe.json", "--output_dir", "elsewhere"])
