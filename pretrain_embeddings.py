@@ -4,7 +4,7 @@ BiLSTM-CRF from instead of random embeddings.
 
 The classic model (``configs/classic-bilstm-crf.json``: no transformer layer) has nothing pretrained: its
 character embeddings, and its bigram embeddings with ``--bigram_buckets``, are learnt from the labelled
-windows alone. This script learns them first from the text, which takes seconds, and writes a folder that
+windows alone. This script learns them first from the text, in under a minute, and writes a folder that
 train.py starts from:
 
     python pretrain_embeddings.py --data_dir ../shared/data/ruijin_round1/train \
