@@ -34,8 +34,8 @@ from gensim.models import Word2Vec
 from safetensors.torch import save
 from transformers import AutoTokenizer, BertConfig, HfArgumentParser
 
-from modeling_bert_bilstm_crf import CharacterEncoder, bigram_ids, split_into_windows
-from pretrain_mlm import PretrainingTextArguments, pretraining_texts, vocabulary_size
+from modeling_bert_bilstm_crf import bigram_ids
+from pretrain_mlm import PretrainingTextArguments, encoded_windows, pretraining_texts, vocabulary_size
 from run_safety import RunArguments, atomic_write, claim_output_dir, parse_arguments, run_main
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ def write_embeddings(args):
     config = BertConfig.from_pretrained(args.encoder_config, vocab_size=vocabulary_size(tokenizer))
 
     windows = encoded_windows(pretraining_texts(args), tokenizer, args)
-    logger.info("Embedding text: %d windows, %d positions", len(windows), sum(map(len, windows)))
+    positions = sum(map(len, windows))
+    logger.info("Embedding text: %d windows, %d positions", len(windows), positions)
     tables = {"bert.embeddings.word_embeddings.weight": skip_gram_table(
         [window[1:-1] for window in windows], config.vocab_size, config.hidden_size, args)}
     if args.bigram_buckets:
@@ -111,16 +112,9 @@ def write_embeddings(args):
     atomic_write(output_dir / "config.json", config.to_json_string())
     atomic_write(output_dir / "model.safetensors", save(tables, metadata={"format": "pt"}))
     tokenizer.save_pretrained(output_dir)
-    results = {"windows": len(windows), "positions": sum(map(len, windows)),
+    results = {"windows": len(windows), "positions": positions,
                **{name: list(table.shape) for name, table in tables.items()}}
     atomic_write(output_dir / FINISHED_MARKER, json.dumps(results, indent=2))
-
-
-def encoded_windows(texts: list[str], tokenizer, args) -> list[list[int]]:
-    """Model input ids ([CLS] ... [SEP]) of each window of ``--max_chars`` characters of ``texts``."""
-    encoder = CharacterEncoder(tokenizer, args.skip_blanks)
-    return [encoder.window_ids(text[start:end]) for text in texts
-            for start, end in split_into_windows(text, args.max_chars)]
 
 
 def skip_gram_table(sentences: list[list[int]], rows: int, size: int, args) -> torch.Tensor:

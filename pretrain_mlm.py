@@ -107,11 +107,7 @@ def main():
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     texts = pretraining_texts(args)
-    encoder = CharacterEncoder(tokenizer, args.skip_blanks)
-    windows = datasets.Dataset.from_dict(
-        {"input_ids": [encoder.window_ids(text[start:end]) for text in texts
-                       for start, end in split_into_windows(text, args.max_chars)]}
-    )
+    windows = datasets.Dataset.from_dict({"input_ids": encoded_windows(texts, tokenizer, args)})
     logger.info("MLM text: %d documents, %d characters, %d windows", len(texts), sum(map(len, texts)),
                 len(windows))
 
@@ -162,6 +158,14 @@ def vocabulary_size(tokenizer) -> int:
     tokens), so ids reach beyond the number of distinct tokens.
     """
     return max(tokenizer.get_vocab().values()) + 1
+
+
+def encoded_windows(texts: list[str], tokenizer, args) -> list[list[int]]:
+    """Model input ids ([CLS] ... [SEP]) of each window of ``args.max_chars`` characters of ``texts``, blanks fed
+    or not as ``args.skip_blanks`` says."""
+    encoder = CharacterEncoder(tokenizer, args.skip_blanks)
+    return [encoder.window_ids(text[start:end]) for text in texts
+            for start, end in split_into_windows(text, args.max_chars)]
 
 
 def pretraining_texts(args) -> list[str]:
