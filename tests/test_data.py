@@ -170,6 +170,11 @@ def test_windows_prefer_sentence_ends():
     text = "甲乙丙。丁戊己庚辛壬癸子丑"
     assert split_into_windows(text, 8) == [(0, 4), (4, 12), (12, 13)]
     assert split_into_windows("甲乙\n丙丁! 戊", 4) == [(0, 3), (3, 6), (6, 8)]  # line break, then "!"
+    # A sentence end beats a later clause separator or line break; a clause separator beats a later line break
+    # (PDF text wraps its lines inside words).
+    assert split_into_windows("甲乙。丙，丁\n戊己", 8) == [(0, 3), (3, 9)]
+    assert split_into_windows("甲乙丙，丁\n戊己", 7) == [(0, 4), (4, 8)]
+    assert split_into_windows("甲乙丙丁\n戊己庚", 7) == [(0, 5), (5, 8)]
 
 
 def test_windows_at_their_limits():
