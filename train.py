@@ -200,7 +200,9 @@ def main():
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     name = "--max_chars + 2 * --context_chars" if data_args.context_chars else "--max_chars"
-    check_window_fits(data_args.max_chars + 2 * data_args.context_chars, readable_encoder_positions(model_args), name)
+    encoder, option = ((model_args.encoder_config, "--encoder_config") if model_args.encoder_config
+                       else (model_args.model_name_or_path, "--model_name_or_path"))
+    check_window_fits(data_args.max_chars + 2 * data_args.context_chars, encoder_positions(encoder, option), name)
     claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
@@ -364,19 +366,6 @@ def build_model(model_args, tokenizer, label_names, data_args):
     return BertBiLstmCrfForTokenClassification.from_pretrained(
         model_args.model_name_or_path, config=config, attn_implementation=model_args.attn_implementation
     )
-
-
-def readable_encoder_positions(model_args) -> int:
-    """The encoder's positions, or a one-line refusal naming the option when its config cannot be read (a folder
-    that is not there, e.g. the CPU recipe's embeddings before pretrain_embeddings.py wrote them), instead of
-    the Hub client's traceback."""
-    option, encoder = (("--encoder_config", model_args.encoder_config) if model_args.encoder_config
-                       else ("--model_name_or_path", model_args.model_name_or_path))
-    try:
-        return encoder_positions(encoder)
-    except OSError as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{option} {encoder}: no config.json there or on the Hub ({reason})") from None
 
 
 def check_saved_bigram_table(model_args):

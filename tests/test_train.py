@@ -161,6 +161,21 @@ def test_a_window_beyond_the_encoder_positions_is_refused_before_the_corpus_is_r
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.parametrize("script", ["train.py", "pretrain_mlm.py"])
+@pytest.mark.parametrize("option", ["--encoder_config", "--model_name_or_path"])
+def test_a_missing_encoder_folder_is_one_line_naming_the_option(script, option, tmp_path):
+    missing = tmp_path / "no_encoder_here"
+    arguments = [script, "--data_dir", "data/sample", option, str(missing), "--tokenizer_name", str(TINY_BERT),
+                 "--output_dir", str(tmp_path / "model"), "--use_cpu", "true"]
+    completed = subprocess.run([sys.executable, *arguments], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+    last_line = completed.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"{script}: {option} {missing}: no config.json there or on the Hub ("), \
+        completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "model").exists()
+
+
 def test_masked_positions_head_gives_the_stock_masked_lm_loss():
     import torch
     from transformers import BertConfig, BertForMaskedLM
