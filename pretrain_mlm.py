@@ -36,7 +36,13 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import files_with_suffix, read_text
-from modeling_bert_bilstm_crf import CharacterEncoder, check_window_fits, encoder_positions, split_into_windows
+from modeling_bert_bilstm_crf import (
+    TRAINING_CUTS,
+    CharacterEncoder,
+    check_window_fits,
+    encoder_positions,
+    split_into_windows,
+)
 from run_safety import (
     RunArguments,
     claim_output_dir,
@@ -167,7 +173,7 @@ def encoded_windows(texts: list[str], tokenizer, args) -> list[list[int]]:
     or not as ``args.skip_blanks`` says."""
     encoder = CharacterEncoder(tokenizer, args.skip_blanks)
     return [encoder.window_ids(text[start:end]) for text in texts
-            for start, end in split_into_windows(text, args.max_chars)]
+            for start, end in split_into_windows(text, args.max_chars, cuts=TRAINING_CUTS)]
 
 
 def pretraining_texts(args) -> list[str]:

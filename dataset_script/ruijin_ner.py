@@ -55,7 +55,7 @@ import datasets
 
 # The character, window and BIO functions live in the model file, which travels alone to the Hub.
 import modeling_bert_bilstm_crf
-from modeling_bert_bilstm_crf import spans_to_bio, split_into_windows, window_context
+from modeling_bert_bilstm_crf import TRAINING_CUTS, spans_to_bio, split_into_windows, window_context
 
 from .brat import (
     EVENT_TRIGGER_POLICIES,
@@ -248,7 +248,7 @@ def window_examples(document: Document, max_chars: int, context_chars: int = 0) 
     spans = [(entity.type, entity.start, entity.end) for entity in document.entities]
     tags, not_encoded = spans_to_bio(len(document.text), spans)
     encoded = Counter(spans) - Counter(not_encoded)
-    windows = split_into_windows(document.text, max_chars, [(start, end) for _, start, end in encoded])
+    windows = split_into_windows(document.text, max_chars, [(start, end) for _, start, end in encoded], TRAINING_CUTS)
     window_starts = [window_start for window_start, _ in windows]
     cut = [entity_type for entity_type, start, end in encoded if _starts_inside(window_starts, start, end)]
     examples = []

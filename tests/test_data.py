@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError
 from modeling_bert_bilstm_crf import (
+    TRAINING_CUTS,
     WHITESPACE_TOKEN,
     CharacterEncoder,
     bio_to_spans,
@@ -170,11 +171,14 @@ def test_windows_prefer_sentence_ends():
     text = "甲乙丙。丁戊己庚辛壬癸子丑"
     assert split_into_windows(text, 8) == [(0, 4), (4, 12), (12, 13)]
     assert split_into_windows("甲乙\n丙丁! 戊", 4) == [(0, 3), (3, 6), (6, 8)]  # line break, then "!"
-    # A sentence end beats a later clause separator or line break; a clause separator beats a later line break
-    # (PDF text wraps its lines inside words).
+    # Prediction (no entities known): a sentence end beats a later clause separator or line break, a clause
+    # separator beats a later line break (PDF text wraps its lines inside words).
     assert split_into_windows("甲乙。丙，丁\n戊己", 8) == [(0, 3), (3, 9)]
     assert split_into_windows("甲乙丙，丁\n戊己", 7) == [(0, 4), (4, 8)]
     assert split_into_windows("甲乙丙丁\n戊己庚", 7) == [(0, 5), (5, 8)]
+    # Training (entities blocked): the last sentence end or line break, for the longest window.
+    assert split_into_windows("甲乙。丙，丁\n戊己", 8, cuts=TRAINING_CUTS) == [(0, 7), (7, 9)]
+    assert split_into_windows("甲乙。丙，丁\n戊己", 8, [(5, 8)], TRAINING_CUTS) == [(0, 3), (3, 9)]
 
 
 def test_windows_at_their_limits():
