@@ -761,9 +761,9 @@ def is_blank(character: str) -> bool:
     return character.isspace() or unicodedata.category(character) == "Cf"
 
 
-# Where a window may end, best first (``split_into_windows``). Prediction knows no entities, so line breaks come
-# last: in text extracted from PDFs (the Ruijin corpus) they wrap lines inside words, and 2% of its entities
-# cross one.
+# Where a window may end, best first (``split_into_windows``). Prediction knows no entities: sentence ends, then
+# clause separators, then line breaks, which in text extracted from PDFs (the Ruijin corpus) wrap lines inside
+# words (2% of its entities cross one; 0.03% cross a cut made this way).
 PREDICTION_CUTS = (frozenset("。！？；!?;"), frozenset("，,、"), frozenset("\n"))
 # Training windows never cut an entity (its span is blocked), so a line break is as safe as a sentence end and
 # the longest window is kept: fewer, fuller steps per epoch (each step also pays for the whole embedding tables).
@@ -836,11 +836,9 @@ def encoder_positions(name_or_path: str, option: str = "") -> int:
 def split_into_windows(text: str, max_chars: int, spans=(), cuts=PREDICTION_CUTS) -> list[tuple[int, int]]:
     """(start, end) windows that cover ``text`` exactly once, in order, each at most ``max_chars`` long.
 
-    A window ends after the last character of the first of the ``cuts`` sets that it can reach, else at the last
-    position it can reach. ``PREDICTION_CUTS``: after a sentence end (。！？；!?;), else a clause separator (，,、),
-    else a line break; on the Ruijin corpus 0.03% of the entities cross such a cut, against 2% when line breaks
-    rank with sentence ends. ``TRAINING_CUTS``: after a sentence end or a line break. A window never ends inside
-    one of the ``(start, end)`` ``spans`` (the entities of a training document) unless a span is longer than a
+    A window ends after the last character of the first of the ``cuts`` sets that it can reach (best first:
+    ``PREDICTION_CUTS`` or ``TRAINING_CUTS``), else at the last position it can reach. It never ends inside one
+    of the ``(start, end)`` ``spans`` (the entities of a training document) unless a span is longer than a
     window, when the cut is unavoidable (the dataset builder counts such cuts).
     """
     if max_chars < 1:
