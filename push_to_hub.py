@@ -191,6 +191,9 @@ def model_card(model_dir: Path, args) -> ModelCard:
     dataset_name = args.dataset_name or args.dataset_repo_id or UNNAMED_CORPUS
     encoder = (corpus or {}).get("encoder") or {}
     pretrained = encoder.get("model_name_or_path") if not encoder.get("encoder_config") else None
+    # A Hub id only: a local folder (an encoder from pretrain_mlm.py, say) means nothing to Hub readers. Runs from
+    # before corpus.json said which it was are judged by whether the path exists here.
+    on_hub = pretrained and not encoder.get("local_folder") and not Path(pretrained).exists()
     data = ModelCardData(
         language=language,
         license=args.license,
@@ -201,8 +204,7 @@ def model_card(model_dir: Path, args) -> ModelCard:
         datasets=[args.dataset_repo_id] if args.dataset_repo_id else None,
         metrics=["precision", "recall", "f1"],
         model_name=args.repo_id.split("/")[-1],
-        # A Hub id only: a local folder (an encoder from pretrain_mlm.py, say) means nothing to Hub readers.
-        base_model=pretrained if pretrained and not Path(pretrained).exists() else None,
+        base_model=pretrained if on_hub else None,
         eval_results=_eval_results(report, dataset_name, args.dataset_repo_id),
         widget=[{"text": example["text"]} for example in examples],
     )
@@ -372,7 +374,7 @@ print([ner.model.config.id2label[tag] for tag in tags.tolist()])
 ## Training data
 
 {_data_text(corpus, dataset_name)}
-{_encoder_text(encoder)}
+{_encoder_text(encoder, config)}
 
 ## Results on the test split
 
@@ -425,12 +427,14 @@ def _data_text(corpus: dict | None, dataset_name: str) -> str:
             f"{corpus['max_chars']} characters.\n\n| split | documents | windows |\n| --- | ---: | ---: |\n{rows}\n")
 
 
-def _encoder_text(encoder: dict) -> str:
+def _encoder_text(encoder: dict, config: dict) -> str:
+    layer = "BERT encoder" if config.get("num_hidden_layers", 1) else "embedding layer"
     if encoder.get("encoder_config"):
-        return (f"The BERT encoder was trained from random weights (configuration `{encoder['encoder_config']}`), "
+        return (f"The {layer} was trained from random weights (configuration `{encoder['encoder_config']}`), "
                 "with the rest of the model.")
     if encoder.get("model_name_or_path"):
-        return f"The BERT encoder started from `{encoder['model_name_or_path']}`."
+        where = "a local folder, " if encoder.get("local_folder") else ""
+        return f"The {layer} started from {where}`{encoder['model_name_or_path']}`."
     return "The training run recorded no encoder."
 
 

@@ -510,7 +510,10 @@ def write_corpus_summary(stats, data_args, model_args, path):
                    for split in ("train", "validation", "test")},
         "entities_read": stats.entities_read,
         "entities_encoded": stats.entities_encoded,
-        "encoder": {"model_name_or_path": model_args.model_name_or_path, "encoder_config": model_args.encoder_config},
+        # Whether the start was a folder here (an encoder from pretrain_mlm.py, embeddings from
+        # pretrain_embeddings.py), which the model card must not name as a Hub model even once it is gone.
+        "encoder": {"model_name_or_path": model_args.model_name_or_path, "encoder_config": model_args.encoder_config,
+                    "local_folder": Path(model_args.model_name_or_path).is_dir()},
     }
     atomic_write(path, json.dumps(corpus_summary, indent=2))
 

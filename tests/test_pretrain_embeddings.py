@@ -3,12 +3,14 @@ from them."""
 
 import json
 import random
+import shutil
 import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import TINY_BERT, run_script, small_training
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -78,6 +80,15 @@ def test_train_starts_from_the_pretrained_embeddings(monkeypatch, tmp_path, clas
     run_script(small_training(output_dir, "--num_train_epochs", "1", "--bigram_buckets", "401",
                               "--bigram_embedding_size", "8", encoder=("--model_name_or_path", str(embeddings_dir))))
     assert (output_dir / "test_report.json").is_file()
+
+    # Its model card names the folder as one, never as a Hub model, even once the folder is gone.
+    shutil.rmtree(embeddings_dir)
+    card_folder = tmp_path / "card"
+    run_script(["push_to_hub.py", "--model_dir", str(output_dir), "--repo_id", "someone/classic-ner",
+                "--dry_run", str(card_folder)])
+    card = ModelCard.load(card_folder / "README.md")
+    assert "base_model" not in card.data.to_dict()
+    assert f"The embedding layer started from a local folder, `{embeddings_dir}`." in card.text
 
 
 def test_a_finished_folder_is_kept_and_other_bigram_options_are_refused(monkeypatch, capsys, tmp_path,
