@@ -821,15 +821,18 @@ def check_window_fits(window_chars: int, max_position_embeddings: int, name: str
                          f"{max_position_embeddings} positions, two of them for [CLS] and [SEP]), got {window_chars}")
 
 
-def encoder_positions(name_or_path: str, option: str = "") -> int:
-    """``max_position_embeddings`` of a saved encoder (a folder, a config.json or a Hub id), without building it.
-    A config that cannot be read (e.g. a folder that is not there) is one line naming the ``option`` given it,
-    not the Hub client's traceback."""
+def encoder_positions(encoder_config: str | None, model_name_or_path: str | None) -> int:
+    """``max_position_embeddings`` of the encoder a training script starts from, without building it: its
+    ``--encoder_config`` when given, else its ``--model_name_or_path`` (a folder, a config.json or a Hub id). A
+    config that cannot be read (e.g. a folder that is not there) is one line naming that option, not the Hub
+    client's traceback."""
+    option, name_or_path = (("--encoder_config", encoder_config) if encoder_config
+                            else ("--model_name_or_path", model_name_or_path))
     try:
         config, _ = BertConfig.get_config_dict(name_or_path)
     except OSError as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{option} {name_or_path}: no config.json there or on the Hub ({reason})".lstrip()) from None
+        raise ValueError(f"{option} {name_or_path}: no config.json there or on the Hub ({reason})") from None
     return config.get("max_position_embeddings", BertConfig().max_position_embeddings)
 
 

@@ -108,9 +108,7 @@ def main():
     set_seed(training_args.seed)
     if (args.model_name_or_path is None) == (args.encoder_config is None):
         parser.error("give exactly one of --model_name_or_path and --encoder_config")
-    encoder, option = ((args.encoder_config, "--encoder_config") if args.encoder_config
-                       else (args.model_name_or_path, "--model_name_or_path"))
-    check_window_fits(args.max_chars, encoder_positions(encoder, option), "--max_chars")
+    check_window_fits(args.max_chars, encoder_positions(args.encoder_config, args.model_name_or_path), "--max_chars")
     claim_output_dir("pretrain_mlm.py", training_args, run_args, finished_marker="train_results.json")
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)

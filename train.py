@@ -200,9 +200,8 @@ def main():
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     name = "--max_chars + 2 * --context_chars" if data_args.context_chars else "--max_chars"
-    encoder, option = ((model_args.encoder_config, "--encoder_config") if model_args.encoder_config
-                       else (model_args.model_name_or_path, "--model_name_or_path"))
-    check_window_fits(data_args.max_chars + 2 * data_args.context_chars, encoder_positions(encoder, option), name)
+    positions = encoder_positions(model_args.encoder_config, model_args.model_name_or_path)
+    check_window_fits(data_args.max_chars + 2 * data_args.context_chars, positions, name)
     claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
