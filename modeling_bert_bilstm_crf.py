@@ -24,7 +24,6 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings
 from transformers.pipelines.base import ChunkPipeline
 
-
 # ----- CRF: algorithms -----
 #
 # Every CRF entry point first "compacts" each sequence: the visible positions (mask True) are moved, in
@@ -765,9 +764,6 @@ def is_blank(character: str) -> bool:
 # clause separators, then line breaks, which in text extracted from PDFs (the Ruijin corpus) wrap lines inside
 # words (2% of its entities cross one; 0.03% cross a cut made this way).
 PREDICTION_CUTS = (frozenset("。！？；!?;"), frozenset("，,、"), frozenset("\n"))
-# Training windows never cut an entity (its span is blocked), so a line break is as safe as a sentence end and
-# the longest window is kept: fewer, fuller steps per epoch (each step also pays for the whole embedding tables).
-TRAINING_CUTS = (frozenset("。！？；!?;\n"),)
 
 
 class CharacterEncoder:
@@ -821,26 +817,11 @@ def check_window_fits(window_chars: int, max_position_embeddings: int, name: str
                          f"{max_position_embeddings} positions, two of them for [CLS] and [SEP]), got {window_chars}")
 
 
-def encoder_positions(encoder_config: str | None, model_name_or_path: str | None) -> int:
-    """``max_position_embeddings`` of the encoder a training script starts from, without building it: its
-    ``--encoder_config`` when given, else its ``--model_name_or_path`` (a folder, a config.json or a Hub id). A
-    config that cannot be read (e.g. a folder that is not there) is one line naming that option, not the Hub
-    client's traceback."""
-    option, name_or_path = (("--encoder_config", encoder_config) if encoder_config
-                            else ("--model_name_or_path", model_name_or_path))
-    try:
-        config, _ = BertConfig.get_config_dict(name_or_path)
-    except OSError as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{option} {name_or_path}: no config.json there or on the Hub ({reason})") from None
-    return config.get("max_position_embeddings", BertConfig().max_position_embeddings)
-
-
 def split_into_windows(text: str, max_chars: int, spans=(), cuts=PREDICTION_CUTS) -> list[tuple[int, int]]:
     """(start, end) windows that cover ``text`` exactly once, in order, each at most ``max_chars`` long.
 
     A window ends after the last character of the first of the ``cuts`` sets that it can reach (best first:
-    ``PREDICTION_CUTS`` or ``TRAINING_CUTS``), else at the last position it can reach. It never ends inside one
+    ``PREDICTION_CUTS``, or the dataset builder's ``TRAINING_CUTS``), else at the last position it can reach. It never ends inside one
     of the ``(start, end)`` ``spans`` (the entities of a training document) unless a span is longer than a
     window, when the cut is unavoidable (the dataset builder counts such cuts).
     """
@@ -871,48 +852,6 @@ def _best_cut(text: str, start: int, limit: int, blocked: bytearray, cuts) -> in
             if text[cut - 1] in ends:
                 return cut
     return allowed[0] if allowed else limit
-
-
-def spans_to_bio(length: int, spans) -> tuple[list[str], list[tuple[str, int, int]]]:
-    """BIO tags of ``length`` characters from ``(type, start, end)`` spans (end exclusive), and the spans that
-    could not be encoded.
-
-    One tag per character cannot express overlapping or nested entities. Policy: longest span first (ties:
-    earlier start, then type name); a span is encoded only if none of its characters is taken yet, otherwise
-    it is returned as not encoded, so the caller can count it.
-    """
-    tags, not_encoded = ["O"] * length, []
-    for entity_type, start, end in sorted(spans, key=lambda span: (span[1] - span[2], span[1], span[0])):
-        if not 0 <= start < end <= length:
-            raise ValueError(f"span {entity_type} {start} {end} is outside 0..{length}")
-        if any(tag != "O" for tag in tags[start:end]):
-            not_encoded.append((entity_type, start, end))
-            continue
-        tags[start:end] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (end - start - 1)
-    return tags, not_encoded
-
-
-def blank_free_tags(characters, tags) -> tuple[list[str], int]:
-    """The tags of the non-blank characters (what a ``skip_blanks`` model is trained on), and how many entities
-    were lost because they hold nothing but blanks. An entity that starts on a blank starts at its first
-    non-blank character (its ``I-`` becomes ``B-``), so that no two entities merge."""
-    kept, starts_pending, lost = [], None, 0
-    for character, tag in zip(characters, tags, strict=True):
-        if is_blank(character):
-            if tag.startswith("B-"):
-                lost += starts_pending is not None  # the previous entity began on a blank and held only blanks
-                starts_pending = tag[2:]
-            elif not tag.startswith("I-") and starts_pending is not None:
-                lost, starts_pending = lost + 1, None
-            continue
-        if starts_pending is not None:
-            if tag == f"I-{starts_pending}":
-                tag = f"B-{starts_pending}"
-            else:
-                lost += 1
-            starts_pending = None
-        kept.append(tag)
-    return kept, lost + (starts_pending is not None)
 
 
 def tags_with_blanks(text: str, tags: list[str]) -> tuple[list[str], list[int]]:
@@ -979,8 +918,6 @@ def line_fragments(text: str, start: int, end: int) -> list[tuple[int, int]]:
         fragments.append((fragment_start, end))
     return fragments
 
-
-# ----- end of text section -----
 
 
 # ----- Pipeline -----

@@ -21,7 +21,7 @@ return the same entities.
 
 What the user wrote is never written over: an --output_dir that is the input, gold or corpus folder is refused,
 and so is one already holding .ann files (or files this run writes) unless --overwrite is given; every file is
-written whole or not at all (``run_safety.atomic_write``). The model folder's Python code runs only when it is
+written whole or not at all (``brat_ner.files.atomic_write``). The model folder's Python code runs only when it is
 this project's own file (a folder written by train.py) or the user gives --trust_remote_code.
 """
 
@@ -35,15 +35,17 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 from transformers import HfArgumentParser, pipeline
 
-import fast_inference
+from brat_ner import fast_inference
+from brat_ner.cli import run_main
+from brat_ner.evaluation import reports_to_markdown, score_both, write_reports
+from brat_ner.files import atomic_write, check_writable_folder
+from brat_ner.tagging import tag_texts
+from brat_ner.trust import trust_remote_code
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, files_with_suffix, read_text
 from modeling_bert_bilstm_crf import brat_annotations
-from ner_evaluation import reports_to_markdown, score_both, write_reports
-from run_safety import atomic_write, check_writable_folder, run_main, trust_remote_code
 
 SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))
 UNCERTAINTY_FILE = "uncertainty.tsv"
@@ -298,19 +300,6 @@ def read_standard_input() -> str:
         return sys.stdin.buffer.read().decode("utf-8")
     except UnicodeDecodeError as error:
         raise BratFormatError(f"standard input: not UTF-8 (byte {error.start}: {error.reason})") from None
-
-
-def tag_texts(tagger, texts: list[str], batch_size: int, progress: bool = False) -> list[list[dict]]:
-    """Entities for each text (the pipeline batches windows across documents), with a bar that moves as each
-    document is done."""
-    results = stream_entities(tagger, texts, batch_size)
-    return list(tqdm(results, total=len(texts), desc="Documents", unit="doc", disable=not progress))
-
-
-def stream_entities(tagger, texts, batch_size: int):
-    """Each text's entities as soon as its windows are tagged. The pipeline gets a generator: given a list, it
-    tags every text before returning the first result, and a progress bar would jump from 0 to 100%."""
-    return tagger((text for text in texts), batch_size=batch_size)
 
 
 def check_gold_matches(gold_documents: list[dict], documents: dict[str, str]) -> None:

@@ -34,9 +34,11 @@ from gensim.models import Word2Vec
 from safetensors.torch import save
 from transformers import AutoTokenizer, BertConfig, HfArgumentParser
 
+from brat_ner.cli import parse_arguments, run_main
+from brat_ner.files import atomic_write
+from brat_ner.pretraining import PretrainingTextArguments, encoded_windows, pretraining_texts, vocabulary_size
+from brat_ner.runs import RunArguments, claim_output_dir
 from modeling_bert_bilstm_crf import bigram_ids
-from pretrain_mlm import PretrainingTextArguments, encoded_windows, pretraining_texts, vocabulary_size
-from run_safety import RunArguments, atomic_write, claim_output_dir, parse_arguments, run_main
 
 logger = logging.getLogger(__name__)
 

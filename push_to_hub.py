@@ -26,8 +26,8 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, SpaceCa
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import HfArgumentParser
 
+from brat_ner.evaluation import report_to_markdown
 from dataset_script import ruijin_ner
-from ner_evaluation import report_to_markdown
 
 # What from_pretrained, AutoTokenizer and the card need; checkpoints, optimizer states and pickles stay home.
 MODEL_FILES = ("model.safetensors", "config.json", "modeling_bert_bilstm_crf.py", "tokenizer_config.json")

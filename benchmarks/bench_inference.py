@@ -2,7 +2,7 @@
 
 For each encoder size (``--sizes``), random weights:
 
-* ``project``: ``predict.tag_texts`` through the model's own pipeline (``BertBiLstmCrfNerPipeline``): windows of
+* ``project``: ``brat_ner.tagging.tag_texts`` through the model's own pipeline (``BertBiLstmCrfNerPipeline``): windows of
   510 characters, one position per non-blank character (``skip_blanks``, train.py's default), BiLSTM, CRF
   Viterbi and confidence scores (CRF marginals);
 * ``every-position``: the same with one position per character, blanks included (models trained with
@@ -42,8 +42,9 @@ from transformers import AutoTokenizer, BertConfig, BertForTokenClassification, 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import fast_inference  # noqa: E402
-import predict  # noqa: E402
+from brat_ner import fast_inference  # noqa: E402
+from brat_ner.tagging import tag_texts  # noqa: E402
+from dataset_script.brat import read_text  # noqa: E402
 from modeling_bert_bilstm_crf import (  # noqa: E402
     BertBiLstmCrfConfig,
     BertBiLstmCrfForTokenClassification,
@@ -82,7 +83,7 @@ def benchmark_texts(num_chars: int) -> tuple[list[str], str]:
     for path in sorted(folder.glob("*.txt")):
         if remaining <= 0:
             break
-        texts.append(predict.read_text(path)[:remaining])
+        texts.append(read_text(path)[:remaining])
         remaining -= len(texts[-1])
     return texts, str(folder)
 
@@ -124,7 +125,7 @@ def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: in
             fast_inference.quantize_int8(tagger)  # a quantised copy: the other variants keep the float model
         elif variant == "onnx":
             fast_inference.use_onnx(tagger, scratch / f"{size}.onnx", num_threads)
-        taggers[variant] = lambda texts, tagger=tagger: predict.tag_texts(tagger, texts, batch_size)
+        taggers[variant] = lambda texts, tagger=tagger: tag_texts(tagger, texts, batch_size)
     return taggers, model
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
+import inspect
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -53,9 +54,9 @@ from pathlib import Path
 
 import datasets
 
-# The character, window and BIO functions live in the model file, which travels alone to the Hub.
+# The window functions live in the model file, which travels alone to the Hub: prediction cuts windows too.
 import modeling_bert_bilstm_crf
-from modeling_bert_bilstm_crf import TRAINING_CUTS, spans_to_bio, split_into_windows, window_context
+from modeling_bert_bilstm_crf import split_into_windows, window_context
 
 from .brat import (
     EVENT_TRIGGER_POLICIES,
@@ -87,7 +88,12 @@ def bio_labels(entity_types) -> list[str]:
 
 
 RUIJIN_LABELS = bio_labels(RUIJIN_ENTITY_TYPES)
-TEXT_SECTION_START = "# ----- Text <-> model positions"
+# Training windows never cut an entity (its span is blocked), so a line break is as safe as a sentence end and
+# the longest window is kept: fewer, fuller steps per epoch (each step also pays for the whole embedding tables).
+# Prediction knows no entities and ranks line breaks last (the model file's ``PREDICTION_CUTS``).
+TRAINING_CUTS = (frozenset("。！？；!?;\n"),)
+# The model file's functions that shape examples: their source is part of the builder's cache key.
+MODEL_FUNCTIONS_USED = (split_into_windows, window_context, modeling_bert_bilstm_crf._best_cut)
 SPLITS = (datasets.Split.TRAIN, datasets.Split.VALIDATION, datasets.Split.TEST)
 
 
@@ -263,6 +269,26 @@ def window_examples(document: Document, max_chars: int, context_chars: int = 0) 
     return examples, not_encoded, cut
 
 
+def spans_to_bio(length: int, spans) -> tuple[list[str], list[tuple[str, int, int]]]:
+    """BIO tags of ``length`` characters from ``(type, start, end)`` spans (end exclusive), and the spans that
+    could not be encoded.
+
+    One tag per character cannot express overlapping or nested entities. Policy: longest span first (ties:
+    earlier start, then type name); a span is encoded only if none of its characters is taken yet, otherwise
+    it is returned as not encoded, so the caller can count it.
+    """
+    tags, not_encoded = ["O"] * length, []
+    for entity_type, start, end in sorted(spans, key=lambda span: (span[1] - span[2], span[1], span[0])):
+        if not 0 <= start < end <= length:
+            raise ValueError(f"span {entity_type} {start} {end} is outside 0..{length}")
+        if any(tag != "O" for tag in tags[start:end]):
+            not_encoded.append((entity_type, start, end))
+            continue
+        tags[start:end] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (end - start - 1)
+    return tags, not_encoded
+
+
+
 def _starts_inside(sorted_starts: list[int], start: int, end: int) -> bool:
     """Whether one of the sorted window starts falls strictly inside ``start..end`` (binary search: a long
     document has thousands of windows and entities)."""
@@ -400,11 +426,12 @@ def corpus_hash(documents, conf: AnnotationConf | None = None) -> str:
 
 
 def code_hash() -> str:
-    """A digest of the code that turns files into examples (this package and the model file's text section),
-    the builder's ``hash``: a changed window or tag policy then builds anew instead of reusing old Arrow files."""
-    model_source = Path(modeling_bert_bilstm_crf.__file__).read_text(encoding="utf-8")
-    section = model_source[model_source.find(TEXT_SECTION_START):]
-    digest = hashlib.sha1(section.encode("utf-8"))
+    """A digest of the code that turns files into examples (this package and the model file's functions it
+    calls, ``MODEL_FUNCTIONS_USED``), the builder's ``hash``: a changed window or tag policy then builds anew
+    instead of reusing old Arrow files."""
+    digest = hashlib.sha1()
+    for function in MODEL_FUNCTIONS_USED:
+        digest.update(inspect.getsource(function).encode("utf-8"))
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -25,13 +25,13 @@ def run_predict(monkeypatch, *arguments, model_loads=True):
     saves the seconds of a new interpreter; ``model_loads=False`` makes loading the model an error, to show a
     refusal comes before it."""
     import predict
-    import run_safety
+    from brat_ner import cli
 
     with monkeypatch.context() as patch:
         patch.setattr(sys, "argv", ["predict.py", *arguments])
         if not model_loads:
             patch.setattr(predict, "pipeline", lambda *args, **kwargs: pytest.fail("the model was loaded"))
-        run_safety.run_main(predict.main, "predict.py")
+        cli.run_main(predict.main, "predict.py")
 
 
 def predict_error(monkeypatch, capsys, *arguments, model_loads=True) -> str:

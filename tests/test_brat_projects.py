@@ -6,9 +6,9 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import run_script, small_training
 from transformers import pipeline
 
+from conftest import run_script, small_training
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, read_annotation_conf
 

@@ -8,11 +8,14 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_BERT, run_script, small_training
 from transformers import AutoTokenizer, EvalPrediction, pipeline
 
 import modeling_bert_bilstm_crf as modeling
 import predict
+from brat_ner.evaluation import _maximum_overlap_matching, score_both, score_entities, score_overlapping_entities
+from brat_ner.trainer import NerMetrics
+from brat_ner.training_data import encode_batch
+from conftest import REPO, TINY_BERT, run_script, small_training
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_document
 from modeling_bert_bilstm_crf import (
@@ -25,8 +28,6 @@ from modeling_bert_bilstm_crf import (
     split_into_windows,
     tags_with_blanks,
 )
-from ner_evaluation import _maximum_overlap_matching, score_both, score_entities, score_overlapping_entities
-from train import NerMetrics, encode_batch
 
 SAMPLE = REPO / "data" / "sample"
 REAL_CORPUS = REPO.parent / "shared" / "data" / "ruijin_round1" / "train"

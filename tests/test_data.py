@@ -11,13 +11,12 @@ from transformers import AutoTokenizer
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError
+from dataset_script.ruijin_ner import TRAINING_CUTS, spans_to_bio
 from modeling_bert_bilstm_crf import (
-    TRAINING_CUTS,
     WHITESPACE_TOKEN,
     CharacterEncoder,
     bio_to_spans,
     is_blank,
-    spans_to_bio,
     split_into_windows,
 )
 

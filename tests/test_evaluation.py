@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from ner_evaluation import ERROR_CATEGORIES, error_breakdown
+from brat_ner.evaluation import ERROR_CATEGORIES, error_breakdown
 
 
 def test_each_category():

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, run_script, small_training
 from transformers import AutoTokenizer
 
-import fast_inference
 import modeling_bert_bilstm_crf as modeling
 import predict
+from brat_ner import fast_inference
+from conftest import REPO, run_script, small_training
 from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification, BertBiLstmCrfNerPipeline
 
 SAMPLE = REPO / "data" / "sample"

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_BERT, run_predict, run_script, small_training
 from safetensors.torch import load_file
 
 import predict
-import run_safety
-from dataset_script import ruijin_ner
+from brat_ner import cli, files, runs, trust
+from conftest import REPO, TINY_BERT, run_predict, run_script, small_training
 from dataset_script.brat import read_annotation_conf, read_document
 
 SAMPLE = REPO / "data" / "sample"
@@ -105,16 +104,16 @@ def test_predict_refuses_an_unwritable_output_before_loading_the_model(trained_m
 def test_atomic_write_replaces_the_whole_file_or_nothing(tmp_path, monkeypatch):
     target = tmp_path / "report.json"
     target.write_text("old", encoding="utf-8")
-    run_safety.atomic_write(target, "新的\r\n")
-    assert target.read_bytes() == "新的\r\n".encode("utf-8")
+    files.atomic_write(target, "新的\r\n")
+    assert target.read_bytes() == "新的\r\n".encode()
 
     def crash(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)  # a failure at the last moment leaves the old file whole
     with pytest.raises(OSError, match="disk full"):
-        run_safety.atomic_write(target, "never")
-    assert target.read_bytes() == "新的\r\n".encode("utf-8") and os.listdir(tmp_path) == ["report.json"]
+        files.atomic_write(target, "never")
+    assert target.read_bytes() == "新的\r\n".encode() and os.listdir(tmp_path) == ["report.json"]
 
 
 # ----- predict.py: model code only when trusted -----
@@ -122,14 +121,14 @@ def test_atomic_write_replaces_the_whole_file_or_nothing(tmp_path, monkeypatch):
 
 def test_model_code_runs_only_when_it_is_the_projects_own_or_trusted(trained_model, tmp_path, monkeypatch, capsys):
     model_dir, _ = trained_model
-    assert run_safety.trust_remote_code(str(model_dir), asked=False)  # written by train.py: byte-identical code
+    assert trust.trust_remote_code(str(model_dir), asked=False)  # written by train.py: byte-identical code
     changed = tmp_path / "changed"
     shutil.copytree(model_dir, changed, ignore=shutil.ignore_patterns("checkpoint-*"))
-    with open(changed / run_safety.MODELING_FILE, "a", encoding="utf-8") as file:
+    with open(changed / trust.MODELING_FILE, "a", encoding="utf-8") as file:
         file.write("\n# anything could run here\n")
     arguments = ("--model_name_or_path", str(changed), "--input_file", str(SAMPLE / "01.txt"))
     message = refused(monkeypatch, *arguments)
-    assert f"holds a {run_safety.MODELING_FILE} that differs from this project's" in message
+    assert f"holds a {trust.MODELING_FILE} that differs from this project's" in message
     assert "Add --trust_remote_code if you trust that code" in message
     run_predict(monkeypatch, *arguments, "--trust_remote_code")
     assert isinstance(json.loads(capsys.readouterr().out), list)
@@ -138,9 +137,9 @@ def test_model_code_runs_only_when_it_is_the_projects_own_or_trusted(trained_mod
     shutil.copytree(model_dir, extra, ignore=shutil.ignore_patterns("checkpoint-*"))
     (extra / "helpers.py").write_text("import os\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"holds Python code of its own \(helpers.py\)"):
-        run_safety.trust_remote_code(str(extra), asked=False)
+        trust.trust_remote_code(str(extra), asked=False)
     with pytest.raises(ValueError, match="is not a local folder"):
-        run_safety.trust_remote_code("someone/chinese-medical-ner", asked=False)
+        trust.trust_remote_code("someone/chinese-medical-ner", asked=False)
 
 
 # ----- predict.py --preannotate -----
@@ -224,7 +223,7 @@ def test_a_second_run_on_a_folder_in_use_stops_with_the_owners_name(concurrent_r
     stderr = stopped[0][3]
     assert f"train.py: {output_dir} is in use by another run (process {finished[0][0]} on " in stderr, stderr[-2000:]
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("train.py: ")
-    assert (output_dir / "test_report.json").is_file() and not (output_dir / run_safety.LOCK_NAME).exists()
+    assert (output_dir / "test_report.json").is_file() and not (output_dir / files.LOCK_NAME).exists()
 
 
 def test_a_finished_run_is_not_trained_again(concurrent_runs):
@@ -234,7 +233,7 @@ def test_a_finished_run_is_not_trained_again(concurrent_runs):
     completed = run_script(reference_arguments(output_dir))
     assert f"train.py: {output_dir} holds a finished run" in completed.stdout
     assert (weights.read_bytes(), weights.stat().st_mtime_ns) == before
-    assert not (output_dir / run_safety.LOCK_NAME).exists()
+    assert not (output_dir / files.LOCK_NAME).exists()
 
 
 def copy_checkpoints(source: Path, destination: Path) -> None:
@@ -242,7 +241,7 @@ def copy_checkpoints(source: Path, destination: Path) -> None:
     destination.mkdir()
     for checkpoint in source.glob("checkpoint-*"):
         shutil.copytree(checkpoint, destination / checkpoint.name)
-    shutil.copy(source / run_safety.ARGUMENTS_NAME, destination)
+    shutil.copy(source / runs.ARGUMENTS_NAME, destination)
 
 
 def test_a_killed_checkpoint_save_is_skipped_and_the_rerun_ends_with_the_same_weights(concurrent_runs, tmp_path):
@@ -293,22 +292,22 @@ def test_overwrite_output_dir_clears_what_would_resume_or_look_finished(concurre
     shutil.copy(reference / "model.safetensors", previous)
     shutil.copy(reference / "test_report.json", previous)
     training_args = train.NerTrainingArguments(output_dir=str(previous), use_cpu=True)
-    lock = run_safety.claim_output_dir("train.py", training_args, run_safety.RunArguments(overwrite_output_dir=True),
+    lock = runs.claim_output_dir("train.py", training_args, runs.RunArguments(overwrite_output_dir=True),
                                        finished_marker="test_report.json")
     try:
         assert not list(previous.glob("checkpoint-*")) and not (previous / "test_report.json").exists()
         assert (previous / "model.safetensors").is_file()  # replaced when the new run saves, not before
-        assert run_safety.resume_checkpoint(training_args, run_safety.RunArguments(overwrite_output_dir=True),
+        assert runs.resume_checkpoint(training_args, runs.RunArguments(overwrite_output_dir=True),
                                             {"learning_rate": 1.0}) is None
     finally:
         lock.release()
-    assert not (previous / run_safety.LOCK_NAME).exists()
+    assert not (previous / files.LOCK_NAME).exists()
 
 
 def test_checkpoint_problems_are_found_the_cheap_way(concurrent_runs, tmp_path):
     reference, _ = concurrent_runs
     source = min(reference.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
-    assert run_safety.checkpoint_problem(source) is None
+    assert runs.checkpoint_problem(source) is None
     damages = {
         "no trainer_state.json": lambda c: (c / "trainer_state.json").unlink(),
         "trainer_state.json does not parse": lambda c: os.truncate(c / "trainer_state.json", 10),
@@ -322,17 +321,17 @@ def test_checkpoint_problems_are_found_the_cheap_way(concurrent_runs, tmp_path):
         checkpoint = tmp_path / expected.replace(" ", "_") / "checkpoint-1"
         shutil.copytree(source, checkpoint)
         damage(checkpoint)
-        assert run_safety.checkpoint_problem(checkpoint).startswith(expected)
-        assert run_safety.newest_complete_checkpoint(checkpoint.parent) is None
+        assert runs.checkpoint_problem(checkpoint).startswith(expected)
+        assert runs.newest_complete_checkpoint(checkpoint.parent) is None
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_live_one_refused(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
-    lock_path = folder / run_safety.LOCK_NAME
+    lock_path = folder / files.LOCK_NAME
     host = socket.gethostname()
     lock_path.write_text(json.dumps({"pid": exited_process_id(), "host": host}))  # as a killed run leaves it
-    lock = run_safety.OutputLock(folder)
+    lock = files.OutputLock(folder)
     lock.acquire()
     assert json.loads(lock_path.read_text())["pid"] == os.getpid()
     lock.release()
@@ -340,7 +339,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_live_one_refused(tmp_
 
     lock_path.write_text(json.dumps({"pid": os.getppid(), "host": host, "command": "train.py ..."}))
     with pytest.raises(ValueError, match=rf"is in use by another run \(process {os.getppid()} on {host}"):
-        run_safety.OutputLock(folder).acquire()
+        files.OutputLock(folder).acquire()
     assert json.loads(lock_path.read_text())["pid"] == os.getppid()
 
 
@@ -382,5 +381,5 @@ def test_an_argument_that_training_arguments_refuse_is_an_argparse_error(monkeyp
 
     monkeypatch.setattr(sys, "argv", ["train.py", "--save_strategy", "no", "--load_best_model_at_end", "true"])
     with pytest.raises(SystemExit) as exit_info:
-        run_safety.parse_arguments(train.argument_parser())
+        cli.parse_arguments(train.argument_parser())
     assert exit_info.value.code == 2 and "train.py: error: " in capsys.readouterr().err

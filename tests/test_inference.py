@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, predict_error, run_script
 from huggingface_hub import HfApi, ModelCard
 
+import modeling_bert_bilstm_crf
 import predict
 import push_to_hub
+from conftest import REPO, predict_error, run_script
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_document
-import modeling_bert_bilstm_crf
-from modeling_bert_bilstm_crf import bio_to_spans, is_blank, spans_to_bio
+from dataset_script.ruijin_ner import spans_to_bio
+from modeling_bert_bilstm_crf import bio_to_spans, is_blank
 
 SAMPLE = REPO / "data" / "sample"
 REAL_CORPUS = REPO.parent / "shared" / "data" / "ruijin_round1" / "train"

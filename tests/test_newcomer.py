@@ -9,14 +9,13 @@ import subprocess
 from argparse import Namespace
 
 import pytest
-from conftest import REPO, TINY_BERT, run_script
-from huggingface_hub import ModelCard
 from transformers import TrainerState, pipeline
 
 import predict
 import push_to_hub
-import run_safety
 import train
+from brat_ner import cli, tagging
+from conftest import REPO, TINY_BERT, run_script
 from dataset_script import ruijin_ner
 
 QUICKSTART = REPO / "configs" / "quickstart.json"
@@ -27,7 +26,7 @@ QUICKSTART = REPO / "configs" / "quickstart.json"
 
 def test_json_values_then_command_line_overrides():
     values = json.loads(QUICKSTART.read_text(encoding="utf-8"))
-    model_args, data_args, _, training_args = run_safety.parse_arguments(
+    model_args, data_args, _, training_args = cli.parse_arguments(
         train.argument_parser(),
         [str(QUICKSTART), "--output_dir", "other/", "--num_train_epochs", "5", "--use_lstm", "false"])
     assert training_args.output_dir == "other/" and training_args.num_train_epochs == 5  # overridden
@@ -36,7 +35,7 @@ def test_json_values_then_command_line_overrides():
     assert training_args.learning_rate == values["learning_rate"] and training_args.seed == values["seed"]
     assert model_args.head_learning_rate == values["head_learning_rate"]
     # Without overrides, the JSON values alone.
-    _, _, _, training_args = run_safety.parse_arguments(train.argument_parser(), [str(QUICKSTART)])
+    _, _, _, training_args = cli.parse_arguments(train.argument_parser(), [str(QUICKSTART)])
     assert training_args.output_dir == values["output_dir"]
 
 
@@ -49,7 +48,7 @@ def test_a_bad_json_configuration_is_refused_naming_the_file(tmp_path, capsys):
         if content is not None:
             (tmp_path / name).write_text(content, encoding="utf-8")
         with pytest.raises(SystemExit):
-            run_safety.parse_arguments(train.argument_parser(), [str(tmp_path / name)])
+            cli.parse_arguments(train.argument_parser(), [str(tmp_path / name)])
         assert message in capsys.readouterr().err
 
 
@@ -86,7 +85,7 @@ def test_entities_stream_document_by_document(trained_model):
             read.append(text)
             yield text
 
-    results = predict.stream_entities(tagger, reading(texts), batch_size=1)
+    results = tagging.stream_entities(tagger, reading(texts), batch_size=1)
     first = next(iter(results))
     assert len(read) < len(texts)  # the first document's entities came before the last document was read
     assert first == tagger(texts[0])

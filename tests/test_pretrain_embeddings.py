@@ -9,21 +9,21 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY_BERT, run_script, small_training
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 import pretrain_embeddings
-import run_safety
 import train
+from brat_ner import cli
+from conftest import TINY_BERT, run_script, small_training
 
 
 def run_pretrain_embeddings(monkeypatch, *arguments):
     """pretrain_embeddings.py's command line, run in this process as ``python pretrain_embeddings.py`` runs it."""
     with monkeypatch.context() as patch:
         patch.setattr(sys, "argv", ["pretrain_embeddings.py", *arguments])
-        run_safety.run_main(pretrain_embeddings.main, "pretrain_embeddings.py")
+        cli.run_main(pretrain_embeddings.main, "pretrain_embeddings.py")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_train_starts_from_the_pretrained_embeddings(monkeypatch, tmp_path, clas
     assert tables["bigram_embeddings.weight"].shape == (401, 8)
 
     # train.py builds the model with exactly these tables; everything else is initialised as from scratch.
-    model_args, data_args, _, _ = run_safety.parse_arguments(train.argument_parser(), [
+    model_args, data_args, _, _ = cli.parse_arguments(train.argument_parser(), [
         "--model_name_or_path", str(embeddings_dir), "--output_dir", str(tmp_path / "unused"),
         "--bigram_buckets", "401", "--bigram_embedding_size", "8", "--lstm_hidden_size", "16"])
     tokenizer = AutoTokenizer.from_pretrained(str(embeddings_dir))
@@ -102,7 +102,7 @@ def test_a_finished_folder_is_kept_and_other_bigram_options_are_refused(monkeypa
     assert exit_info.value.code == 0 and "holds a finished run" in capsys.readouterr().out
     assert (embeddings_dir / "model.safetensors").read_bytes() == written
 
-    model_args, data_args, _, _ = run_safety.parse_arguments(train.argument_parser(), [
+    model_args, data_args, _, _ = cli.parse_arguments(train.argument_parser(), [
         "--model_name_or_path", str(embeddings_dir), "--output_dir", str(tmp_path / "unused"),
         "--bigram_buckets", "0"])
     with pytest.raises(ValueError, match="holds bigram embeddings of 401 buckets x 8: give --bigram_buckets 401 "
@@ -116,7 +116,7 @@ def test_the_recipe_without_its_embeddings_folder_says_so_in_one_line(monkeypatc
     with monkeypatch.context() as patch, pytest.raises(SystemExit) as exit_info:
         patch.setattr(sys, "argv", ["train.py", "configs/cpu-recipe.json", "--model_name_or_path", str(missing),
                                     "--output_dir", str(tmp_path / "model")])
-        run_safety.run_main(train.main, "train.py")
+        cli.run_main(train.main, "train.py")
     message = exit_info.value.code
     assert isinstance(message, str) and "\n" not in message
     assert message.startswith(f"train.py: --model_name_or_path {missing}: no config.json there or on the Hub")

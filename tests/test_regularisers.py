@@ -5,14 +5,14 @@ import copy
 
 import pytest
 import torch
-from conftest import TINY_BERT, run_script, small_training
 from torch import nn
 from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
 import train
-from adversarial_training import FgmTrainerMixin, embedding_tables, perturbed_along_gradient
+from brat_ner.trainer.adversarial import FgmTrainerMixin, embedding_tables, perturbed_along_gradient
+from brat_ner.trainer.weight_average import WeightAverage, WeightAverageTrainerMixin
+from conftest import TINY_BERT, run_script, small_training
 from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
-from weight_average import WeightAverage, WeightAverageTrainerMixin
 
 
 class Regression(nn.Module):

@@ -5,20 +5,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_BERT
 from transformers import AutoTokenizer, pipeline
 
+from brat_ner.training_data import blank_free_tags, encode_batch
+from conftest import REPO, TINY_BERT
 from dataset_script import brat
+from dataset_script.ruijin_ner import spans_to_bio
 from modeling_bert_bilstm_crf import (
     CharacterEncoder,
     _strip_blanks,
     bio_to_spans,
-    blank_free_tags,
     is_blank,
-    spans_to_bio,
     tags_with_blanks,
 )
-from train import encode_batch
 
 SAMPLE = REPO / "data" / "sample"
 REAL_CORPUS = REPO.parent / "shared" / "data" / "ruijin_round1" / "train"
@@ -161,4 +160,4 @@ def test_a_skip_blanks_model_feeds_only_non_blank_characters(skip_blanks_tagger)
         fed = [character for character in item["window"] if not is_blank(character)]
         visible = item["crf_mask"][0].nonzero().squeeze(1).tolist()
         assert len(visible) == len(fed) and visible == list(range(visible[0], visible[0] + len(fed)))
-        assert not (skip_blanks_tagger.character_encoder.vocab["[unused1]"] in item["input_ids"][0].tolist())
+        assert skip_blanks_tagger.character_encoder.vocab["[unused1]"] not in item["input_ids"][0].tolist()

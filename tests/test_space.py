@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from test_inference import RecordingApi
 
 import modeling_bert_bilstm_crf
 import predict
 import push_to_hub
-from test_inference import RecordingApi
+from conftest import REPO
 
 MODEL_ID, SPACE_ID = "someone/chinese-medical-ner", "someone/chinese-medical-ner-demo"
 # A browser whose names resolve to nothing but this machine: the page must work without the internet.

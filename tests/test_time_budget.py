@@ -9,7 +9,7 @@ import torch.distributed
 import torch.multiprocessing
 from transformers import BertConfig, BertForMaskedLM, TrainerControl
 
-from time_budget import TimeBudget, TimeBudgetTrainer, TimeBudgetTrainingArguments
+from brat_ner.trainer.time_budget import TimeBudget, TimeBudgetTrainer, TimeBudgetTrainingArguments
 
 SINGLE_PROCESS = types.SimpleNamespace(world_size=1, device=torch.device("cpu"))
 

@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, TINY_BERT, run_script, small_training
 
 import pretrain_embeddings
-import run_safety
 import train
+from brat_ner import cli
+from conftest import REPO, TINY_BERT, run_script, small_training
 
 
 def checkpoint_step(path):
@@ -111,9 +111,9 @@ def test_cpu_recipe_is_skip_gram_embeddings_then_the_classic_model_with_bigrams_
     # The README's CPU recipe (configs/cpu-recipe.sh) as its two scripts read it: the embeddings are written where
     # train.py starts from, in the shapes it builds (the training path from such a folder runs end to end in
     # test_pretrain_embeddings.py; classic + context + bigrams in test_context_and_scoring.py).
-    (embedding_args,) = run_safety.parse_arguments(pretrain_embeddings.argument_parser(),
+    (embedding_args,) = cli.parse_arguments(pretrain_embeddings.argument_parser(),
                                                    ["configs/cpu-recipe-embeddings.json"])
-    model_args, data_args, _, training_args = run_safety.parse_arguments(
+    model_args, data_args, _, training_args = cli.parse_arguments(
         train.argument_parser(), ["configs/cpu-recipe.json", "--output_dir", "elsewhere"])
     encoder = json.loads((REPO / embedding_args.encoder_config).read_text(encoding="utf-8"))
     assert encoder["num_hidden_layers"] == 0 and model_args.encoder_config is None
@@ -180,7 +180,7 @@ def test_masked_positions_head_gives_the_stock_masked_lm_loss():
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    from pretrain_mlm import BertForMaskedLMOnMaskedPositions
+    from brat_ner.pretraining import BertForMaskedLMOnMaskedPositions
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

@@ -114,7 +114,7 @@ def main():
                 start = text.index(substring)
                 entities.append((entity_type, start, start + len(substring)))
         lines = [ann_line(number, *entity, text) for number, entity in enumerate(entities, start=1)]
-        lines.append(f"#1\tAnnotatorNotes T1\tsample note\n")
+        lines.append("#1\tAnnotatorNotes T1\tsample note\n")
         (folder / f"{document_id}.txt").write_text(text, encoding="utf-8")
         (folder / f"{document_id}.ann").write_text("".join(lines), encoding="utf-8")
 

@@ -27,7 +27,7 @@ import datasets
 import evaluate
 from seqeval.metrics import classification_report
 
-from run_safety import atomic_write
+from brat_ner.files import atomic_write
 
 AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
 MATCHING_RULES = {  # the headings of the reports of score_both, as printed

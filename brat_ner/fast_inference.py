@@ -1,7 +1,7 @@
 """Faster CPU inference for the BERT-BiLSTM-CRF pipeline: threads, int8 weights, ONNX Runtime emissions.
 
     from transformers import pipeline
-    import fast_inference
+    from brat_ner import fast_inference
 
     fast_inference.set_num_threads()                     # one thread per idle core of this process's share
     tagger = pipeline("token-classification", model="outputs/ruijin", trust_remote_code=True, device="cpu")

@@ -1,0 +1,68 @@
+"""Command lines: options from a JSON file plus command-line overrides, and one way to fail (a line naming the
+problem, exit status 2) for every script."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from dataset_script.brat import BratFormatError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+
+def parse_arguments(parser, command_line: list[str] | None = None):
+    """The parser's dataclasses from the command line (``sys.argv[1:]`` by default). A first argument ending in
+    ``.json`` gives the values, which the options after it override (``train.py configs/quickstart.json
+    --output_dir other/``). An argument that a dataclass refuses (its ``__post_init__`` raises ``ValueError``)
+    ends the script as argparse errors do."""
+    command_line = sys.argv[1:] if command_line is None else command_line
+    if command_line and command_line[0].endswith(".json"):
+        parser.set_defaults(**read_json_arguments(command_line[0], parser))
+        command_line = command_line[1:]
+    try:
+        return parser.parse_args_into_dataclasses(args=command_line)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def read_json_arguments(path: str, parser) -> dict:
+    """The JSON file's values, checked like the command line's: an unknown name is an error, not ignored."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        parser.error(f"{path}: cannot read it ({error.strerror})")
+    except json.JSONDecodeError as error:
+        parser.error(f"{path}, line {error.lineno}: not valid JSON ({error.msg})")
+    if not isinstance(values, dict):
+        parser.error(f"{path}: a JSON object of option names and values is expected")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        parser.error(f"{path}: unknown options {', '.join(unknown)} (--help lists them)")
+    return values
+
+
+def run_main(main, script: str) -> None:
+    """Run ``main``; bad input files and this project's own checks end it with one line ``script: message``
+    instead of a traceback. A ``ValueError`` raised inside a library keeps its traceback: that is a bug to
+    report, not a message written for the user."""
+    try:
+        main()
+    except BratFormatError as error:
+        sys.exit(f"{script}: {error}")
+    except ValueError as error:
+        if not _raised_by_project(error):
+            raise
+        sys.exit(f"{script}: {error}")
+
+
+def _raised_by_project(error: BaseException) -> bool:
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return False
+    path = Path(frames[-1].filename).resolve()
+    return PROJECT_ROOT in path.parents and "site-packages" not in path.parts

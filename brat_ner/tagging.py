@@ -1,0 +1,20 @@
+"""Tagging many texts with the model's pipeline: windows batched across documents, results streamed as each
+document is done (predict.py and the benchmarks)."""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+
+def tag_texts(tagger, texts: list[str], batch_size: int, progress: bool = False) -> list[list[dict]]:
+    """Entities for each text (the pipeline batches windows across documents), with a bar that moves as each
+    document is done."""
+    results = stream_entities(tagger, texts, batch_size)
+    return list(tqdm(results, total=len(texts), desc="Documents", unit="doc", disable=not progress))
+
+
+def stream_entities(tagger, texts, batch_size: int):
+    """Each text's entities as soon as its windows are tagged. The pipeline gets a generator: given a list, it
+    tags every text before returning the first result, and a progress bar would jump from 0 to 100%."""
+    return tagger((text for text in texts), batch_size=batch_size)
+

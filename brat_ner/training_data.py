@@ -1,0 +1,97 @@
+"""Training windows as model inputs: one position per character, labels on the window only, rare types
+repeated, and the checks that a corpus can train a model."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from dataset_script import ruijin_ner
+from modeling_bert_bilstm_crf import CharacterEncoder, is_blank
+
+logger = logging.getLogger(__name__)
+
+
+def check_splits_have_text(stats, data_dir):
+    """Training, validation and the test report each need text; say so before training rather than after."""
+    empty = [str(split) for split in ruijin_ner.SPLITS if not stats.windows[str(split)]]
+    if empty:
+        verb = "splits have" if len(empty) > 1 else "split has"
+        raise ValueError(f"{data_dir}: the {' and '.join(empty)} {verb} no text (documents per split: "
+                         f"{dict(stats.documents)}); train.py needs all three: add documents, or give train/, "
+                         "validation/ and test/ folders")
+
+
+def encode_batch(batch, tokenizer, label_names, skip_blanks=False):
+    """One model position per character (per non-blank character with ``skip_blanks``): [CLS] context_before
+    window context_after [SEP], labels -100 on the special tokens and the context (the encoder sees the
+    context; the CRF, the loss and the metrics do not). ``characters``: the text's characters in the window and
+    its context; ``blank_only_entities``: entities lost because ``skip_blanks`` leaves them no position."""
+    encoder = CharacterEncoder(tokenizer, skip_blanks)
+    label_ids = {name: index for index, name in enumerate(label_names)}
+    columns = {"input_ids": [], "labels": [], "characters": [], "blank_only_entities": []}
+    for characters, tags, before, after in zip(batch["tokens"], batch["ner_tags"], batch["context_before"],
+                                               batch["context_after"]):
+        lost = 0
+        if skip_blanks:
+            names, lost = blank_free_tags(characters, [label_names[tag] for tag in tags])
+            tags = [label_ids[name] for name in names]
+        columns["input_ids"].append(encoder.window_ids(characters, before, after))
+        columns["labels"].append([-100] * (1 + len(encoder.fed(before))) + tags
+                                 + [-100] * (len(encoder.fed(after)) + 1))
+        columns["characters"].append(len(before) + len(characters) + len(after))
+        columns["blank_only_entities"].append(lost)
+    columns["attention_mask"] = [[1] * len(ids) for ids in columns["input_ids"]]
+    columns["length"] = [len(ids) for ids in columns["input_ids"]]
+    return columns
+
+
+def warn_blank_only_entities(encoded) -> None:
+    """``--skip_blanks`` gives blanks no position, so an entity of nothing but blanks cannot be learnt: say how
+    many (none in the Ruijin corpus)."""
+    lost = {split: sum(encoded[split]["blank_only_entities"]) for split in encoded}
+    if any(lost.values()):
+        logger.warning("--skip_blanks: %s entities hold nothing but blanks and are left out (per split: %s)",
+                       sum(lost.values()), lost)
+
+
+def oversample_rare_types(train_set, label_names, data_args):
+    """Repeat training windows that hold an entity of a rare type, so the rare types weigh more per epoch."""
+    if data_args.rare_type_oversampling <= 1:
+        return train_set
+    begin_types = {index: name[2:] for index, name in enumerate(label_names) if name.startswith("B-")}
+    window_types = [{begin_types[tag] for tag in labels if tag in begin_types} for labels in train_set["labels"]]
+    counts = Counter(entity_type for labels in train_set["labels"] for tag in labels
+                     if (entity_type := begin_types.get(tag)))
+    total = sum(counts.values())
+    rare = {entity_type for entity_type, count in counts.items() if count < data_args.rare_type_share * total}
+    repeats = [data_args.rare_type_oversampling if types & rare else 1 for types in window_types]
+    logger.info("Rare types %s: %d windows repeated %d times", sorted(rare), sum(r > 1 for r in repeats),
+                data_args.rare_type_oversampling)
+    return train_set.select([index for index, repeat in enumerate(repeats) for _ in range(repeat)])
+
+
+
+
+def blank_free_tags(characters, tags) -> tuple[list[str], int]:
+    """The tags of the non-blank characters (what a ``skip_blanks`` model is trained on), and how many entities
+    were lost because they hold nothing but blanks. An entity that starts on a blank starts at its first
+    non-blank character (its ``I-`` becomes ``B-``), so that no two entities merge."""
+    kept, starts_pending, lost = [], None, 0
+    for character, tag in zip(characters, tags, strict=True):
+        if is_blank(character):
+            if tag.startswith("B-"):
+                lost += starts_pending is not None  # the previous entity began on a blank and held only blanks
+                starts_pending = tag[2:]
+            elif not tag.startswith("I-") and starts_pending is not None:
+                lost, starts_pending = lost + 1, None
+            continue
+        if starts_pending is not None:
+            if tag == f"I-{starts_pending}":
+                tag = f"B-{starts_pending}"
+            else:
+                lost += 1
+            starts_pending = None
+        kept.append(tag)
+    return kept, lost + (starts_pending is not None)
+
