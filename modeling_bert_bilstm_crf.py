@@ -817,23 +817,23 @@ def check_window_fits(window_chars: int, max_position_embeddings: int, name: str
                          f"{max_position_embeddings} positions, two of them for [CLS] and [SEP]), got {window_chars}")
 
 
-def split_into_windows(text: str, max_chars: int, spans=(), cuts=PREDICTION_CUTS) -> list[tuple[int, int]]:
-    """(start, end) windows that cover ``text`` exactly once, in order, each at most ``max_chars`` long.
+def split_into_windows(text: str, window_chars: int, spans=(), cuts=PREDICTION_CUTS) -> list[tuple[int, int]]:
+    """(start, end) windows that cover ``text`` exactly once, in order, each at most ``window_chars`` long.
 
     A window ends after the last character of the first of the ``cuts`` sets that it can reach (best first:
     ``PREDICTION_CUTS``, or the dataset builder's ``TRAINING_CUTS``), else at the last position it can reach. It never ends inside one
     of the ``(start, end)`` ``spans`` (the entities of a training document) unless a span is longer than a
     window, when the cut is unavoidable (the dataset builder counts such cuts).
     """
-    if max_chars < 1:
-        raise ValueError(f"max_chars must be positive, got {max_chars}")
+    if window_chars < 1:
+        raise ValueError(f"window_chars must be positive, got {window_chars}")
     blocked = bytearray(len(text) + 1)  # blocked[c]: a cut before character c would split a span
     for start, end in spans:
         end = min(end, len(text))
         blocked[start + 1 : end] = b"\x01" * max(end - start - 1, 0)
     windows, start = [], 0
     while start < len(text):
-        limit = min(start + max_chars, len(text))
+        limit = min(start + window_chars, len(text))
         windows.append((start, limit if limit == len(text) else _best_cut(text, start, limit, blocked, cuts)))
         start = windows[-1][1]
     return windows

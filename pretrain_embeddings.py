@@ -15,7 +15,7 @@ train.py starts from:
 
 The text is the TRAINING split of ``--data_dir`` (as for pretrain_mlm.py: no validation or test document is
 seen) plus every .txt under ``--extra_text_dirs``, encoded as the model encodes it (``CharacterEncoder``, the
-bigram buckets of ``bigram_ids``), in windows of ``--max_chars``. The folder holds the encoder config, the
+bigram buckets of ``bigram_ids``), in windows of ``--window_chars``. The folder holds the encoder config, the
 tokenizer and ``model.safetensors`` with the two embedding tables only; train.py initialises the rest (position
 embeddings, BiLSTM, CRF) as from scratch. Ids the text never shows keep random vectors of the learnt vectors'
 scale. A BERT encoder is pretrained by pretrain_mlm.py instead.
@@ -60,7 +60,8 @@ class EmbeddingArguments(PretrainingTextArguments):
     bigram_buckets: int = field(default=0, metadata={"help": "Also learn bigram vectors for train.py's "
                                                              "--bigram_buckets (0: characters only)."})
     bigram_embedding_size: int = field(default=64, metadata={"help": "As train.py's --bigram_embedding_size."})
-    max_chars: int = field(default=126, metadata={"help": "Characters per window (a word2vec sentence)."})
+    window_chars: int = field(default=126, metadata={"help": "Characters per window (a word2vec sentence; formerly "
+                                                             "--max_chars).", "aliases": ["--max_chars"]})
     skip_blanks: bool = field(default=True, metadata={"help": "As train.py's --skip_blanks (its default)."})
     window: int = field(default=5, metadata={"help": "Skip-gram context: this many ids on each side."})
     negative: int = field(default=5, metadata={"help": "Negative samples per positive pair."})

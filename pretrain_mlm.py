@@ -13,7 +13,7 @@ the bert-base-chinese vocabulary and learns from the corpus itself:
 The text is the TRAINING split of ``--data_dir`` (the same document split as train.py, so no validation or
 test document is ever seen) plus every .txt under ``--extra_text_dirs``. Characters are encoded exactly as for
 NER (one position per character, blanks left out by default, ``CharacterEncoder``), in windows of
-``--max_chars``.
+``--window_chars``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class PretrainArguments(PretrainingTextArguments):
         default=None, metadata={"help": "Or start from random weights with this BERT config."}
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer folder or Hub id."})
-    max_chars: int = field(default=254, metadata={"help": "Characters per training window."})
+    window_chars: int = field(default=254, metadata={"help": "Characters per training window (formerly --max_chars).",
+                                                     "aliases": ["--max_chars"]})
     mlm_probability: float = field(default=0.15)
     skip_blanks: bool = field(
         default=True, metadata={"help": "Give blanks no position, as train.py's --skip_blanks (its default) does: "
@@ -81,7 +82,7 @@ def main():
     set_seed(training_args.seed)
     if (args.model_name_or_path is None) == (args.encoder_config is None):
         parser.error("give exactly one of --model_name_or_path and --encoder_config")
-    check_window_fits(args.max_chars, encoder_positions(args.encoder_config, args.model_name_or_path), "--max_chars")
+    check_window_fits(args.window_chars, encoder_positions(args.encoder_config, args.model_name_or_path), "--window_chars")
     claim_output_dir("pretrain_mlm.py", training_args, run_args, finished_marker="train_results.json")
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)

@@ -155,7 +155,7 @@ def prepared_dataset_arguments(model_dir: Path, args) -> dict:
     data_dir = args.data_dir or corpus.get("data_dir")
     if not data_dir:
         raise SystemExit("push_to_hub.py: --dataset_repo_id needs --data_dir (the model folder has no corpus.json)")
-    return {"data_dir": data_dir, "max_chars": corpus.get("max_chars", 510),
+    return {"data_dir": data_dir, "window_chars": corpus.get("window_chars", corpus.get("max_chars", 510)),
             "context_chars": corpus.get("context_chars", 0)}
 
 
@@ -424,7 +424,7 @@ def _data_text(corpus: dict | None, dataset_name: str) -> str:
                      for split, sizes in corpus["splits"].items())
     name = "The corpus" if dataset_name == UNNAMED_CORPUS else f"The corpus `{dataset_name}`"
     return (f"{name} was split by document ({corpus['split_rule']}); windows of at most "
-            f"{corpus['max_chars']} characters.\n\n| split | documents | windows |\n| --- | ---: | ---: |\n{rows}\n")
+            f"{corpus.get('window_chars', corpus.get('max_chars'))} characters.\n\n| split | documents | windows |\n| --- | ---: | ---: |\n{rows}\n")
 
 
 def _encoder_text(encoder: dict, config: dict) -> str:

@@ -117,8 +117,9 @@ class DataArguments:
         default="data/sample",
         metadata={"help": "A brat corpus: .txt + .ann files, or train/ validation/ test/ folders of them."},
     )
-    max_chars: int = field(
-        default=510, metadata={"help": "Window length in characters (the model sees [CLS] + window + [SEP])."}
+    window_chars: int = field(
+        default=510, metadata={"help": "Window length in characters (the model sees [CLS] + window + [SEP]); "
+                                       "--max_chars is its former name.", "aliases": ["--max_chars"]}
     )
     event_triggers: str = field(
         default="skip", metadata={"help": "Event triggers (T lines of the annotation.conf's [events] types, or "
@@ -128,7 +129,7 @@ class DataArguments:
     context_chars: int = field(
         default=0, metadata={"help": "Characters of the document before and after each window that the encoder and "
                                      "BiLSTM see but the CRF, loss and metrics do not (0: none). The encoder needs "
-                                     "max_chars + 2 * context_chars + 2 positions."}
+                                     "window_chars + 2 * context_chars + 2 positions."}
     )
     rare_type_share: float = field(
         default=0.02, metadata={"help": "An entity type is rare when it has less than this share of the "
@@ -192,13 +193,13 @@ def main():
     set_seed(training_args.seed)
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
-    name = "--max_chars + 2 * --context_chars" if data_args.context_chars else "--max_chars"
+    name = "--window_chars + 2 * --context_chars" if data_args.context_chars else "--window_chars"
     positions = encoder_positions(model_args.encoder_config, model_args.model_name_or_path)
-    check_window_fits(data_args.max_chars + 2 * data_args.context_chars, positions, name)
+    check_window_fits(data_args.window_chars + 2 * data_args.context_chars, positions, name)
     claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
-        corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, max_chars=data_args.max_chars,
+        corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, window_chars=data_args.window_chars,
                                                context_chars=data_args.context_chars,
                                                event_triggers=data_args.event_triggers, return_stats=True)
         check_splits_have_text(corpus_stats, data_args.data_dir)

@@ -11,6 +11,8 @@ from pathlib import Path
 from dataset_script.brat import BratFormatError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Options renamed since: option files (and run records) written with the former name still read.
+FORMER_NAMES = {"max_chars": "window_chars"}
 
 
 
@@ -40,6 +42,8 @@ def read_json_arguments(path: str, parser) -> dict:
     if not isinstance(values, dict):
         parser.error(f"{path}: a JSON object of option names and values is expected")
     known = {action.dest for action in parser._actions}
+    values = {FORMER_NAMES.get(name, name) if FORMER_NAMES.get(name) in known else name: value
+              for name, value in values.items()}
     unknown = sorted(set(values) - known)
     if unknown:
         parser.error(f"{path}: unknown options {', '.join(unknown)} (--help lists them)")

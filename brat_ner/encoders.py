@@ -18,7 +18,7 @@ def build_model(model_args, tokenizer, label_names, data_args):
         "lstm_layers": model_args.lstm_layers,
         "cls_token_id": tokenizer.cls_token_id,
         "sep_token_id": tokenizer.sep_token_id,
-        "window_chars": data_args.max_chars,
+        "window_chars": data_args.window_chars,
         "context_chars": data_args.context_chars,
         "constrain_bio": model_args.constrain_bio,
         "bigram_buckets": model_args.bigram_buckets,

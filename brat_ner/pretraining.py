@@ -58,11 +58,11 @@ def vocabulary_size(tokenizer) -> int:
 
 
 def encoded_windows(texts: list[str], tokenizer, args) -> list[list[int]]:
-    """Model input ids ([CLS] ... [SEP]) of each window of ``args.max_chars`` characters of ``texts``, blanks fed
+    """Model input ids ([CLS] ... [SEP]) of each window of ``args.window_chars`` characters of ``texts``, blanks fed
     or not as ``args.skip_blanks`` says."""
     encoder = CharacterEncoder(tokenizer, args.skip_blanks)
     return [encoder.window_ids(text[start:end]) for text in texts
-            for start, end in split_into_windows(text, args.max_chars, cuts=ruijin_ner.TRAINING_CUTS)]
+            for start, end in split_into_windows(text, args.window_chars, cuts=ruijin_ner.TRAINING_CUTS)]
 
 
 def pretraining_texts(args) -> list[str]:

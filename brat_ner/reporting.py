@@ -68,7 +68,7 @@ def write_corpus_summary(stats, data_args, model_args, path):
     split_folders = ruijin_ner.split_folders(Path(data_args.data_dir))
     corpus_summary = {
         "data_dir": data_args.data_dir,
-        "max_chars": data_args.max_chars,
+        "window_chars": data_args.window_chars,
         "context_chars": data_args.context_chars,
         "split_rule": "the corpus' train/validation/test folders" if split_folders
         else "by a hash of the document group id, 80/10/10",

@@ -17,6 +17,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from brat_ner.cli import FORMER_NAMES
 from brat_ner.files import OutputLock, atomic_write
 
 logger = logging.getLogger(__name__)
@@ -189,7 +190,8 @@ def _check_same_arguments(checkpoint: Path, arguments: dict, allowed: bool) -> N
         logger.warning("%s has no %s: cannot check that %s was trained with these arguments", checkpoint.parent,
                        ARGUMENTS_NAME, checkpoint.name)
         return
-    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    saved = {FORMER_NAMES.get(name, name): value
+             for name, value in json.loads(saved_path.read_text(encoding="utf-8")).items()}
     changes = [f"{name} {saved.get(name, '(absent)')} -> {arguments.get(name, '(absent)')}"
                for name in sorted(saved.keys() | arguments.keys()) if saved.get(name) != arguments.get(name)]
     if not changes:

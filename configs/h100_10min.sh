@@ -38,12 +38,12 @@ fi
 start=$(date +%s)
 "$PYTHON" pretrain_mlm.py --data_dir "$DATA/ruijin_round1/train" --extra_text_dirs "$DATA/ruijin_round1/unlabeled" \
     --encoder_config "$ENCODER" --tokenizer_name "$DATA/bert-base-chinese" --output_dir "$OUT_DIR/mlm" \
-    --max_chars "$MLM_CHARS" --num_train_epochs "$MLM_EPOCHS" --time_budget_minutes "$MLM_MINUTES" \
+    --window_chars "$MLM_CHARS" --num_train_epochs "$MLM_EPOCHS" --time_budget_minutes "$MLM_MINUTES" \
     --learning_rate "$MLM_LR" \
     --per_device_train_batch_size 128 --dataloader_num_workers "$WORKERS" --logging_steps 100 --disable_tqdm true
 pretrained=$(date +%s)
 "$PYTHON" train.py --data_dir "$DATA/ruijin_round1/train" --model_name_or_path "$OUT_DIR/mlm" \
-    --tokenizer_name "$DATA/bert-base-chinese" --output_dir "$OUT_DIR/ner" --max_chars "$NER_CHARS" \
+    --tokenizer_name "$DATA/bert-base-chinese" --output_dir "$OUT_DIR/ner" --window_chars "$NER_CHARS" \
     --num_train_epochs "$NER_EPOCHS" --time_budget_minutes "$NER_MINUTES" \
     --learning_rate "$NER_LR" --head_learning_rate "$HEAD_LR" \
     --per_device_train_batch_size "$NER_BATCH" --per_device_eval_batch_size 128 --early_stopping_patience 0 \

@@ -11,7 +11,7 @@ directly (``download_and_prepare`` then ``as_dataset``). The result is an ordina
 
 Configs:
 
-* ``bio`` (default): one example per window of at most ``max_chars`` characters: ``id``
+* ``bio`` (default): one example per window of at most ``window_chars`` characters: ``id``
   (``{document_id}-{window_index}``), ``document_id``, ``offset`` (of the window's first character in the
   .txt), ``tokens`` (one entry per character, whitespace included) and ``ner_tags`` (ClassLabel: ``O``, then
   ``B-X``, ``I-X`` per type). Overlapping entities: see ``spans_to_bio`` (longest first; the others are
@@ -99,7 +99,7 @@ SPLITS = (datasets.Split.TRAIN, datasets.Split.VALIDATION, datasets.Split.TEST)
 
 @dataclass
 class BratNerConfig(datasets.BuilderConfig):
-    """``max_chars``: window length of the ``bio`` config (510: [CLS] + 510 + [SEP] fit 512 positions).
+    """``window_chars``: window length of the ``bio`` config (510: [CLS] + 510 + [SEP] fit 512 positions).
     ``split_fractions``: train/validation/test shares for corpora without split folders. ``split_by``:
     ``"group"`` (document id up to the first ``_``) or ``"document"``. ``context_chars``: characters of
     context before and after each ``bio`` window (``context_before``/``context_after``). ``strict``: warnings
@@ -108,7 +108,7 @@ class BratNerConfig(datasets.BuilderConfig):
     files, so that an edited corpus is built anew rather than read from a stale cache (``data_dir`` and every
     other setting are part of the cache folder's name already, through ``datasets``' config id)."""
 
-    max_chars: int = 510
+    window_chars: int = 510
     context_chars: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_by: str = "group"
@@ -119,8 +119,8 @@ class BratNerConfig(datasets.BuilderConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.max_chars < 1:
-            raise ValueError(f"max_chars must be positive, got {self.max_chars}")
+        if self.window_chars < 1:
+            raise ValueError(f"window_chars must be positive, got {self.window_chars}")
         if self.context_chars < 0:
             raise ValueError(f"context_chars must not be negative, got {self.context_chars}")
         if self.split_by not in ("group", "document"):
@@ -236,7 +236,7 @@ class BratNer(datasets.GeneratorBasedBuilder):
             if self.config.name == "brat":
                 yield document.document_id, document_example(document)
             else:
-                for example in window_examples(document, self.config.max_chars, self.config.context_chars)[0]:
+                for example in window_examples(document, self.config.window_chars, self.config.context_chars)[0]:
                     yield example["id"], example
 
 
@@ -247,14 +247,14 @@ def document_example(document: Document) -> dict:
     return {"document_id": document.document_id, "text": document.text, "entities": entities}
 
 
-def window_examples(document: Document, max_chars: int, context_chars: int = 0) -> tuple[list[dict], list, list]:
+def window_examples(document: Document, window_chars: int, context_chars: int = 0) -> tuple[list[dict], list, list]:
     """The ``bio`` examples of a document (with up to ``context_chars`` characters of context on each side),
     the entities BIO could not encode, and the types of the entities that a window boundary cuts (a window then
     starts with ``B-X`` for the entity's remainder)."""
     spans = [(entity.type, entity.start, entity.end) for entity in document.entities]
     tags, not_encoded = spans_to_bio(len(document.text), spans)
     encoded = Counter(spans) - Counter(not_encoded)
-    windows = split_into_windows(document.text, max_chars, [(start, end) for _, start, end in encoded], TRAINING_CUTS)
+    windows = split_into_windows(document.text, window_chars, [(start, end) for _, start, end in encoded], TRAINING_CUTS)
     window_starts = [window_start for window_start, _ in windows]
     cut = [entity_type for entity_type, start, end in encoded if _starts_inside(window_starts, start, end)]
     examples = []
@@ -440,7 +440,7 @@ def code_hash() -> str:
 def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None, **config_kwargs):
     """The corpus as a ``DatasetDict`` (train, validation, test), with ``CorpusStats`` if ``return_stats``.
 
-    ``config_kwargs`` are ``BratNerConfig`` fields (``max_chars``, ``context_chars``, ``split_fractions``,
+    ``config_kwargs`` are ``BratNerConfig`` fields (``window_chars``, ``context_chars``, ``split_fractions``,
     ``split_by``, ``strict``, ``event_triggers``, ``entity_types``). The statistics are logged every time; the
     Arrow files are cached under ``cache_dir`` (default: the ``datasets`` cache, outside the repository) in a
     folder named after ``data_dir``, the settings, the files' contents and this code, so any change among them
@@ -456,7 +456,7 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
     config_kwargs["entity_types"] = corpus_entity_types(data_dir, all_documents, config_kwargs.get("entity_types"),
                                                         conf, config.event_triggers)
     _warn_left_out(split_documents, documents)
-    stats = corpus_stats(documents, config.max_chars)
+    stats = corpus_stats(documents, config.window_chars)
     unannotated = sum(len(texts_without_annotations(folder)) for folder in document_folders(data_dir))
     if unannotated:
         stats.warnings["txt_without_ann"] = unannotated
@@ -498,14 +498,14 @@ def _warn_left_out(split_documents: dict[str, list[tuple[Path, Path]]], document
                                "as all O)", ann_path, sum(document.rejected.values()))
 
 
-def corpus_stats(documents: dict[str, list[Document]], max_chars: int) -> CorpusStats:
+def corpus_stats(documents: dict[str, list[Document]], window_chars: int) -> CorpusStats:
     stats = CorpusStats()
     for split in SPLITS:
         for document in documents[split]:
             if document.lost_all_entities:
                 stats.add_left_out(str(split), document)
                 continue
-            examples, not_encoded, cut = window_examples(document, max_chars)
+            examples, not_encoded, cut = window_examples(document, window_chars)
             stats.add_document(str(split), document, not_encoded, cut, len(examples))
     return stats
 

@@ -50,7 +50,7 @@ def small_training(output_dir, *extra, encoder=("--encoder_config", str(TINY_BER
     """train.py arguments for a tiny BERT-BiLSTM-CRF on the sample corpus (seconds on a CPU)."""
     return [
         "train.py", "--data_dir", "data/sample", *encoder, "--tokenizer_name", str(TINY_BERT),
-        "--output_dir", str(output_dir), "--max_chars", "62", "--num_train_epochs", "3",
+        "--output_dir", str(output_dir), "--window_chars", "62", "--num_train_epochs", "3",
         "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lstm_hidden_size", "16",
         "--use_cpu", "true", "--seed", "7", *extra,
     ]

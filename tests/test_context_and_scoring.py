@@ -269,14 +269,14 @@ def test_masked_context_does_not_change_the_centres_path(algorithms, seq_len):
         assert torch.equal(crf.viterbi_tags(with_context, mask, allowed)[:, 5 : 5 + seq_len], alone)
 
 
-def check_context_windows(folder, max_chars, context_chars):
+def check_context_windows(folder, window_chars, context_chars):
     """Every window's centre is exactly its text, its context the neighbouring text, the centres cover each
     document once, and the encoded entities come back at their offsets."""
     windows = 0
     for txt_path, ann_path in find_documents(folder):
         document = read_document(txt_path, ann_path)
         text = document.text
-        examples, not_encoded, _ = ruijin_ner.window_examples(document, max_chars, context_chars)
+        examples, not_encoded, _ = ruijin_ner.window_examples(document, window_chars, context_chars)
         assert "".join("".join(example["tokens"]) for example in examples) == text
         decoded = []
         for example in examples:
@@ -304,8 +304,8 @@ def test_context_windows_round_trip_offsets_on_the_real_corpus():
 
 
 def test_builder_keeps_the_centre_and_caches_per_setting(tmp_path):
-    plain = ruijin_ner.load(SAMPLE, max_chars=62, cache_dir=tmp_path)["train"]
-    with_context = ruijin_ner.load(SAMPLE, max_chars=62, context_chars=15, cache_dir=tmp_path)["train"]
+    plain = ruijin_ner.load(SAMPLE, window_chars=62, cache_dir=tmp_path)["train"]
+    with_context = ruijin_ner.load(SAMPLE, window_chars=62, context_chars=15, cache_dir=tmp_path)["train"]
     assert plain["tokens"] == with_context["tokens"] and plain["ner_tags"] == with_context["ner_tags"]
     assert set(plain["context_before"]) == {""} and any(with_context["context_before"])
     assert max(map(len, with_context["context_after"])) == 15

@@ -157,10 +157,10 @@ def test_windows_cover_text_exactly_once_and_avoid_entities():
         text = "".join(rng.choice("糖尿病。；\n a") for _ in range(rng.randint(0, 300)))
         starts = range(0, max(len(text) - 8, 0), 10)  # entities of up to 8 characters, never overlapping
         spans = [(start, start + rng.randint(1, 8)) for start in rng.sample(starts, min(3, len(starts)))]
-        max_chars = rng.randint(9, 60)
-        windows = split_into_windows(text, max_chars, spans)
+        window_chars = rng.randint(9, 60)
+        windows = split_into_windows(text, window_chars, spans)
         assert "".join(text[a:b] for a, b in windows) == text
-        assert all(0 < b - a <= max_chars for a, b in windows)
+        assert all(0 < b - a <= window_chars for a, b in windows)
         assert all(prev[1] == nxt[0] for prev, nxt in zip(windows, windows[1:]))
         for start, end in spans:
             assert not any(start < a < end for a, _ in windows)  # no span shorter than a window is cut
@@ -197,7 +197,7 @@ def test_windows_at_their_limits():
 def test_entity_longer_than_a_window_is_cut_and_reported(tmp_path):
     text = "糖尿病" * 10
     folder = write_corpus(tmp_path / "c", {"a": (text, f"T1\tDisease 0 30\t{text}\n")})
-    corpus, stats = load(folder, max_chars=12, split_fractions=(1.0, 0.0, 0.0))
+    corpus, stats = load(folder, window_chars=12, split_fractions=(1.0, 0.0, 0.0))
     assert stats.cut_by_windows["Disease"] == 1
     windows = corpus["train"]
     names = windows.features["ner_tags"].feature.names
@@ -347,7 +347,7 @@ def test_warnings_are_counted_in_the_statistics(tmp_path):
 
 
 @pytest.mark.parametrize("settings", [{"split_fractions": (0.8, 0.1)}, {"split_fractions": (0.5, 0.1, 0.1)},
-                                      {"split_by": "sentence"}, {"max_chars": 0}])
+                                      {"split_by": "sentence"}, {"window_chars": 0}])
 def test_bad_settings_are_refused_before_reading(tmp_path, settings):
     with pytest.raises(ValueError):
         load(write_corpus(tmp_path / "c", {"a": ("糖", "")}), **settings)
@@ -452,7 +452,7 @@ def test_changed_settings_or_files_build_anew_in_the_same_cache(tmp_path):
     cache = str(tmp_path / "cache")
     settings = {"cache_dir": cache, "split_fractions": (1.0, 0.0, 0.0)}
     assert ruijin_ner.load(folder, **settings)["train"]["offset"] == [0]
-    assert ruijin_ner.load(folder, max_chars=4, **settings)["train"]["offset"] == [0, 4]
+    assert ruijin_ner.load(folder, window_chars=4, **settings)["train"]["offset"] == [0, 4]
     write_corpus(folder, {"a": ("糖尿病。", "T1\tDisease 0 3\t糖尿病\n")})
     assert ruijin_ner.load(folder, **settings)["train"]["tokens"] == [list("糖尿病。")]
     copy = write_corpus(tmp_path / "other", {"a": ("高血压", "T1\tDisease 0 3\t高血压\n")})

@@ -371,7 +371,7 @@ def test_training_scripts_end_bad_input_with_one_line(tmp_path):
         file.write("T99 Disease\n")
     completed = run_expecting_failure(
         ["pretrain_mlm.py", "--data_dir", str(broken), "--encoder_config", str(TINY_BERT / "config.json"),
-         "--tokenizer_name", str(TINY_BERT), "--output_dir", str(tmp_path / "mlm"), "--max_chars", "62",
+         "--tokenizer_name", str(TINY_BERT), "--output_dir", str(tmp_path / "mlm"), "--window_chars", "62",
          "--use_cpu", "true"])
     assert completed.stderr.strip().splitlines()[-1].startswith(f"pretrain_mlm.py: {broken / '02.ann'}:")
 

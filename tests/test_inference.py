@@ -344,7 +344,7 @@ def test_dataset_is_prepared_as_the_model_was_trained(trained_model):
     arguments = push_to_hub.PushArguments(model_dir=str(model_dir), repo_id="someone/ner",
                                           dataset_repo_id="someone/corpus")
     assert push_to_hub.prepared_dataset_arguments(model_dir, arguments) == {"data_dir": "data/sample",
-                                                                           "max_chars": 62, "context_chars": 0}
+                                                                           "window_chars": 62, "context_chars": 0}
 
 
 def test_predict_scores_a_split_of_a_corpus(trained_model, tmp_path):

@@ -31,7 +31,7 @@ def test_json_values_then_command_line_overrides():
         [str(QUICKSTART), "--output_dir", "other/", "--num_train_epochs", "5", "--use_lstm", "false"])
     assert training_args.output_dir == "other/" and training_args.num_train_epochs == 5  # overridden
     assert model_args.use_lstm is False
-    assert data_args.max_chars == values["max_chars"] and data_args.data_dir == values["data_dir"]  # from JSON
+    assert data_args.window_chars == values["window_chars"] and data_args.data_dir == values["data_dir"]  # from JSON
     assert training_args.learning_rate == values["learning_rate"] and training_args.seed == values["seed"]
     assert model_args.head_learning_rate == values["head_learning_rate"]
     # Without overrides, the JSON values alone.
@@ -40,8 +40,8 @@ def test_json_values_then_command_line_overrides():
 
 
 def test_a_bad_json_configuration_is_refused_naming_the_file(tmp_path, capsys):
-    cases = {"unknown.json": ('{"max_chars": 62, "max_char": 10}', "unknown options max_char"),
-             "broken.json": ('{\n  "max_chars": 62,\n}', "broken.json, line 3: not valid JSON"),
+    cases = {"unknown.json": ('{"window_chars": 62, "max_char": 10}', "unknown options max_char"),
+             "broken.json": ('{\n  "window_chars": 62,\n}', "broken.json, line 3: not valid JSON"),
              "list.json": ("[1, 2]", "a JSON object of option names and values is expected"),
              "missing.json": (None, "missing.json: cannot read it")}
     for name, (content, message) in cases.items():
@@ -124,7 +124,7 @@ def english_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("english")
     write_english_corpus(folder / "corpus")
     run_script(["train.py", "--data_dir", str(folder / "corpus"), "--encoder_config", str(TINY_BERT),
-                "--tokenizer_name", str(TINY_BERT), "--output_dir", str(folder / "model"), "--max_chars", "62",
+                "--tokenizer_name", str(TINY_BERT), "--output_dir", str(folder / "model"), "--window_chars", "62",
                 "--num_train_epochs", "1", "--lstm_hidden_size", "8", "--use_cpu", "true"])
     return folder
 

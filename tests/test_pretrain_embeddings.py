@@ -37,7 +37,7 @@ def classic_config(tmp_path_factory):
 
 def embedding_arguments(classic_config, output_dir, *extra):
     return ["--data_dir", "data/sample", "--encoder_config", str(classic_config), "--tokenizer_name", str(TINY_BERT),
-            "--output_dir", str(output_dir), "--max_chars", "62", "--bigram_buckets", "401",
+            "--output_dir", str(output_dir), "--window_chars", "62", "--bigram_buckets", "401",
             "--bigram_embedding_size", "8", "--epochs", "2", "--workers", "1", *extra]
 
 

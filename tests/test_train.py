@@ -85,7 +85,7 @@ def test_pretrain_mlm_then_fine_tune(tmp_path):
     (tokenizer_dir / "vocab.txt").write_text("\n".join(vocab[:-1] + ["[UNK]"] + vocab[-1:]) + "\n", encoding="utf-8")
     mlm_dir = tmp_path / "mlm"
     run_script(["pretrain_mlm.py", "--data_dir", "data/sample", "--encoder_config", str(TINY_BERT / "config.json"),
-         "--tokenizer_name", str(tokenizer_dir), "--output_dir", str(mlm_dir), "--max_chars", "62",
+         "--tokenizer_name", str(tokenizer_dir), "--output_dir", str(mlm_dir), "--window_chars", "62",
          "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--use_cpu", "true"])
     assert (mlm_dir / "model.safetensors").is_file()
     output_dir = tmp_path / "ner"
@@ -120,7 +120,7 @@ def test_cpu_recipe_is_skip_gram_embeddings_then_the_classic_model_with_bigrams_
     assert model_args.model_name_or_path == embedding_args.output_dir
     assert (model_args.bigram_buckets, model_args.bigram_embedding_size) == \
         (embedding_args.bigram_buckets, embedding_args.bigram_embedding_size)
-    assert model_args.bigram_buckets >= encoder["vocab_size"] and data_args.max_chars == embedding_args.max_chars
+    assert model_args.bigram_buckets >= encoder["vocab_size"] and data_args.window_chars == embedding_args.window_chars
     # Issue 13's limit for the CPU recipe, with a minute for the embeddings (52 s on the 2-core machine).
     assert 0 < training_args.time_budget_minutes <= 29
     assert training_args.output_dir == "elsewhere"
@@ -153,10 +153,10 @@ def test_a_window_beyond_the_encoder_positions_is_refused_before_the_corpus_is_r
     positions = json.loads((TINY_BERT / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
     arguments = [script, "--data_dir", str(tmp_path / "no_corpus_here"),  # read first, it would fail otherwise
                  "--encoder_config", str(TINY_BERT), "--tokenizer_name", str(TINY_BERT),
-                 "--output_dir", str(tmp_path / "model"), "--max_chars", str(positions - 1), "--use_cpu", "true"]
+                 "--output_dir", str(tmp_path / "model"), "--window_chars", str(positions - 1), "--use_cpu", "true"]
     completed = subprocess.run([sys.executable, *arguments], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert completed.returncode != 0
-    assert f"--max_chars must be between 1 and {positions - 2} (the encoder has {positions} positions" \
+    assert f"--window_chars must be between 1 and {positions - 2} (the encoder has {positions} positions" \
            in completed.stderr, completed.stderr[-2000:]
     assert not (tmp_path / "model").exists()
 
