@@ -38,7 +38,7 @@ from accelerate.utils import gather_object
 from transformers import HfArgumentParser, pipeline
 
 from brat_ner import fast_inference
-from brat_ner.cli import run_main
+from brat_ner.cli import check_at_least, parse_arguments, run_main
 from brat_ner.evaluation import reports_to_markdown, score_both, write_reports
 from brat_ner.files import atomic_write, check_writable_folder
 from brat_ner.tagging import tag_texts
@@ -104,17 +104,25 @@ class PredictArguments:
                                         "exported there first if it does not exist."}
     )
 
+    def __post_init__(self):
+        check_at_least(1, batch_size=self.batch_size, num_threads=self.num_threads)
+
+
+def argument_parser() -> HfArgumentParser:
+    return HfArgumentParser(
+        PredictArguments, usage="predict.py [OPTIONS.json] [--option VALUE ...]",
+        description="Tag texts with a trained model and write brat .ann files. A JSON file of option values may "
+                    "come first; options after it override its values.")
+
 
 def main():
-    (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses()
+    (args,) = parse_arguments(argument_parser())
     if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
-        sys.exit("predict.py: give exactly one of --input_dir, --input_file and --data_dir")
+        raise ValueError("give exactly one of --input_dir, --input_file and --data_dir")
     if args.preannotate and not (args.output_dir and not args.input_file):
-        sys.exit("predict.py: --preannotate writes a folder: give --output_dir and --input_dir or --data_dir")
-    if args.num_threads is not None and args.num_threads < 1:
-        sys.exit(f"predict.py: --num_threads must be at least 1, got {args.num_threads}")
+        raise ValueError("--preannotate writes a folder: give --output_dir and --input_dir or --data_dir")
     if (args.quantize or args.onnx) and args.device not in (None, "cpu"):
-        sys.exit(f"predict.py: --quantize and --onnx run on the CPU, not on --device {args.device}")
+        raise ValueError(f"--quantize and --onnx run on the CPU, not on --device {args.device}")
     # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
     if args.input_file:
         text = read_standard_input() if args.input_file == "-" else read_text(Path(args.input_file))
@@ -124,7 +132,7 @@ def main():
     if args.data_dir:
         split = ruijin_ner.load(args.data_dir, name="brat")[args.split]
         if not len(split):
-            sys.exit(f"predict.py: the {args.split} split of {args.data_dir} has no documents")
+            raise ValueError(f"the {args.split} split of {args.data_dir} has no documents")
         documents = dict(zip(split["document_id"], split["text"]))
         gold_documents = list(split)
         input_folders = {"--data_dir": [Path(args.data_dir), *ruijin_ner.document_folders(Path(args.data_dir))]}
@@ -188,10 +196,7 @@ def load_tagger(args, device: str | None = None):
         constrain_bio=args.constrain_bio,
     )
     if args.onnx:
-        try:
-            fast_inference.use_onnx(tagger, args.onnx, num_threads, int8=args.quantize == "int8")
-        except fast_inference.OnnxFileMismatch as error:
-            sys.exit(f"predict.py: {error}")
+        fast_inference.use_onnx(tagger, args.onnx, num_threads, int8=args.quantize == "int8")
     elif args.quantize:
         fast_inference.quantize_int8(tagger)
     return tagger
@@ -289,7 +294,7 @@ def read_texts(input_dir: Path) -> dict[str, str]:
     """Documents by id (file stem), read as brat counts their characters (``read_text``: UTF-8, \\r\\n kept)."""
     paths = files_with_suffix(input_dir, ".txt")
     if not paths:
-        sys.exit(f"predict.py: no .txt files in {input_dir}")
+        raise ValueError(f"no .txt files in {input_dir}")
     return {path.stem: read_text(path) for path in paths}
 
 
@@ -307,10 +312,10 @@ def check_gold_matches(gold_documents: list[dict], documents: dict[str, str]) ->
     gold_texts = {doc["document_id"]: doc["text"] for doc in gold_documents}
     missing = sorted(set(documents) - set(gold_texts))
     if missing:
-        sys.exit(f"predict.py: no gold annotations for {', '.join(missing[:5])}")
+        raise ValueError(f"no gold annotations for {', '.join(missing[:5])}")
     differing = sorted(document_id for document_id, text in documents.items() if gold_texts[document_id] != text)
     if differing:
-        sys.exit(f"predict.py: the gold .txt of {', '.join(differing[:5])} differs from the text to tag (line "
+        raise ValueError(f"the gold .txt of {', '.join(differing[:5])} differs from the text to tag (line "
                  "endings?), so their offsets cannot be compared")
 
 

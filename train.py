@@ -37,7 +37,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from brat_ner.cli import parse_arguments, run_main
+from brat_ner.cli import check_at_least, parse_arguments, run_main
 from brat_ner.encoders import build_model, encoder_positions
 from brat_ner.evaluation import reports_to_markdown, write_reports
 from brat_ner.reporting import (
@@ -144,6 +144,11 @@ class DataArguments:
         default=3, metadata={"help": "Stop after this many evaluations without a better validation F1 (0: never)."}
     )
 
+    def __post_init__(self):
+        check_at_least(1, window_chars=self.window_chars, rare_type_oversampling=self.rare_type_oversampling)
+        check_at_least(0, context_chars=self.context_chars, early_stopping_patience=self.early_stopping_patience,
+                       rare_type_share=self.rare_type_share)
+
 
 @dataclass
 class NerTrainingArguments(TimeBudgetTrainingArguments):
@@ -184,6 +189,12 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
                           "embeddings moved this far along their gradient (e.g. 1.0; 0: off); a step costs about "
                           "twice."},
     )
+
+    def __post_init__(self):
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"--ema_decay must be between 0 and 1, got {self.ema_decay}")
+        check_at_least(0, fgm_epsilon=self.fgm_epsilon)
+        super().__post_init__()
 
 
 def main():

@@ -13,14 +13,16 @@ from dataset_script.brat import BratFormatError
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Options renamed since: option files (and run records) written with the former name still read.
 FORMER_NAMES = {"max_chars": "window_chars"}
+USAGE_ERROR = 2
 
 
 
 def parse_arguments(parser, command_line: list[str] | None = None):
     """The parser's dataclasses from the command line (``sys.argv[1:]`` by default). A first argument ending in
     ``.json`` gives the values, which the options after it override (``train.py configs/quickstart.json
-    --output_dir other/``). An argument that a dataclass refuses (its ``__post_init__`` raises ``ValueError``)
-    ends the script as argparse errors do."""
+    --output_dir other/``). A refused argument (argparse's own errors, or a dataclass's ``__post_init__``
+    raising ``ValueError``) ends the script with one line and exit status 2, as ``run_main`` does."""
+    parser.error = lambda message: fail(f"{parser.prog}: {message} (--help lists the options)")
     command_line = sys.argv[1:] if command_line is None else command_line
     if command_line and command_line[0].endswith(".json"):
         parser.set_defaults(**read_json_arguments(command_line[0], parser))
@@ -46,22 +48,45 @@ def read_json_arguments(path: str, parser) -> dict:
               for name, value in values.items()}
     unknown = sorted(set(values) - known)
     if unknown:
-        parser.error(f"{path}: unknown options {', '.join(unknown)} (--help lists them)")
+        parser.error(f"{path}: unknown options {', '.join(unknown)}")
     return values
 
 
+def check_at_least(minimum: float, **options) -> None:
+    """Refuse (``ValueError``, which the parser reports in one line) each option below ``minimum``; ``None``
+    means the option's default, decided later. For the ``__post_init__`` of argument dataclasses, so a bad
+    number stops the script before any work or any folder is made."""
+    for name, value in options.items():
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name} must be at least {minimum:g}, got {value}")
+
+
+def check_positive(**options) -> None:
+    """Refuse (``ValueError``) each option that is not above zero (``None``: the default, decided later)."""
+    for name, value in options.items():
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name} must be positive, got {value}")
+
+
 def run_main(main, script: str) -> None:
-    """Run ``main``; bad input files and this project's own checks end it with one line ``script: message``
-    instead of a traceback. A ``ValueError`` raised inside a library keeps its traceback: that is a bug to
-    report, not a message written for the user."""
+    """Run ``main``; bad input files and this project's own checks (a ``ValueError`` raised in the project's
+    code) end it with one line ``script: message`` and exit status 2 instead of a traceback. A ``ValueError``
+    raised inside a library keeps its traceback: that is a bug to report, not a message written for the user."""
     try:
         main()
     except BratFormatError as error:
-        sys.exit(f"{script}: {error}")
+        fail(f"{script}: {error}")
     except ValueError as error:
         if not _raised_by_project(error):
             raise
-        sys.exit(f"{script}: {error}")
+        fail(f"{script}: {error}")
+
+
+def fail(message: str) -> None:
+    """End the script the one way a user's mistake ends it: ``message`` on one line of standard error, exit
+    status 2 (argparse's status for a refused command line)."""
+    print(" ".join(message.splitlines()), file=sys.stderr)
+    sys.exit(USAGE_ERROR)
 
 
 def _raised_by_project(error: BaseException) -> bool:

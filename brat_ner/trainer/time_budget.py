@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from brat_ner.cli import check_at_least, check_positive
+
 
 @dataclass
 class TimeBudgetTrainingArguments(TrainingArguments):
@@ -30,6 +32,16 @@ class TimeBudgetTrainingArguments(TrainingArguments):
                           "to zero over the budget (or the maximum steps, whichever ends first), and training "
                           "stops when it runs out. --lr_scheduler_type is then not used."},
     )
+
+    def __post_init__(self):
+        # A schedule that trains nothing would save an untrained model and call the run finished.
+        if not (self.num_train_epochs > 0 or self.max_steps > 0):
+            raise ValueError(f"--num_train_epochs must be positive (or --max_steps), got {self.num_train_epochs:g}")
+        check_positive(learning_rate=self.learning_rate, time_budget_minutes=self.time_budget_minutes)
+        check_at_least(1, per_device_train_batch_size=self.per_device_train_batch_size,
+                       per_device_eval_batch_size=self.per_device_eval_batch_size,
+                       gradient_accumulation_steps=self.gradient_accumulation_steps)
+        super().__post_init__()
 
 
 class TimeBudget(TrainerCallback):
