@@ -26,6 +26,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, SpaceCa
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import HfArgumentParser
 
+from brat_ner.cli import parse_arguments, run_main
 from brat_ner.evaluation import report_to_markdown
 from dataset_script import ruijin_ner
 
@@ -85,7 +86,8 @@ class PushArguments:
 
 
 def main():
-    (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses()
+    parser = HfArgumentParser(PushArguments, usage="push_to_hub.py [OPTIONS.json] [--option VALUE ...]")
+    (args,) = parse_arguments(parser)
     if args.space_id:  # before anything is written or uploaded
         check_space_id(args.space_id)
     if not (args.dataset_name or args.dataset_repo_id):
@@ -93,7 +95,7 @@ def main():
     if args.dry_run:
         folder = Path(args.dry_run)
         if folder.exists() and any(folder.iterdir()):  # stale files would be published with the new ones
-            raise SystemExit(f"push_to_hub.py: {folder} is not empty; give a new --dry_run folder")
+            raise ValueError(f"{folder} is not empty; give a new --dry_run folder")
         build_repository(Path(args.model_dir), folder, args)
         print(f"Wrote the repository folder to {args.dry_run} (nothing uploaded)")
         if args.space_id:
@@ -123,7 +125,7 @@ def check_space_id(space_id: str) -> None:
     try:
         validate_repo_id(space_id)
     except HFValidationError as error:
-        raise SystemExit(f"push_to_hub.py: --space_id: {error}") from None
+        raise ValueError(f"--space_id: {error}") from None
 
 
 def build_space(folder: Path, args) -> None:
@@ -154,7 +156,7 @@ def prepared_dataset_arguments(model_dir: Path, args) -> dict:
     corpus = _read_json(model_dir / "corpus.json") or {}
     data_dir = args.data_dir or corpus.get("data_dir")
     if not data_dir:
-        raise SystemExit("push_to_hub.py: --dataset_repo_id needs --data_dir (the model folder has no corpus.json)")
+        raise ValueError("--dataset_repo_id needs --data_dir (the model folder has no corpus.json)")
     return {"data_dir": data_dir, "window_chars": corpus.get("window_chars", corpus.get("max_chars", 510)),
             "context_chars": corpus.get("context_chars", 0)}
 
@@ -165,14 +167,14 @@ def build_repository(model_dir: Path, folder: Path, args) -> None:
         try:
             validate_repo_id(repo_id)
         except HFValidationError as error:
-            raise SystemExit(f"push_to_hub.py: {error}") from None
+            raise ValueError(f"{error}") from None
     if not model_dir.is_dir():
-        raise SystemExit(f"push_to_hub.py: {model_dir}: no such folder")
+        raise ValueError(f"{model_dir}: no such folder")
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
     if not any((model_dir / name).is_file() for name in TOKENIZER_VOCABULARIES):
         missing.append(" or ".join(TOKENIZER_VOCABULARIES))
     if missing:
-        raise SystemExit(f"push_to_hub.py: {model_dir} lacks {', '.join(missing)}: is it a train.py output folder?")
+        raise ValueError(f"{model_dir} lacks {', '.join(missing)}: is it a train.py output folder?")
     folder.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES + TOKENIZER_VOCABULARIES + OPTIONAL_FILES:
         if (model_dir / name).is_file():
@@ -222,10 +224,10 @@ def card_examples(args, corpus: dict | None, is_ruijin: bool) -> list[dict]:
     if args.widget_examples_file:
         path = Path(args.widget_examples_file)
         if not path.is_file():
-            raise SystemExit(f"push_to_hub.py: {path}: no such file (--widget_examples_file)")
+            raise ValueError(f"{path}: no such file (--widget_examples_file)")
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not texts:
-            raise SystemExit(f"push_to_hub.py: {path} holds no example text (one per line)")
+            raise ValueError(f"{path} holds no example text (one per line)")
         return [{"text": text, "entities": []} for text in texts]
     data_dir = args.data_dir or (corpus or {}).get("data_dir")
     examples = corpus_sentences(Path(data_dir)) if data_dir and Path(data_dir).is_dir() else []
@@ -234,7 +236,7 @@ def card_examples(args, corpus: dict | None, is_ruijin: bool) -> list[dict]:
     if is_ruijin:
         return [{"text": text, "entities": [RUIJIN_FIRST_EXAMPLE_ENTITY] if index == 0 else []}
                 for index, text in enumerate(RUIJIN_WIDGET_EXAMPLES)]
-    raise SystemExit(f"push_to_hub.py: no example texts for the widget: the training corpus ({data_dir}) is not "
+    raise ValueError(f"no example texts for the widget: the training corpus ({data_dir}) is not "
                      "here or holds no short annotated sentence; give --widget_examples_file or --data_dir")
 
 
@@ -443,4 +445,4 @@ def _read_json(path: Path) -> dict | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "push_to_hub.py")
