@@ -147,6 +147,7 @@ class CorpusStats:
     cut_by_windows: Counter = field(default_factory=Counter)  # type -> entities split across two windows
     skipped_lines: Counter = field(default_factory=Counter)  # kind -> count
     warnings: Counter = field(default_factory=Counter)  # kind -> count (see brat.py for the kinds)
+    warnings_printed: int = 0  # every warning logged while the corpus was read, whatever its kind
 
     def add_document(self, split: str, document: Document, not_encoded, cut, windows: int) -> None:
         self.documents[split] += 1
@@ -179,7 +180,7 @@ class CorpusStats:
             *(f"  not encoded ({reason}): {total} {by_type}" for reason, total, by_type in self._dropped_by_reason()),
             f"entities cut by a window boundary: {sum(self.cut_by_windows.values())} {dict(self.cut_by_windows)}",
             f"lines skipped (not text-bound entities): {dict(self.skipped_lines)}",
-            f"warnings: {sum(self.warnings.values())} {dict(self.warnings)}",
+            f"warnings: {self.warnings_printed} printed above; by kind {dict(self.warnings)}",
         ]
         return "\n".join(lines)
 
@@ -254,7 +255,8 @@ def window_examples(document: Document, window_chars: int, context_chars: int = 
     spans = [(entity.type, entity.start, entity.end) for entity in document.entities]
     tags, not_encoded = spans_to_bio(len(document.text), spans)
     encoded = Counter(spans) - Counter(not_encoded)
-    windows = split_into_windows(document.text, window_chars, [(start, end) for _, start, end in encoded], TRAINING_CUTS)
+    entity_spans = [(start, end) for _, start, end in encoded]
+    windows = split_into_windows(document.text, window_chars, entity_spans, TRAINING_CUTS)
     window_starts = [window_start for window_start, _ in windows]
     cut = [entity_type for entity_type, start, end in encoded if _starts_inside(window_starts, start, end)]
     examples = []
@@ -448,15 +450,18 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
     """
     data_dir = Path(data_dir).resolve()
     config = BratNerConfig(name=name, **config_kwargs)  # checks the settings before anything is read
-    split_documents = split_corpus(data_dir, config)
-    conf = find_annotation_conf(data_dir)
-    documents = {split: [read_corpus_document(txt, ann, config, conf) for txt, ann in pairs]
-                 for split, pairs in split_documents.items()}
-    all_documents = [document for split in SPLITS for document in documents[split]]
-    config_kwargs["entity_types"] = corpus_entity_types(data_dir, all_documents, config_kwargs.get("entity_types"),
-                                                        conf, config.event_triggers)
-    _warn_left_out(split_documents, documents)
+    with _counted_warnings() as printed:
+        split_documents = split_corpus(data_dir, config)
+        conf = find_annotation_conf(data_dir)
+        documents = {split: [read_corpus_document(txt, ann, config, conf) for txt, ann in pairs]
+                     for split, pairs in split_documents.items()}
+        all_documents = [document for split in SPLITS for document in documents[split]]
+        config_kwargs["entity_types"] = corpus_entity_types(data_dir, all_documents,
+                                                            config_kwargs.get("entity_types"), conf,
+                                                            config.event_triggers)
+        _warn_left_out(split_documents, documents)
     stats = corpus_stats(documents, config.window_chars)
+    stats.warnings_printed = printed.count
     unannotated = sum(len(texts_without_annotations(folder)) for folder in document_folders(data_dir))
     if unannotated:
         stats.warnings["txt_without_ann"] = unannotated
@@ -469,6 +474,26 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
         builder.download_and_prepare()
     corpus = datasets.DatasetDict({str(split): _split_dataset(builder, split) for split in SPLITS})
     return (corpus, stats) if return_stats else corpus
+
+
+class _WarningCounter(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+@contextlib.contextmanager
+def _counted_warnings():
+    """Count the warnings this package logs meanwhile, so the summary's total is what the user saw."""
+    package_logger, counter = logging.getLogger(__package__), _WarningCounter()
+    package_logger.addHandler(counter)
+    try:
+        yield counter
+    finally:
+        package_logger.removeHandler(counter)
 
 
 @contextlib.contextmanager
@@ -512,9 +537,13 @@ def corpus_stats(documents: dict[str, list[Document]], window_chars: int) -> Cor
 
 def read_corpus_documents(folder) -> list[dict]:
     """The documents of one folder in the ``brat`` config's layout (for scoring predictions); event triggers, as
-    the folder's annotation.conf or its E lines define them, are not entities."""
+    the folder's annotation.conf or its E lines define them, are not entities. The types are checked as
+    ``load`` checks a training corpus' (``corpus_entity_types``): a type that the folder's annotation.conf does
+    not declare is an error, not a type of its own."""
     folder = Path(folder)
     conf_path = folder / "annotation.conf"
-    event_types = read_annotation_conf(conf_path).event_types if conf_path.is_file() else None
-    return [document_example(read_document(txt, ann, event_types=event_types))
-            for txt, ann in find_documents(folder)]
+    conf = read_annotation_conf(conf_path) if conf_path.is_file() else None
+    documents = [read_document(txt, ann, event_types=conf.event_types if conf else None)
+                 for txt, ann in find_documents(folder)]
+    corpus_entity_types(folder, documents, conf=conf)
+    return [document_example(document) for document in documents]
