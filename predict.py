@@ -90,10 +90,7 @@ class PredictArguments:
         default=None, metadata={"help": "Valid-BIO Viterbi on (true) or off (false); default: as the model was "
                                         "trained (its config). Compare both on one model with --data_dir."}
     )
-    num_threads: int | None = field(
-        default=None, metadata={"help": "CPU threads per process; default: the cores idle when the model loads, "
-                                        "divided among the processes of a multi-process run."}
-    )
+    num_threads: int | None = field(default=None, metadata={"help": fast_inference.NUM_THREADS_HELP})
     quantize: str | None = field(
         default=None, metadata={"help": "int8: int8 weights for the Linear layers (CPU; slightly different scores); "
                                         "with --onnx, ONNX Runtime's int8 quantisation of the exported graph.",

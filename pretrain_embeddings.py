@@ -34,6 +34,7 @@ from gensim.models import Word2Vec
 from safetensors.torch import save
 from transformers import AutoTokenizer, BertConfig, HfArgumentParser
 
+from brat_ner import fast_inference
 from brat_ner.cli import parse_arguments, run_main
 from brat_ner.files import atomic_write
 from brat_ner.pretraining import PretrainingTextArguments, encoded_windows, pretraining_texts, vocabulary_size
@@ -66,7 +67,9 @@ class EmbeddingArguments(PretrainingTextArguments):
     window: int = field(default=5, metadata={"help": "Skip-gram context: this many ids on each side."})
     negative: int = field(default=5, metadata={"help": "Negative samples per positive pair."})
     epochs: int = field(default=5, metadata={"help": "Passes over the text."})
-    workers: int = field(default=2, metadata={"help": "Threads (more than one makes runs differ slightly)."})
+    workers: int | None = field(
+        default=None, metadata={"help": "Threads (more than one makes runs differ slightly); default: the cores "
+                                        "idle when the command starts, as for train.py's --num_threads."})
     seed: int = field(default=42)
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Write the vectors again although --output_dir holds finished ones."}
@@ -82,6 +85,8 @@ def main():
     (args,) = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("gensim").setLevel(logging.WARNING)  # a dozen lines per table otherwise
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.bigram_buckets < 0 or args.bigram_embedding_size < 1:
         parser.error("--bigram_buckets must be 0 or more and --bigram_embedding_size positive")
     lock = claim_output_dir("pretrain_embeddings.py", SimpleNamespace(output_dir=args.output_dir, process_index=0),
@@ -125,7 +130,7 @@ def skip_gram_table(sentences: list[list[int]], rows: int, size: int, args) -> t
     never occur are drawn at random with the learnt vectors' standard deviation."""
     model = Word2Vec([[str(token) for token in sentence] for sentence in sentences], vector_size=size,
                      window=args.window, negative=args.negative, sg=1, min_count=1, epochs=args.epochs,
-                     workers=args.workers, seed=args.seed)
+                     workers=args.workers or fast_inference.default_num_threads(), seed=args.seed)
     learnt = torch.from_numpy(model.wv.vectors).float()
     generator = torch.Generator().manual_seed(args.seed)
     table = torch.randn(rows, size, generator=generator) * learnt.std()

@@ -25,6 +25,7 @@ import datasets
 import torch
 from transformers import AutoTokenizer, BertConfig, DataCollatorForLanguageModeling, HfArgumentParser, set_seed
 
+from brat_ner import fast_inference
 from brat_ner.cli import parse_arguments, run_main
 from brat_ner.encoders import encoder_positions
 from brat_ner.pretraining import (
@@ -53,6 +54,7 @@ class PretrainArguments(PretrainingTextArguments):
     window_chars: int = field(default=254, metadata={"help": "Characters per training window (formerly --max_chars).",
                                                      "aliases": ["--max_chars"]})
     mlm_probability: float = field(default=0.15)
+    num_threads: int | None = field(default=None, metadata={"help": fast_inference.NUM_THREADS_HELP})
     skip_blanks: bool = field(
         default=True, metadata={"help": "Give blanks no position, as train.py's --skip_blanks (its default) does: "
                                         "pretrain on what fine-tuning will feed."}
@@ -80,6 +82,7 @@ def main():
     args, training_args, run_args = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
+    fast_inference.set_num_threads(args.num_threads)
     if (args.model_name_or_path is None) == (args.encoder_config is None):
         parser.error("give exactly one of --model_name_or_path and --encoder_config")
     check_window_fits(args.window_chars, encoder_positions(args.encoder_config, args.model_name_or_path), "--window_chars")

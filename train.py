@@ -37,9 +37,11 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
+from brat_ner import fast_inference
 from brat_ner.cli import check_at_least, parse_arguments, run_main
 from brat_ner.encoders import build_model, encoder_positions
 from brat_ner.evaluation import reports_to_markdown, write_reports
+from brat_ner.fast_inference import NUM_THREADS_HELP
 from brat_ner.reporting import (
     EpochLineCallback,
     plot_training,
@@ -143,9 +145,11 @@ class DataArguments:
     early_stopping_patience: int = field(
         default=3, metadata={"help": "Stop after this many evaluations without a better validation F1 (0: never)."}
     )
+    num_threads: int | None = field(default=None, metadata={"help": NUM_THREADS_HELP})
 
     def __post_init__(self):
-        check_at_least(1, window_chars=self.window_chars, rare_type_oversampling=self.rare_type_oversampling)
+        check_at_least(1, window_chars=self.window_chars, rare_type_oversampling=self.rare_type_oversampling,
+                       num_threads=self.num_threads)
         check_at_least(0, context_chars=self.context_chars, early_stopping_patience=self.early_stopping_patience,
                        rare_type_share=self.rare_type_share)
 
@@ -202,6 +206,7 @@ def main():
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers_logging.set_tqdm_hook(without_checkpoint_bars)
     set_seed(training_args.seed)
+    fast_inference.set_num_threads(data_args.num_threads)
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     name = "--window_chars + 2 * --context_chars" if data_args.context_chars else "--window_chars"

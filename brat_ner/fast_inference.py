@@ -32,6 +32,10 @@ ONNX_FINGERPRINT_KEY = "bert_bilstm_crf_weights_sha256"
 over from another (e.g. re-trained) model is refused instead of giving wrong entities."""
 
 
+NUM_THREADS_HELP = ("CPU threads per process; default: the cores idle when the command starts, divided among the "
+                    "processes of a multi-process run (more threads than idle cores slow every one of them).")
+
+
 def default_num_threads() -> int:
     """The cores this process may run on that are idle now, shared among the processes of this machine under
     ``torchrun`` (its ``LOCAL_WORLD_SIZE``), at least 1. More threads than free cores make PyTorch's threads wait
