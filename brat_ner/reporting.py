@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from transformers import ProgressCallback
 
 from brat_ner.files import atomic_write
@@ -25,11 +26,27 @@ def without_checkpoint_bars(factory, args, kwargs):
 
 class EpochLineCallback(ProgressCallback):
     """The training progress bar, and at each evaluation one line with the figures that matter (losses,
-    validation micro/macro-F1, time) instead of the metric dicts and a progress bar per evaluation."""
+    validation micro/macro-F1, time) instead of the metric dicts and a progress bar per evaluation. On a time
+    budget (``--time_budget_minutes``) the bar counts seconds of the budget, not the steps of the epochs that
+    bound it (50 epochs would show a day for a 20-minute run)."""
 
     def on_train_begin(self, args, state, control, **kwargs):
-        super().on_train_begin(args, state, control, **kwargs)
-        self.line_start, self.training_loss = time.monotonic(), None
+        self.budget_seconds = round(60 * args.time_budget_minutes) if getattr(args, "time_budget_minutes", None) \
+            else None
+        if self.budget_seconds is None:
+            super().on_train_begin(args, state, control, **kwargs)
+        elif state.is_world_process_zero:
+            self.training_bar = tqdm(total=self.budget_seconds, unit="s", dynamic_ncols=True,
+                                     bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s of the time budget")
+        self.start = self.line_start = time.monotonic()
+        self.training_loss = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.budget_seconds is None:
+            super().on_step_end(args, state, control, **kwargs)
+        elif state.is_world_process_zero:
+            elapsed = min(round(time.monotonic() - self.start), self.budget_seconds)
+            self.training_bar.update(elapsed - self.training_bar.n)
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         pass  # a few seconds of validation need no bar of their own
@@ -43,9 +60,10 @@ class EpochLineCallback(ProgressCallback):
             now = time.monotonic()
             loss = f"loss {self.training_loss:.3f} (validation {logs['eval_loss']:.3f})" \
                 if self.training_loss is not None else f"validation loss {logs['eval_loss']:.3f}"
+            epochs = f"{state.epoch:g}" if self.budget_seconds else f"{state.epoch:g}/{args.num_train_epochs:g}"
             self.training_bar.write(
-                f"epoch {state.epoch:g}/{args.num_train_epochs:g}: {loss}, validation micro-F1 "
-                f"{logs['eval_f1']:.3f}, macro-F1 {logs['eval_macro_f1']:.3f}, {now - self.line_start:.1f} s")
+                f"epoch {epochs}: {loss}, validation micro-F1 {logs['eval_f1']:.3f}, macro-F1 "
+                f"{logs['eval_macro_f1']:.3f}, {now - self.line_start:.1f} s")
             self.line_start = now
 
 
