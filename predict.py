@@ -107,7 +107,7 @@ class PredictArguments:
 
 def argument_parser() -> HfArgumentParser:
     return HfArgumentParser(
-        PredictArguments, usage="predict.py [OPTIONS.json] [--option VALUE ...]",
+        PredictArguments, prog="predict.py", usage="predict.py [OPTIONS.json] [--option VALUE ...]",
         description="Tag texts with a trained model and write brat .ann files. A JSON file of option values may "
                     "come first; options after it override its values.")
 

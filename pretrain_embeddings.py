@@ -77,7 +77,7 @@ class EmbeddingArguments(PretrainingTextArguments):
 
 
 def argument_parser() -> HfArgumentParser:
-    return HfArgumentParser(EmbeddingArguments)
+    return HfArgumentParser(EmbeddingArguments, prog="pretrain_embeddings.py")
 
 
 def main():

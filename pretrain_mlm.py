@@ -78,7 +78,7 @@ class MlmTrainingArguments(TimeBudgetTrainingArguments):
 
 
 def main():
-    parser = HfArgumentParser((PretrainArguments, MlmTrainingArguments, RunArguments))
+    parser = HfArgumentParser((PretrainArguments, MlmTrainingArguments, RunArguments), prog="pretrain_mlm.py")
     args, training_args, run_args = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)

@@ -86,7 +86,7 @@ class PushArguments:
 
 
 def main():
-    parser = HfArgumentParser(PushArguments, usage="push_to_hub.py [OPTIONS.json] [--option VALUE ...]")
+    parser = HfArgumentParser(PushArguments, prog="push_to_hub.py", usage="push_to_hub.py [OPTIONS.json] [--option VALUE ...]")
     (args,) = parse_arguments(parser)
     if args.space_id:  # before anything is written or uploaded
         check_space_id(args.space_id)

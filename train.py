@@ -277,7 +277,7 @@ def argument_parser() -> HfArgumentParser:
     """The project's options in their own groups, listed by --help before transformers' TrainingArguments."""
     return HfArgumentParser(
         (ModelArguments, DataArguments, RunArguments, NerTrainingArguments),
-        usage="train.py [CONFIG.json] [--option VALUE ...]",
+        prog="train.py", usage="train.py [CONFIG.json] [--option VALUE ...]",
         description="Fine-tune BERT -> BiLSTM -> CRF for character-level NER on a brat corpus. A JSON file of "
                     "option values may come first; options after it override its values.",
     )

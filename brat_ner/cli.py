@@ -25,12 +25,18 @@ def parse_arguments(parser, command_line: list[str] | None = None):
     parser.error = lambda message: fail(f"{parser.prog}: {message} (--help lists the options)")
     command_line = sys.argv[1:] if command_line is None else command_line
     if command_line and command_line[0].endswith(".json"):
-        parser.set_defaults(**read_json_arguments(command_line[0], parser))
+        values = read_json_arguments(command_line[0], parser)
+        parser.set_defaults(**values)
+        for action in parser._actions:  # a required option given in the file is given
+            action.required = action.required and action.dest not in values
         command_line = command_line[1:]
     try:
-        return parser.parse_args_into_dataclasses(args=command_line)
+        *parsed, unknown = parser.parse_args_into_dataclasses(args=command_line, return_remaining_strings=True)
     except ValueError as error:
         parser.error(str(error))
+    if unknown:
+        parser.error(f"unknown options {' '.join(unknown)}")
+    return parsed
 
 
 def read_json_arguments(path: str, parser) -> dict:
