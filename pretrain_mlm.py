@@ -85,7 +85,8 @@ def main():
     fast_inference.set_num_threads(args.num_threads)
     if (args.model_name_or_path is None) == (args.encoder_config is None):
         parser.error("give exactly one of --model_name_or_path and --encoder_config")
-    check_window_fits(args.window_chars, encoder_positions(args.encoder_config, args.model_name_or_path), "--window_chars")
+    positions = encoder_positions(args.encoder_config, args.model_name_or_path)
+    check_window_fits(args.window_chars, positions, "--window_chars")
     claim_output_dir("pretrain_mlm.py", training_args, run_args, finished_marker="train_results.json")
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO, TINY_BERT, small_training
 
 import predict
 import train
 from brat_ner import cli, fast_inference
 from brat_ner.reporting import EpochLineCallback
+from conftest import REPO, TINY_BERT, small_training
 from dataset_script import ruijin_ner
 
 SAMPLE = REPO / "data" / "sample"
