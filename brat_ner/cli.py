@@ -3,7 +3,10 @@ problem, exit status 2) for every script."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -14,7 +17,57 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Options renamed since: option files (and run records) written with the former name still read.
 FORMER_NAMES = {"max_chars": "window_chars"}
 USAGE_ERROR = 2
+HELP_PAGES = Path(__file__).with_name("help_pages")
+HELP_WIDTH = 100  # columns of the stored help pages, whatever the terminal that wrote them
+# Trainer options that --help shows beside the project's own; --help-all shows Trainer's hundred. (Not bf16:
+# its default depends on the machine's GPU, and the stored page must not.)
+SHOWN_TRAINER_OPTIONS = {
+    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "warmup_steps", "weight_decay", "seed", "use_cpu", "save_total_limit", "eval_strategy", "save_strategy", "resume_from_checkpoint", "report_to",
+}
 
+
+def exit_early_for_help(module_name: str, script: str) -> None:
+    """``script --help`` prints the script's stored help page and exits, before the script imports torch and
+    transformers (seconds that --help should not cost). The page is ``help_page`` of the script's parser,
+    stored in ``HELP_PAGES``; a test keeps it equal to what the parser prints (``tests/test_cli.py``)."""
+    if module_name == "__main__" and sys.argv[1:] in (["-h"], ["--help"]):
+        print(help_page_path(script).read_text(encoding="utf-8"), end="")
+        sys.exit(0)
+
+
+def help_page_path(script: str) -> Path:
+    return HELP_PAGES / f"{Path(script).stem}.txt"
+
+
+def help_page(parser, all_options: bool = False) -> str:
+    """The parser's help: the project's options and the Trainer options people set (``SHOWN_TRAINER_OPTIONS``),
+    or with ``all_options`` every one of Trainer's as well."""
+    hidden = set() if all_options else _trainer_options(parser) - SHOWN_TRAINER_OPTIONS
+    saved = {action: action.help for action in parser._actions}
+    os.environ["COLUMNS"], columns = str(HELP_WIDTH), os.environ.get("COLUMNS")
+    try:
+        for action in parser._actions:
+            if action.dest in hidden:
+                action.help = argparse.SUPPRESS
+        page = parser.format_help()
+    finally:
+        for action, text in saved.items():
+            action.help = text
+        os.environ.pop("COLUMNS") if columns is None else os.environ.update(COLUMNS=columns)
+    if not all_options and hidden:
+        page += f"\n{len(hidden)} more Trainer options (transformers' TrainingArguments): --help-all lists them.\n"
+    return page
+
+
+def _trainer_options(parser) -> set[str]:
+    """The destinations of the parser's options that are fields of transformers' ``TrainingArguments`` (found
+    among its dataclasses' bases, so this module never imports transformers)."""
+    for kind in parser.dataclass_types:
+        for base in kind.__mro__:
+            if base.__name__ == "TrainingArguments" and base.__module__.startswith("transformers."):
+                return {field.name for field in dataclasses.fields(base)}
+    return set()
 
 
 def parse_arguments(parser, command_line: list[str] | None = None):
@@ -24,6 +77,10 @@ def parse_arguments(parser, command_line: list[str] | None = None):
     raising ``ValueError``) ends the script with one line and exit status 2, as ``run_main`` does."""
     parser.error = lambda message: fail(f"{parser.prog}: {message} (--help lists the options)")
     command_line = sys.argv[1:] if command_line is None else command_line
+    for flag, all_options in (("--help-all", True), ("--help", False), ("-h", False)):
+        if flag in command_line:
+            print(help_page(parser, all_options), end="")
+            sys.exit(0)
     if command_line and command_line[0].endswith(".json"):
         values = read_json_arguments(command_line[0], parser)
         parser.set_defaults(**values)

@@ -136,3 +136,39 @@ def test_on_a_time_budget_the_progress_bar_counts_the_budget_not_the_epochs():
     callback.on_train_begin(SimpleNamespace(time_budget_minutes=None), state, None)
     assert callback.training_bar.total == 41050
     callback.training_bar.close()
+
+
+COMMANDS = ("train.py", "predict.py", "push_to_hub.py", "pretrain_mlm.py", "pretrain_embeddings.py")
+
+
+@pytest.mark.parametrize("script", COMMANDS)
+def test_each_commands_stored_help_page_is_what_its_parser_prints(script):
+    """``--help`` prints a stored page before the command's slow imports; it must say what the parser says.
+    ``UPDATE_HELP_PAGES=1 python -m pytest tests/test_run_options.py -k help_page`` writes the pages anew."""
+    import importlib
+    import os
+
+    page = cli.help_page(importlib.import_module(script.removesuffix(".py")).argument_parser())
+    stored = cli.help_page_path(script)
+    if os.environ.get("UPDATE_HELP_PAGES"):
+        stored.write_text(page, encoding="utf-8")
+    assert stored.read_text(encoding="utf-8") == page, f"{stored} is stale: see this test's docstring"
+
+
+def test_help_shows_the_projects_options_and_the_trainer_options_people_set():
+    page = cli.help_page(train.argument_parser())
+    for option in ("--window_chars", "--head_learning_rate", "--num_train_epochs", "--learning_rate",
+                   "--time_budget_minutes", "--fgm_epsilon", "--overwrite_output_dir"):
+        assert f"  {option} " in page
+    assert "--adam_beta1" not in page and "--help-all lists them" in page
+    assert "--adam_beta1" in cli.help_page(train.argument_parser(), all_options=True)
+
+
+def test_help_is_printed_without_importing_torch_or_transformers():
+    completed = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys; sys.argv = ['train.py', '--help']\n"
+                               "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
+                               "except SystemExit:\n    print('LOADED', 'torch' in sys.modules, "
+                               "'transformers' in sys.modules)"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert "--window_chars" in completed.stdout and completed.stdout.strip().endswith("LOADED False False")
