@@ -3,7 +3,8 @@
 * :func:`atomic_write`: every file the project writes is written to a temporary file beside it and renamed
   over the target, so an interrupted run never leaves half a file.
 * :class:`OutputLock`: one run per output folder; a lock file names its owner (pid, host), and a lock whose
-  owner died is taken over.
+  owner died is taken over, with the temporary files that killed runs left there.
+* :func:`give_umask_mode`: the mode an ordinary new file gets, for files that libraries write private.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import atexit
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -20,7 +22,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
-
+# atomic_write's temporary files: "." + the target's name + "." + mkstemp's 8 random characters + ".tmp".
+TEMPORARY_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def atomic_write(path: str | Path, content: str | bytes) -> None:
@@ -35,11 +38,28 @@ def atomic_write(path: str | Path, content: str | bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it an ordinary file's mode
+        give_umask_mode(temporary)  # mkstemp makes it private
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def give_umask_mode(path: str | Path) -> None:
+    """Give ``path`` the mode of an ordinary new file under the current umask (0644 under umask 022): files that
+    are written private (mkstemp's, safetensors' ``save_file``) would be unreadable to a serving process."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def remove_stale_temporary_files(folder: Path) -> None:
+    """Delete the temporary files of :func:`atomic_write` in ``folder``, left by runs killed while writing. Only
+    for the holder of ``folder``'s lock: no live run writes there then."""
+    stale = [path for path in folder.iterdir() if path.is_file() and TEMPORARY_FILE.match(path.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.warning("Deleted %d temporary files left in %s by an interrupted run: %s", len(stale), folder,
+                       ", ".join(sorted(path.name for path in stale)))
 
 
 def _umask() -> int:
@@ -67,8 +87,9 @@ class OutputLock:
 
     The lock file is written complete under a temporary name and hard-linked into place, which fails when a lock
     exists: so two runs cannot both take it, and a lock is never seen half-written. A lock left by a process
-    that is gone (same host, dead pid: a killed run) is taken over with a warning. Released at exit; a folder
-    the run created and left empty (it stopped before writing anything) is removed with it.
+    that is gone (same host, dead pid: a killed run) is taken over with a warning. Its holder is the only run
+    writing the folder, so the temporary files there are stale ones of killed runs: they are deleted. Released
+    at exit; a folder the run created and left empty (it stopped before writing anything) is removed with it.
     """
 
     def __init__(self, folder: Path):
@@ -95,6 +116,7 @@ class OutputLock:
         finally:
             os.unlink(temporary)
         atexit.register(self.release)
+        remove_stale_temporary_files(self.folder)
 
     def _put_in_place(self, temporary: str) -> None:
         """The lock file, complete, at ``self.path``; ``FileExistsError`` when a lock is there."""
@@ -114,6 +136,9 @@ class OutputLock:
         except ValueError:
             owner = {}
         pid, host = owner.get("pid"), owner.get("host")
+        if host == socket.gethostname() and pid == os.getpid():
+            self.path.unlink(missing_ok=True)  # this process's own, not yet released (a command run in-process again)
+            return
         if host == socket.gethostname() and isinstance(pid, int) and not _process_alive(pid):
             logger.warning("Taking over %s: its owner, process %d, is gone", self.path, pid)
             self.path.unlink(missing_ok=True)

@@ -1,10 +1,16 @@
 """Training runs: what train.py and the pretraining scripts do with their output folder. Take its lock, stop
-when it holds a finished run, resume the newest checkpoint that is complete and readable, and refuse to resume
-one under other arguments than it was trained with."""
+when it holds a finished run, finish a run stopped after saving its model, resume the newest checkpoint that is
+complete and readable, and refuse to resume or rerun one under other arguments than it was trained with.
+
+A run is finished when everything it writes is written: its record (``run_record.json``), written last and
+atomically, lists the files the folder then held and the size and sha256 of each weight file; a rerun checks
+them all. train.py records its run twice: once its model is saved (stage ``model saved``: a rerun then finishes
+the test scoring, reports and plots from the saved model without training again), and at the very end."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -15,16 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
+from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from brat_ner.cli import FORMER_NAMES
-from brat_ner.files import OutputLock, atomic_write
+from brat_ner.files import LOCK_NAME, OutputLock, atomic_write, give_umask_mode
 
 logger = logging.getLogger(__name__)
 
 ARGUMENTS_NAME = "run_arguments.json"
 CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-
+RECORD_NAME = "run_record.json"
+MODEL_SAVED, FINISHED = "model saved", "finished"  # the stages a record names
 
 
 @dataclass
@@ -64,11 +72,14 @@ def training_arguments(*argument_sets) -> dict:
             if name not in RESUMABLE_CHANGES and not name.startswith(RESUMABLE_PREFIXES)}
 
 
-def claim_output_dir(script: str, training_args, run_args: RunArguments, finished_marker: str) -> OutputLock:
+def claim_output_dir(script: str, training_args, run_args: RunArguments, finished_marker: str,
+                     arguments: dict | None = None) -> OutputLock:
     """Take ``training_args.output_dir`` for this run, before anything else, and return its lock (released at
-    exit): raises ``ValueError`` (a one-line refusal) when another run holds it; exits (status 0) when it holds
-    a finished run, recognised by its weights and ``finished_marker``, the file the script writes last; with
-    ``--overwrite_output_dir``, clears what would make this run look resumable or finished."""
+    exit). Exits (status 0) when the folder holds a finished run of these ``arguments`` (see
+    ``training_arguments``); raises ``ValueError`` (a one-line refusal) when another run holds the folder, or when
+    the run there was trained with other arguments, has weights other than those it recorded, or lost files it
+    listed. A run stopped after saving its model is left for the script to finish (``finish_saved_model``).
+    With ``--overwrite_output_dir``, clears what would make this run look resumable or finished."""
     output_dir = Path(training_args.output_dir)
     lock = OutputLock(output_dir)
     main_process = training_args.process_index == 0  # the other processes of a run follow the main one
@@ -77,12 +88,143 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
     if run_args.overwrite_output_dir:
         if main_process:
             _clear_previous_run(output_dir, finished_marker)
-    elif (output_dir / finished_marker).is_file() and _has_weights(output_dir):
-        print(f"{script}: {output_dir} holds a finished run ({finished_marker} and the model are there); nothing to "
-              "do. Give --overwrite_output_dir to train again, or another --output_dir")
-        lock.release()
-        sys.exit(0)
-    return lock
+        return lock
+    record = read_record(output_dir)
+    # A run from before the records: finished when it holds the file its script wrote last, and its weights.
+    if record is None and not ((output_dir / finished_marker).is_file() and _has_weights(output_dir)):
+        return lock  # nothing trained to the end here: train afresh or resume a checkpoint
+    again = "give --overwrite_output_dir to train again, or another --output_dir"
+    problem = _weights_problem(output_dir, record)
+    if problem:
+        raise ValueError(f"{output_dir}: {problem}; {again}")
+    changes = _argument_changes(output_dir / ARGUMENTS_NAME, arguments, only_common=True) if arguments else []
+    if changes:
+        raise ValueError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {again}")
+    if record is not None and record["stage"] == MODEL_SAVED:
+        logger.warning("%s holds a run stopped after saving its model: finishing it from the saved model, without "
+                       "training again", output_dir)
+        return lock
+    missing = [name for name in record["outputs"] if not (output_dir / name).is_file()] if record else []
+    if missing:
+        raise ValueError(f"{output_dir} holds a finished run that lost {', '.join(missing)}; {again}")
+    found = f"{RECORD_NAME} and the files it lists" if record else f"{finished_marker} and the model"
+    print(f"{script}: {output_dir} holds a finished run ({found} are there); nothing to do. Give "
+          "--overwrite_output_dir to train again, or another --output_dir")
+    lock.release()
+    sys.exit(0)
+
+
+def record_run(output_dir: str | Path, script: str, stage: str) -> None:
+    """Write ``output_dir``'s record of this run at ``stage`` (``MODEL_SAVED`` or ``FINISHED``), after everything
+    that stage writes: the files the folder holds and the size and sha256 of each weight file, which is first
+    given the mode the umask means (safetensors writes it private)."""
+    output_dir = Path(output_dir)
+    give_weights_umask_mode(output_dir)
+    outputs = sorted(path.name for path in output_dir.iterdir()
+                     if path.is_file() and not path.name.startswith(".") and path.name not in (LOCK_NAME, RECORD_NAME))
+    weights = {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)} for path in _weight_files(output_dir)}
+    record = {"script": script, "stage": stage, "weights": weights, "outputs": outputs}
+    atomic_write(output_dir / RECORD_NAME, json.dumps(record, indent=2, ensure_ascii=False))
+
+
+def read_record(output_dir: Path) -> dict | None:
+    """``output_dir``'s run record, None if it has none."""
+    path = output_dir / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict) or not {"stage", "weights", "outputs"} <= record.keys():
+        raise ValueError(f"{path} is not a run record; give --overwrite_output_dir to train again, or another "
+                         "--output_dir")
+    return record
+
+
+def record_saved_model(trainer, script: str) -> None:
+    """After ``trainer.save_model()`` and ``save_metrics("train", ...)``: save the training state (its log is what
+    the plots draw) and record the run at stage ``MODEL_SAVED``, from which a rerun can finish it."""
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        record_run(trainer.args.output_dir, script, MODEL_SAVED)
+
+
+def finish_saved_model(trainer) -> dict | None:
+    """For the rerun of a run stopped after saving its model (``claim_output_dir`` checked its record and
+    weights): load the saved weights and training state into ``trainer`` and return the training figures saved
+    with them (``train_results.json``), so that only what follows the save is done again. None for any other
+    folder: the model is still to be trained."""
+    output_dir = Path(trainer.args.output_dir)
+    if not (output_dir / RECORD_NAME).is_file() or read_record(output_dir)["stage"] != MODEL_SAVED:
+        return None
+    trainer._load_from_checkpoint(str(output_dir))  # as Trainer loads the best checkpoint: any layout, any device
+    trainer.state = TrainerState.load_from_json(str(output_dir / "trainer_state.json"))
+    return json.loads((output_dir / "train_results.json").read_text(encoding="utf-8"))
+
+
+class ReadableCheckpointWeights(TrainerCallback):
+    """Gives each checkpoint's weights the mode the umask means, once Trainer has saved it (safetensors writes
+    them private: a serving process or another user could not read them)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir():
+            give_weights_umask_mode(checkpoint)
+
+
+def give_weights_umask_mode(folder: Path) -> None:
+    for path in _weight_files(folder):
+        give_umask_mode(path)
+
+
+def model_weights_problem(folder: Path) -> str | None:
+    """Why the weights of the model folder ``folder`` cannot be loaded (missing, truncated: the cheap check of
+    their header against their size), or None."""
+    weight_files = _weight_files(folder)
+    if not weight_files:
+        return "no model.safetensors"
+    for path in weight_files:
+        try:
+            with safe_open(path, "pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            return f"{path.name} cannot be read ({error})"
+    return None
+
+
+def check_model_weights(model_name_or_path: str, option: str = "--model_name_or_path") -> None:
+    """Refuse (``ValueError``, one line naming the file) a model folder whose weights cannot be loaded, before a
+    library ends in a ``SafetensorError`` traceback; a Hub id, or a folder of other weight files, is left to
+    the loader."""
+    folder = Path(model_name_or_path)
+    problem = model_weights_problem(folder) if _weight_files(folder) else None
+    if problem:
+        raise ValueError(f"{option} {folder}: {problem}")
+
+
+def _weights_problem(output_dir: Path, record: dict | None) -> str | None:
+    """Why the weights of a trained run differ from those its record vouches for (a run without a record: why
+    they cannot be read), or None."""
+    if record is None:
+        return model_weights_problem(output_dir)
+    for name, recorded in record["weights"].items():
+        path = output_dir / name
+        if not path.is_file():
+            return f"{name}, recorded in {RECORD_NAME}, is missing"
+        if path.stat().st_size != recorded["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes where {RECORD_NAME} recorded {recorded['bytes']}"
+        if _sha256(path) != recorded["sha256"]:
+            return f"{name} is not the file {RECORD_NAME} recorded (its sha256 differs)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resume_checkpoint(training_args, run_args: RunArguments, arguments: dict) -> str | None:
@@ -115,6 +257,7 @@ def _clear_previous_run(output_dir: Path, finished_marker: str) -> None:
     for checkpoint in checkpoints:
         shutil.rmtree(checkpoint)
     (output_dir / finished_marker).unlink(missing_ok=True)
+    (output_dir / RECORD_NAME).unlink(missing_ok=True)
     if checkpoints:
         logger.warning("--overwrite_output_dir: deleted %d checkpoints of the previous run in %s", len(checkpoints),
                        output_dir)
@@ -154,15 +297,9 @@ def checkpoint_problem(checkpoint: Path, save_only_model: bool = False) -> str |
         json.loads(state.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         return "trainer_state.json does not parse"
-    weight_files = _weight_files(checkpoint)
-    if not weight_files:
-        return "no model.safetensors"
-    for path in weight_files:
-        try:
-            with safe_open(path, "pt"):
-                pass
-        except (SafetensorError, OSError) as error:
-            return f"{path.name} cannot be read ({error})"
+    problem = model_weights_problem(checkpoint)
+    if problem:
+        return problem
     for name in () if save_only_model else ("optimizer.pt", "scheduler.pt"):
         if not (checkpoint / name).is_file():
             return f"no {name}"
@@ -190,10 +327,7 @@ def _check_same_arguments(checkpoint: Path, arguments: dict, allowed: bool) -> N
         logger.warning("%s has no %s: cannot check that %s was trained with these arguments", checkpoint.parent,
                        ARGUMENTS_NAME, checkpoint.name)
         return
-    saved = {FORMER_NAMES.get(name, name): value
-             for name, value in json.loads(saved_path.read_text(encoding="utf-8")).items()}
-    changes = [f"{name} {saved.get(name, '(absent)')} -> {arguments.get(name, '(absent)')}"
-               for name in sorted(saved.keys() | arguments.keys()) if saved.get(name) != arguments.get(name)]
+    changes = _argument_changes(saved_path, arguments)
     if not changes:
         return
     if allowed:
@@ -202,3 +336,15 @@ def _check_same_arguments(checkpoint: Path, arguments: dict, allowed: bool) -> N
     raise ValueError(f"{checkpoint} was trained with other arguments ({'; '.join(changes)}); give the same ones, "
                      "--resume_with_changed_arguments to resume anyway, or --overwrite_output_dir to start afresh")
 
+
+def _argument_changes(saved_path: Path, arguments: dict, only_common: bool = False) -> list[str]:
+    """``name saved -> given`` for each argument that differs from those saved in ``saved_path`` (none when there
+    is no such file). ``only_common``: only arguments both know, so that a run finished before an option existed
+    is not taken for one trained otherwise."""
+    if not saved_path.is_file():
+        return []
+    saved = {FORMER_NAMES.get(name, name): value
+             for name, value in json.loads(saved_path.read_text(encoding="utf-8")).items()}
+    names = saved.keys() & arguments.keys() if only_common else saved.keys() | arguments.keys()
+    return [f"{name} {saved.get(name, '(absent)')} -> {arguments.get(name, '(absent)')}"
+            for name in sorted(names) if saved.get(name) != arguments.get(name)]
