@@ -18,9 +18,11 @@ import unicodedata
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel, PreTrainedModel
+from dataclasses import dataclass
+
+from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import TokenClassifierOutput
+from transformers.modeling_outputs import ModelOutput, TokenClassifierOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings
 from transformers.pipelines.base import ChunkPipeline
 
@@ -479,11 +481,21 @@ class CRF(nn.Module):
 # ----- Configuration -----
 
 
+# The encoder's fields that the rest of this file and its callers read from the model's config (positions for the
+# windows, the vocabulary for bigram hashing, the dropout before the emission layer), whatever the encoder.
+ENCODER_FIELDS_SHOWN = ("vocab_size", "hidden_size", "max_position_embeddings", "hidden_dropout_prob", "pad_token_id")
+
+
 class BertBiLstmCrfConfig(BertConfig):
-    """``BertConfig`` plus the BiLSTM-CRF head. Build it from a BERT checkpoint's config, e.g.
-    ``BertBiLstmCrfConfig.from_pretrained("bert-base-chinese", num_labels=31, id2label=...)``.
+    """The encoder's own config plus the BiLSTM-CRF head, e.g.
+    ``BertBiLstmCrfConfig(encoder=AutoConfig.from_pretrained("hfl/chinese-electra-180g-base-discriminator").to_dict(),
+    num_labels=31, id2label=...)``.
 
     Args:
+        encoder: The encoder's config as a dict with its ``model_type`` (any architecture ``AutoModel`` builds: BERT,
+            ERNIE, ELECTRA, RoFormer ...), as ``EncoderDecoderConfig`` holds its parts. Its ``ENCODER_FIELDS_SHOWN``
+            are copied to this config's own fields, which callers read. None: the encoder is a BERT whose config is
+            this config's own fields, as in the folders saved before the encoder had a config of its own.
         use_lstm: Put a BiLSTM between BERT and the emission layer (False: BERT-CRF).
         lstm_hidden_size: Hidden size per direction (the BiLSTM outputs twice this).
         lstm_layers: Number of stacked BiLSTM layers.
@@ -526,8 +538,12 @@ class BertBiLstmCrfConfig(BertConfig):
         bigram_buckets: int = 0,
         bigram_embedding_size: int = 64,
         skip_blanks: bool = False,
+        encoder: dict | None = None,
         **kwargs,
     ):
+        self.encoder = encoder
+        if encoder is not None:
+            kwargs.update({name: encoder[name] for name in ENCODER_FIELDS_SHOWN if name in encoder})
         self.use_lstm = use_lstm
         self.lstm_hidden_size = lstm_hidden_size
         self.lstm_layers = lstm_layers
@@ -546,13 +562,19 @@ class BertBiLstmCrfConfig(BertConfig):
             "tf": [], "type": "text"}})
         super().__init__(**kwargs)
 
+    def encoder_config(self):
+        """The encoder's own config (``encoder``; None for an old folder, whose BERT config is this one)."""
+        return None if self.encoder is None else AutoConfig.for_model(**self.encoder)
+
 
 # ----- Model -----
 
 
 class BertBiLstmCrfPreTrainedModel(PreTrainedModel):
-    """Weight initialisation and loading; ``base_model_prefix = "bert"`` lets ``from_pretrained`` take the
-    encoder from a plain BERT checkpoint (``BertModel`` or ``BertForMaskedLM``) and initialise the head."""
+    """Weight initialisation and loading. The encoder is the attribute ``bert`` whatever its architecture
+    (``base_model_prefix = "bert"``): the state-dict keys of every folder saved so far (``bert.embeddings...``)
+    stay valid, and a checkpoint of another architecture loads by renaming its prefix (``electra.`` -> ``bert.``,
+    ``brat_ner/encoders.py``); ``from_pretrained`` takes a plain encoder checkpoint's keys as the encoder's."""
 
     config_class = BertBiLstmCrfConfig
     base_model_prefix = "bert"
@@ -583,7 +605,7 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
     def __init__(self, config: BertBiLstmCrfConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self.bert = _encoder(config)
         features = config.hidden_size
         self.bigram_embeddings = None
         if config.bigram_buckets:
@@ -651,9 +673,10 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         crf_mask: torch.Tensor | None = None,
         return_marginals: bool = False,
         constrain_bio: bool | None = None,
-    ):
-        """Viterbi tags (B, T), -100 where the CRF does not look; with ``return_marginals`` also the CRF's
-        posterior tag probabilities (B, T, num_labels), which are the unconstrained CRF's.
+    ) -> "CrfDecoderOutput":
+        """``tags``: Viterbi tags (B, T), -100 where the CRF does not look; ``logits``: the emission scores; with
+        ``return_marginals`` also ``marginals``, the CRF's posterior tag probabilities (B, T, num_labels), which
+        are the unconstrained CRF's.
 
         ``crf_mask`` defaults to ``attention_mask`` without the ``config.cls_token_id`` /
         ``config.sep_token_id`` positions, matching labels that put -100 on [CLS], [SEP] and padding.
@@ -665,7 +688,8 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
             crf_mask = self.default_crf_mask(input_ids, attention_mask)
         logits = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
         tags = self.viterbi_tags(logits, crf_mask, constrain_bio)
-        return (tags, self.crf.marginals(logits, crf_mask)) if return_marginals else tags
+        marginals = self.crf.marginals(logits, crf_mask) if return_marginals else None
+        return CrfDecoderOutput(tags=tags, logits=logits, marginals=marginals)
 
     def viterbi_tags(self, logits: torch.Tensor, crf_mask: torch.Tensor, constrain_bio: bool | None = None):
         """The CRF's Viterbi tags, restricted to valid BIO when ``constrain_bio`` (default
@@ -705,6 +729,40 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
             packed = nn.utils.rnn.pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
             output = self.lstm(packed)[0]
             return nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=seq_len)[0]
+
+
+@dataclass
+class CrfDecoderOutput(ModelOutput):
+    """What ``decode`` returns: ``tags`` (B, T), -100 where the CRF does not look; ``logits`` (B, T, num_labels),
+    the emission scores; ``marginals`` (B, T, num_labels), the posterior tag probabilities, when asked for."""
+
+    tags: torch.LongTensor | None = None
+    logits: torch.FloatTensor | None = None
+    marginals: torch.FloatTensor | None = None
+
+
+def _encoder(config: BertBiLstmCrfConfig) -> PreTrainedModel:
+    """The encoder the config describes, with random weights (``from_pretrained`` loads them afterwards), without
+    a pooler: the head reads every position's output, never the pooled [CLS] (a pooler would be weights that
+    are never trained, and missing from every folder saved so far)."""
+    if config.encoder is None:
+        return BertModel(config, add_pooling_layer=False)
+    encoder_config = config.encoder_config()
+    encoder = AutoModel.from_config(encoder_config, attn_implementation=_attention(config, encoder_config))
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
+
+
+def _attention(config: BertBiLstmCrfConfig, encoder_config) -> str | None:
+    """The attention the model was asked for (``attn_implementation``), or the encoder's default (eager) where its
+    architecture has no such implementation (sdpa, the default of train.py, is missing from RoFormer and
+    MegatronBERT): the same numbers, computed another way."""
+    requested = config._attn_implementation
+    encoder_class = AutoModel._model_mapping[type(encoder_config)]
+    supported = {"sdpa": encoder_class._supports_sdpa, "flash_attention_2": encoder_class._supports_flash_attn,
+                 "flex_attention": encoder_class._supports_flex_attn}
+    return requested if supported.get(requested, True) else None
 
 
 def bigram_ids(
