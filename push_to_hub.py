@@ -15,6 +15,10 @@ model its app loads (with ``--dry_run DIR``: written to ``DIR/space``).
 
 from __future__ import annotations
 
+from brat_ner.cli import exit_early_for_help
+
+exit_early_for_help(__name__, "push_to_hub.py")  # --help from its stored page: the imports below take seconds
+
 import json
 import re
 import shutil
@@ -28,6 +32,7 @@ from transformers import HfArgumentParser
 
 from brat_ner.cli import parse_arguments, run_main
 from brat_ner.evaluation import report_to_markdown
+from brat_ner.trust import HANDLER_FILE, MODELING_FILE, sha256_of, trust_remote_code
 from dataset_script import ruijin_ner
 
 # What from_pretrained, AutoTokenizer and the card need; checkpoints, optimizer states and pickles stay home.
@@ -38,6 +43,13 @@ OPTIONAL_FILES = ("special_tokens_map.json", "training_curves.png", "test_f1_per
 # The demo Space: its app and requirements as they are in space/, its card (README.md) given the model id.
 SPACE_SOURCE = Path(__file__).resolve().parent / "space"
 SPACE_FILES = ("app.py", "requirements.txt")
+# The Space also gets the trust helper and the sha256 of the model code uploaded with it (sha256sum's format),
+# the only code its app runs without ALLOW_REMOTE_CODE (space/README.md).
+TRUST_SOURCE = Path(__file__).resolve().parent / "brat_ner" / "trust.py"
+SPACE_PINNED_CODE = "model_code.sha256"
+# The Inference Endpoint's handler and its requirements, copied into the model repository.
+ENDPOINT_SOURCE = Path(__file__).resolve().parent / "endpoint"
+ENDPOINT_FILES = (HANDLER_FILE, "requirements.txt")
 # Widget examples for a model with the Ruijin labels when its training corpus is not at hand to take them from.
 RUIJIN_WIDGET_EXAMPLES = (
     "2 型糖尿病患者应每 3 个月检测一次糖化血红蛋白（HbA1c）。",
@@ -83,11 +95,14 @@ class PushArguments:
     space_id: str | None = field(
         default=None, metadata={"help": "Also publish the Gradio demo (space/) as this Space, wired to --repo_id."}
     )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Publish the folder's Python code even when it is not this project's "
+                                         "own (the Space and the endpoint run it)."}
+    )
 
 
 def main():
-    parser = HfArgumentParser(PushArguments, prog="push_to_hub.py", usage="push_to_hub.py [OPTIONS.json] [--option VALUE ...]")
-    (args,) = parse_arguments(parser)
+    (args,) = parse_arguments(argument_parser())
     if args.space_id:  # before anything is written or uploaded
         check_space_id(args.space_id)
     if not (args.dataset_name or args.dataset_repo_id):
@@ -97,15 +112,20 @@ def main():
         if folder.exists() and any(folder.iterdir()):  # stale files would be published with the new ones
             raise ValueError(f"{folder} is not empty; give a new --dry_run folder")
         build_repository(Path(args.model_dir), folder, args)
-        print(f"Wrote the repository folder to {args.dry_run} (nothing uploaded)")
+        print(f"Wrote the repository folder to {args.dry_run} (nothing uploaded): {file_list(folder)}")
         if args.space_id:
             build_space(folder / "space", args)
-            print(f"Wrote the Space folder to {folder / 'space'} (nothing uploaded)")
+            print(f"Wrote the Space folder to {folder / 'space'} (nothing uploaded): {file_list(folder / 'space')}")
         return
     api = HfApi()
     push(args, api)
     if args.space_id:
         push_space(args, api)
+
+
+def argument_parser() -> HfArgumentParser:
+    return HfArgumentParser(PushArguments, prog="push_to_hub.py",
+                            usage="push_to_hub.py [OPTIONS.json] [--option VALUE ...]")
 
 
 def push(args, api: HfApi) -> None:
@@ -114,11 +134,17 @@ def push(args, api: HfApi) -> None:
     dataset = prepared_dataset_arguments(Path(args.model_dir), args) if args.dataset_repo_id else None
     with tempfile.TemporaryDirectory() as staging:
         build_repository(Path(args.model_dir), Path(staging), args)
+        print(f"Uploading to {args.repo_id}: {file_list(Path(staging))}")
         api.create_repo(args.repo_id, private=args.private, exist_ok=True)
         api.upload_folder(folder_path=staging, repo_id=args.repo_id, delete_patterns="*",
                           commit_message="Upload BERT-BiLSTM-CRF NER model")
     if dataset:
         ruijin_ner.load(**dataset).push_to_hub(args.dataset_repo_id, private=args.private)
+
+
+def file_list(folder: Path) -> str:
+    """The files of a folder to upload, for the user to see what goes public."""
+    return ", ".join(sorted(path.name for path in folder.iterdir() if path.is_file()))
 
 
 def check_space_id(space_id: str) -> None:
@@ -130,11 +156,16 @@ def check_space_id(space_id: str) -> None:
 
 def build_space(folder: Path, args) -> None:
     """The Space repository: space/'s app and requirements, and its card with --repo_id as the model, which the
-    app loads (the first of the card's ``models``; the Hub also links the Space from the model's page)."""
+    app loads (the first of the card's ``models``; the Hub also links the Space from the model's page); the
+    trust helper and the sha256 of the model code uploaded, which is the code the app agrees to run."""
     check_space_id(args.space_id)
     folder.mkdir(parents=True, exist_ok=True)
     for name in SPACE_FILES:
         shutil.copy2(SPACE_SOURCE / name, folder / name)
+    shutil.copy2(TRUST_SOURCE, folder / TRUST_SOURCE.name)
+    uploaded_code = (Path(args.model_dir) / MODELING_FILE, ENDPOINT_SOURCE / HANDLER_FILE)
+    (folder / SPACE_PINNED_CODE).write_text("".join(f"{sha256_of(path)}  {path.name}\n" for path in uploaded_code),
+                                            encoding="utf-8")
     card = SpaceCard.load(SPACE_SOURCE / "README.md")
     card.data.models = [args.repo_id]
     card.save(folder / "README.md")
@@ -144,6 +175,7 @@ def push_space(args, api: HfApi) -> None:
     """Create the Space (Gradio SDK) and upload its folder; files of earlier uploads that it lacks are deleted."""
     with tempfile.TemporaryDirectory() as staging:
         build_space(Path(staging), args)
+        print(f"Uploading to the Space {args.space_id}: {file_list(Path(staging))}")
         api.create_repo(args.space_id, repo_type="space", space_sdk="gradio", private=args.private, exist_ok=True)
         api.upload_folder(folder_path=staging, repo_id=args.space_id, repo_type="space", delete_patterns="*",
                           commit_message="Upload the demo Space")
@@ -175,10 +207,13 @@ def build_repository(model_dir: Path, folder: Path, args) -> None:
         missing.append(" or ".join(TOKENIZER_VOCABULARIES))
     if missing:
         raise ValueError(f"{model_dir} lacks {', '.join(missing)}: is it a train.py output folder?")
+    trust_remote_code(str(model_dir), args.trust_remote_code)  # its code goes public, and the Space runs it
     folder.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES + TOKENIZER_VOCABULARIES + OPTIONAL_FILES:
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, folder / name)
+        if (model_dir / name).is_file():  # copyfile: the umask's mode, not that of a private source (safetensors')
+            shutil.copyfile(model_dir / name, folder / name)
+    for name in ENDPOINT_FILES:
+        shutil.copy2(ENDPOINT_SOURCE / name, folder / name)
     model_card(model_dir, args).save(folder / "README.md")
 
 

@@ -1,41 +1,96 @@
 """Remote code: a model folder's Python code runs only when the user asked for it, or when it is this project's
-own modelling file. The one helper that every command, the Space, the notebook and the benchmarks ask."""
+own code. The one helper that every command, the Space, the notebook and the benchmarks ask.
+
+It imports nothing of the project: ``push_to_hub.py --space_id`` publishes a copy of this file with the demo
+Space, which checks a model repository against the code published with it (``known`` of ``foreign_code``).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELING_FILE = "modeling_bert_bilstm_crf.py"
+# push_to_hub.py puts the Inference Endpoint handler beside the model; it runs only on an endpoint.
+HANDLER_FILE = "handler.py"
+HANDLER_SOURCE = PROJECT_ROOT / "endpoint" / HANDLER_FILE
+# Every version of the modelling file the project has committed: folders trained by earlier versions run its code.
+MODELING_FILE_HISTORY = Path(__file__).with_name("modeling_file_history.txt")
+# A Hub repository id: a name, or namespace/name, of letters, digits, '-', '_' and '.'.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?")
+ALLOW_HINT = "Add --trust_remote_code"
 
 
-
-def trust_remote_code(model_name_or_path: str, asked: bool) -> bool:
+def trust_remote_code(model_name_or_path: str, asked: bool, allow_hint: str = ALLOW_HINT) -> bool:
     """Whether loading ``model_name_or_path`` may run the Python code it comes with: when the user asked
-    (``--trust_remote_code``), or when it is a local folder whose only code is this project's own modelling
-    file, byte for byte (a folder written by train.py). Anything else raises ``ValueError`` telling the user
-    how to allow it, rather than running code they never saw."""
+    (``--trust_remote_code``), or when it is a local folder whose only code is this project's own (a folder
+    written by train.py, by this version or an earlier one). Anything else raises ``ValueError`` saying how to
+    allow it (``allow_hint``: the caller's way), rather than running code the user never saw; a path that
+    looks local and does not exist is "no such folder", as the flag would not help."""
     if asked:
         return True
     folder = Path(model_name_or_path)
-    problem = _foreign_code(folder) if folder.is_dir() else "is not a local folder (a Hub repository?)"
+    if not folder.is_dir():
+        if looks_local(model_name_or_path):
+            raise ValueError(f"{model_name_or_path}: no such folder")
+        problem = "is not a local folder (a Hub repository?)"
+    else:
+        problem = foreign_code(folder, project_code())
     if problem is None:
         return True
-    raise ValueError(f"{model_name_or_path} {problem}; loading it runs that repository's Python code. Add "
-                     "--trust_remote_code if you trust that code")
+    raise ValueError(f"{model_name_or_path} {problem}; loading it runs that repository's Python code. "
+                     f"{allow_hint} if you trust that code")
 
 
-def _foreign_code(folder: Path) -> str | None:
-    """Why the code of a model folder is not this project's own, or None when it is."""
+def looks_local(name: str) -> bool:
+    """Whether a model name is a path rather than a Hub id: not of a Hub id's form (a leading '.', '/' or '~',
+    a backslash, two '/'), or its first part is a folder here (``outputs/ruijn`` where ``outputs/`` exists)."""
+    if not HUB_ID.fullmatch(name):
+        return True
+    namespace, slash, _ = name.partition("/")
+    return bool(slash) and Path(namespace).is_dir()
+
+
+def project_code() -> dict[str, set[str]]:
+    """The sha256 of each Python file this project writes into model folders, by file name: every committed
+    version of the modelling file, and the present modelling file and endpoint handler."""
+    known = {MODELING_FILE: read_hashes(MODELING_FILE_HISTORY).get(MODELING_FILE, set())}
+    for path in (PROJECT_ROOT / MODELING_FILE, HANDLER_SOURCE):
+        if path.is_file():
+            known.setdefault(path.name, set()).add(sha256_of(path))
+    return known
+
+
+def read_hashes(path: Path) -> dict[str, set[str]]:
+    """sha256 by file name from lines ``SHA256 [FILE ...]`` (``#`` starts a comment): the modelling file's
+    history (``SHA256 COMMIT DATE``, all of the modelling file) or ``sha256sum``'s output (``SHA256  FILE``)."""
+    hashes: dict[str, set[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields:
+            name = fields[1] if len(fields) > 1 and fields[1].endswith(".py") else MODELING_FILE
+            hashes.setdefault(name, set()).add(fields[0].lower())
+    return hashes
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def foreign_code(folder: Path, known: dict[str, set[str]], whose: str = "this project's") -> str | None:
+    """Why the code of a model folder is not the known code (sha256 by file name), or None when it is: each
+    Python file must be one of ``known``'s names with one of its hashes, and the configs may name code in the
+    modelling file only."""
     for path in sorted(folder.glob("*.py")):
-        if path.name != MODELING_FILE:
+        if path.name not in known:
             return f"holds Python code of its own ({path.name})"
-        if path.read_bytes() != (PROJECT_ROOT / MODELING_FILE).read_bytes():
-            return f"holds a {MODELING_FILE} that differs from this project's"
+        if sha256_of(path) not in known[path.name]:
+            return f"holds a {path.name} that differs from {whose}"
     for name in ("config.json", "tokenizer_config.json"):
-        references = _code_references(folder / name)
-        foreign = sorted(reference for reference in references
+        foreign = sorted(reference for reference in _code_references(folder / name)
                          if reference.partition(".")[0] != MODELING_FILE.removesuffix(".py"))
         if foreign:
             return f"names code outside {MODELING_FILE} in its {name} ({foreign[0]})"
@@ -53,4 +108,3 @@ def _code_references(config_path: Path) -> set[str]:
     for task in (config.get("custom_pipelines") or {}).values():
         references.add(task.get("impl", ""))
     return references
-

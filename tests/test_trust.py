@@ -1,0 +1,128 @@
+"""The trust rule (brat_ner/trust.py) wherever a model folder is loaded or published: a folder's Python code runs
+or goes public only when it is this project's own (any committed version of the modelling file) or the user
+asked for it. The demo Space's side is in test_space.py."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import predict
+import push_to_hub
+from brat_ner import cli, trust
+from conftest import REPO, predict_error
+
+SAMPLE = REPO / "data" / "sample"
+EARLIER_MODEL = REPO / "tests" / "fixtures" / "model_saved_2026_12_04"
+MODEL_ID = "someone/chinese-medical-ner"
+
+
+def tampered_copy(model_dir: Path, folder: Path, marker: Path) -> Path:
+    """A copy of a trained folder whose modelling file also writes ``marker`` when it is imported."""
+    shutil.copytree(model_dir, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    with open(folder / trust.MODELING_FILE, "a", encoding="utf-8") as file:
+        file.write(f"\nimport pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    return folder
+
+
+# ----- folders of earlier versions -----
+
+
+def test_folder_saved_by_an_earlier_version_loads_without_being_asked_and_predicts_as_then():
+    """A folder trained by an earlier version of the project runs the project's own code: predict.py loads it
+    without --trust_remote_code and finds what that version found (scores up to float32 reordering)."""
+    assert trust.sha256_of(EARLIER_MODEL / trust.MODELING_FILE) != trust.sha256_of(REPO / trust.MODELING_FILE)
+    expected = json.loads((EARLIER_MODEL / "expected_entities.json").read_text(encoding="utf-8"))
+    arguments = predict.PredictArguments(model_name_or_path=str(EARLIER_MODEL), device="cpu")
+    tagger = predict.load_tagger(arguments)
+    texts = [(SAMPLE / f"{document_id}.txt").read_text(encoding="utf-8") for document_id in expected]
+    found = dict(zip(expected, predict.tag_texts(tagger, texts, 8)))
+
+    def exact(entities):
+        return [(e["entity_group"], e["start"], e["end"], e["word"]) for e in entities]
+
+    assert {key: exact(entities) for key, entities in found.items()} == {
+        key: exact(entities) for key, entities in expected.items()}
+    for key, entities in expected.items():
+        assert [e["score"] for e in found[key]] == pytest.approx([e["score"] for e in entities], abs=1e-5)
+
+
+def test_history_lists_the_committed_modelling_file():
+    """Each commit that changes the modelling file must add its sha256 to the history, or the folders it
+    trains are refused by the next version."""
+    git = shutil.which("git")
+    if not git or subprocess.run([git, "rev-parse", "HEAD"], cwd=REPO, capture_output=True).returncode:
+        pytest.skip("no git repository here")
+    committed = subprocess.run([git, "show", f"HEAD:{trust.MODELING_FILE}"], cwd=REPO, capture_output=True,
+                               check=True).stdout
+    history = trust.read_hashes(trust.MODELING_FILE_HISTORY)[trust.MODELING_FILE]
+    assert hashlib.sha256(committed).hexdigest() in history, f"add its line to {trust.MODELING_FILE_HISTORY}"
+
+
+# ----- predict.py: a mistyped path -----
+
+
+@pytest.mark.parametrize("path", ["tests/no_such_model", "./no_such_model", "no_such_folder/model/"])
+def test_mistyped_local_path_is_no_such_folder(path, monkeypatch, capsys):
+    """A path that looks local and is not there: "no such folder", not advice to trust remote code."""
+    message = predict_error(monkeypatch, capsys, "--model_name_or_path", path, "--input_file",
+                            str(SAMPLE / "01.txt"), model_loads=False).strip()
+    assert message == f"predict.py: {path}: no such folder"
+
+
+def test_only_a_hub_id_gets_the_remote_code_advice(monkeypatch, capsys):
+    message = predict_error(monkeypatch, capsys, "--model_name_or_path", MODEL_ID, "--input_file",
+                            str(SAMPLE / "01.txt"), model_loads=False).strip()
+    assert message.startswith(f"predict.py: {MODEL_ID} is not a local folder (a Hub repository?)")
+    assert message.endswith("Add --trust_remote_code if you trust that code")
+
+
+# ----- push_to_hub.py -----
+
+
+def push_to_hub_main(monkeypatch, *arguments) -> None:
+    """push_to_hub.py's command line in this process, ended as ``python push_to_hub.py`` ends it."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "argv", ["push_to_hub.py", *arguments])
+        cli.run_main(push_to_hub.main, "push_to_hub.py")
+
+
+def test_push_refuses_a_tampered_folder_unless_asked_and_lists_what_it_uploads(trained_model, tmp_path,
+                                                                              monkeypatch, capsys):
+    model_dir, _ = trained_model
+    marker = tmp_path / "ran.txt"
+    tampered = tampered_copy(model_dir, tmp_path / "tampered_push", marker)
+    out = tmp_path / "repo"
+    arguments = ("--model_dir", str(tampered), "--repo_id", MODEL_ID, "--space_id", f"{MODEL_ID}-demo",
+                 "--dry_run", str(out))
+    with pytest.raises(SystemExit) as refusal:
+        push_to_hub_main(monkeypatch, *arguments)
+    error = capsys.readouterr().err
+    assert refusal.value.code == 2 and error.count("\n") == 1
+    assert error.startswith(f"push_to_hub.py: {tampered} holds a {trust.MODELING_FILE} that differs from this "
+                            "project's") and "--trust_remote_code" in error
+    assert not out.exists()
+
+    push_to_hub_main(monkeypatch, *arguments, "--trust_remote_code")
+    printed = capsys.readouterr().out
+    uploaded = ", ".join(sorted(path.name for path in out.iterdir() if path.is_file()))
+    assert f"Wrote the repository folder to {out} (nothing uploaded): {uploaded}" in printed
+    assert trust.MODELING_FILE in uploaded and trust.HANDLER_FILE in uploaded
+    assert (out / trust.MODELING_FILE).read_bytes() == (tampered / trust.MODELING_FILE).read_bytes()
+    # The Space published with it runs that code, which its uploader vouched for, and no other.
+    pinned = trust.read_hashes(out / "space" / push_to_hub.SPACE_PINNED_CODE)
+    assert pinned == {trust.MODELING_FILE: {trust.sha256_of(tampered / trust.MODELING_FILE)},
+                      trust.HANDLER_FILE: {trust.sha256_of(REPO / "endpoint" / trust.HANDLER_FILE)}}
+    assert not marker.exists()  # publishing never runs it
+
+
+def test_published_folder_is_the_projects_own_code(trained_model, tmp_path, monkeypatch):
+    """What push_to_hub.py writes (the model file and the endpoint handler) loads without being asked."""
+    model_dir, _ = trained_model
+    out = tmp_path / "repo"
+    push_to_hub_main(monkeypatch, "--model_dir", str(model_dir), "--repo_id", MODEL_ID, "--dry_run", str(out))
+    assert (out / trust.HANDLER_FILE).is_file() and trust.trust_remote_code(str(out), asked=False)
