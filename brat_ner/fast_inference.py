@@ -187,14 +187,20 @@ F1 0.875 instead of 0.962 with the Linear layers alone (torch int8: 0.954; bench
 
 
 def quantize_int8_graph(float_graph: Path, int8_graph: Path) -> None:
-    """ONNX Runtime's dynamic quantisation of ``float_graph``'s ``INT8_ONNX_OPS``: int8 weights, one scale per
-    tensor (as torch's), inputs quantised to uint8 on the fly; the metadata is kept."""
+    """ONNX Runtime's dynamic quantisation of ``float_graph``'s ``INT8_ONNX_OPS``: weights in 7 of int8's bits
+    (``reduce_range``), one scale per tensor (as torch's), inputs quantised to uint8 on the fly; the metadata is
+    kept. On x86 CPUs without VNNI (AVX2 only, e.g. AMD EPYC before Zen 4) ONNX Runtime multiplies uint8 inputs by
+    int8 weights in pairs summed in int16, which saturates with 8-bit weights (255 * 127 * 2 > 32767): a tiny
+    model's int8 emission there moved by more than int8 rounding can move it (tests/test_fast_inference.py).
+    With 7 bits (255 * 63 * 2 < 32767) no sum saturates, on any CPU; torch's x86 engines avoid it the other way,
+    by 7-bit inputs."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Its one log line asks to pre-process the graph first (symbolic shape inference, fusions), which fails on
     # this graph's LSTM loop ("Incomplete symbolic shape inference") and is not needed to quantise MatMul.
     with _quiet_logger("root", "Please consider to run pre-processing before quantization"):
-        quantize_dynamic(float_graph, int8_graph, op_types_to_quantize=INT8_ONNX_OPS, weight_type=QuantType.QInt8)
+        quantize_dynamic(float_graph, int8_graph, op_types_to_quantize=INT8_ONNX_OPS, weight_type=QuantType.QInt8,
+                         reduce_range=True)
 
 
 @contextlib.contextmanager
