@@ -103,6 +103,20 @@ def score_both(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict[str, d
     return {"strict": score_entities(gold, predicted), "overlap": score_overlapping_entities(gold, predicted)}
 
 
+def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[dict]]) -> dict[str, dict]:
+    """Brat-level scores over the predicted documents, ``{"strict": ..., "overlap": ...}`` (``score_both``):
+    strict needs the same document, type, first and last offset; overlap the same document and type and
+    overlapping spans, one to one. Every usable gold entity counts, nested ones too (the model can predict one
+    entity per character)."""
+    gold_documents = {doc["document_id"]: doc for doc in gold_documents}
+    gold = [(document_id, entity["type"], entity["start"], entity["end"])
+            for document_id in predictions for entity in gold_documents[document_id]["entities"]]
+    predicted = [(document_id, entity["entity_group"], entity["start"], entity["end"])
+                 for document_id, entities in predictions.items() for entity in entities]
+    return score_both(gold, predicted)
+
+
+
 def _by_document_and_type(entities) -> dict[tuple[str, str], list[tuple[int, int]]]:
     groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for document_id, entity_type, start, end in sorted(entities):

@@ -104,6 +104,9 @@ class BratNerConfig(datasets.BuilderConfig):
     ``"group"`` (document id up to the first ``_``) or ``"document"``. ``context_chars``: characters of
     context before and after each ``bio`` window (``context_before``/``context_after``). ``strict``: warnings
     become errors. ``event_triggers``: ``"skip"`` (event triggers are not labels) or ``"include"`` (they are).
+    ``folds``/``fold``/``fold_seed``: k-fold cross-validation over the training and validation documents
+    (``cross_validation_split``): fold ``fold`` of ``folds`` is the validation split, the others the training
+    split; the test split stays as it is (0 folds: no cross-validation).
     ``entity_types``: the label set; ``load`` fills it in from the corpus. ``corpus_hash``: a digest of the
     files, so that an edited corpus is built anew rather than read from a stale cache (``data_dir`` and every
     other setting are part of the cache folder's name already, through ``datasets``' config id)."""
@@ -116,6 +119,9 @@ class BratNerConfig(datasets.BuilderConfig):
     event_triggers: str = "skip"
     entity_types: tuple[str, ...] = tuple(RUIJIN_ENTITY_TYPES)
     corpus_hash: str = ""
+    folds: int = 0
+    fold: int = 0
+    fold_seed: int = 42
 
     def __post_init__(self):
         super().__post_init__()
@@ -127,6 +133,9 @@ class BratNerConfig(datasets.BuilderConfig):
             raise ValueError(f"split_by must be 'group' or 'document', got {self.split_by!r}")
         if self.event_triggers not in EVENT_TRIGGER_POLICIES:
             raise ValueError(f"event_triggers must be 'skip' or 'include', got {self.event_triggers!r}")
+        if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
+            raise ValueError(f"folds must be 0 (none) or at least 2 and fold one of 0..folds-1, got fold "
+                             f"{self.fold} of {self.folds}")
         fractions = tuple(self.split_fractions)
         if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
             raise ValueError(f"split_fractions must be three non-negative shares adding up to 1, got {fractions}")
@@ -299,14 +308,42 @@ def _starts_inside(sorted_starts: list[int], start: int, end: int) -> bool:
 
 
 def split_corpus(data_dir: Path, config: BratNerConfig) -> dict[str, list[tuple[Path, Path]]]:
-    """(txt, ann) pairs per split: split folders if present, else the hash rule over the documents."""
+    """(txt, ann) pairs per split: split folders if present, else the hash rule over the documents; with
+    ``config.folds``, the training and validation documents are divided into folds instead."""
     folders = split_folders(data_dir)
     if folders:
-        return {split: find_documents(folder, config.strict) for split, folder in folders.items()}
-    documents = {split: [] for split in SPLITS}
-    for pair in find_documents(corpus_folder(data_dir), config.strict):
-        documents[hash_split(pair[0].stem, config.split_fractions, config.split_by)].append(pair)
+        documents = {split: find_documents(folder, config.strict) for split, folder in folders.items()}
+    else:
+        documents = {split: [] for split in SPLITS}
+        for pair in find_documents(corpus_folder(data_dir), config.strict):
+            documents[hash_split(pair[0].stem, config.split_fractions, config.split_by)].append(pair)
+    if config.folds:
+        documents = cross_validation_split(documents, config.folds, config.fold, config.fold_seed, config.split_by)
     return documents
+
+
+def cross_validation_split(documents: dict, folds: int, fold: int, seed: int = 42, split_by: str = "group") -> dict:
+    """The splits of fold ``fold`` of ``folds``: the training and validation documents pooled and divided into
+    ``folds`` disjoint folds covering them all, by group (``123`` for ``123_4``: the parts of one source
+    document stay in one fold) or by document; fold ``fold`` is the validation split, the others are the
+    training split, and the test split is left alone (never part of a fold). Deterministic for ``seed``: groups
+    are taken largest first (ties in a seeded hash order) and each goes to the fold holding the fewest
+    documents, so folds differ in size by at most the largest group."""
+    pool = [*documents[datasets.Split.TRAIN], *documents[datasets.Split.VALIDATION]]
+    groups: dict[str, list] = {}
+    for pair in pool:
+        groups.setdefault(pair[0].stem.split("_")[0] if split_by == "group" else pair[0].stem, []).append(pair)
+    if len(groups) < folds:
+        raise BratFormatError(f"{folds} folds need at least {folds} document groups; the training and validation "
+                              f"splits have {len(groups)}")
+    order = sorted(groups, key=lambda key: (-len(groups[key]), hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()))
+    members = [[] for _ in range(folds)]
+    for key in order:
+        smallest = min(range(folds), key=lambda index: (len(members[index]), index))
+        members[smallest] += groups[key]
+    training = sorted(pair for index, pairs in enumerate(members) if index != fold for pair in pairs)
+    return {datasets.Split.TRAIN: training, datasets.Split.VALIDATION: sorted(members[fold]),
+            datasets.Split.TEST: documents[datasets.Split.TEST]}
 
 
 def split_folders(data_dir: Path) -> dict[str, Path] | None:

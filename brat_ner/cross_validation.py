@@ -1,0 +1,101 @@
+"""k-fold cross-validation: each fold's out-of-fold predictions, and their scores per fold (mean and standard
+deviation over folds) and pooled over every out-of-fold document.
+
+``cross_validate.py`` trains one model per fold with ``train.py --folds K --fold k`` (``ruijin_ner``'s
+``cross_validation_split``: the training and validation documents divided by document group, the test split
+untouched); this module tags each fold's validation documents with that fold's model and scores them at brat
+level, strict and overlap, as ``predict.py --gold_dir`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from brat_ner.evaluation import score_against_gold, summary
+from brat_ner.files import atomic_write
+from brat_ner.tagging import tag_texts
+from brat_ner.trust import trust_remote_code
+from dataset_script import ruijin_ner
+
+OUT_OF_FOLD_FILE = "out_of_fold_entities.json"  # written last in a fold's folder: the fold is done
+RESULTS_FILE = "cross_validation.json"
+CORPUS_OPTIONS = ("data_dir", "event_triggers", "folds", "fold", "fold_seed")  # from the fold's run_arguments.json
+
+
+def fold_folder(output_dir: Path, fold: int) -> Path:
+    return output_dir / f"fold-{fold}"
+
+
+def out_of_fold_documents(model_dir: Path) -> list[dict]:
+    """The validation documents of the fold that ``model_dir`` was trained on (``brat`` layout), read with the
+    corpus options recorded in its ``run_arguments.json``."""
+    arguments = json.loads((model_dir / "run_arguments.json").read_text(encoding="utf-8"))
+    options = {name: arguments[name] for name in CORPUS_OPTIONS}
+    return list(ruijin_ner.load(options.pop("data_dir"), name="brat", **options)["validation"])
+
+
+def predict_out_of_fold(model_dir: Path, batch_size: int = 32) -> dict[str, list[dict]]:
+    """Tag the fold's validation documents with the fold's model and save the entities (``OUT_OF_FOLD_FILE``,
+    written whole or not at all, so a killed run redoes this fold's tagging and nothing else)."""
+    from transformers import pipeline  # here, not at import: the command's --help stays fast
+
+    documents = out_of_fold_documents(model_dir)
+    tagger = pipeline("token-classification", model=str(model_dir), device="cpu",
+                      trust_remote_code=trust_remote_code(str(model_dir), asked=False))
+    entities = tag_texts(tagger, [document["text"] for document in documents], batch_size)
+    predictions = {document["document_id"]: found for document, found in zip(documents, entities, strict=True)}
+    atomic_write(model_dir / OUT_OF_FOLD_FILE, json.dumps(predictions, ensure_ascii=False))
+    return predictions
+
+
+def cross_validation_results(output_dir: Path, folds: int) -> dict:
+    """Scores of every fold's out-of-fold predictions: per fold, mean and standard deviation over folds, and
+    pooled over all out-of-fold documents (with per-type reports), strict and overlap."""
+    per_fold, gold_documents, predictions = [], [], {}
+    for fold in range(folds):
+        folder = fold_folder(output_dir, fold)
+        fold_gold = out_of_fold_documents(folder)
+        fold_predictions = json.loads((folder / OUT_OF_FOLD_FILE).read_text(encoding="utf-8"))
+        reports = score_against_gold(fold_gold, fold_predictions)
+        per_fold.append({"fold": fold, "documents": len(fold_gold),
+                         **{rule: summary(report) for rule, report in reports.items()}})
+        gold_documents += fold_gold
+        predictions.update(fold_predictions)
+    pooled = score_against_gold(gold_documents, predictions)
+    return {
+        "folds": per_fold,
+        "mean": _over_folds(per_fold, statistics.mean),
+        "standard_deviation": _over_folds(per_fold, statistics.stdev),
+        "pooled": {rule: summary(report) for rule, report in pooled.items()},
+        "pooled_reports": pooled,
+    }
+
+
+def _over_folds(per_fold: list[dict], statistic) -> dict:
+    return {rule: {name: statistic(fold[rule][name] for fold in per_fold) for name in per_fold[0][rule]}
+            for rule in ("strict", "overlap")}
+
+
+def write_results(results: dict, output_dir: Path) -> None:
+    atomic_write(output_dir / RESULTS_FILE, json.dumps(results, indent=2, ensure_ascii=False))
+
+
+def results_table(results: dict) -> str:
+    """The terminal's summary: micro and macro F1, strict and overlap, per fold, mean ± sd and pooled."""
+    rows = ["| | strict micro-F1 | strict macro-F1 | overlap micro-F1 | overlap macro-F1 | documents |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for fold in results["folds"]:
+        rows.append(f"| fold {fold['fold']} | {_cells(fold)} | {fold['documents']} |")
+    mean, deviation = results["mean"], results["standard_deviation"]
+    rows.append("| mean ± sd | " + " | ".join(
+        f"{mean[rule][name]:.4f} ± {deviation[rule][name]:.4f}" for rule in ("strict", "overlap")
+        for name in ("f1", "macro_f1")) + " | |")
+    documents = sum(fold["documents"] for fold in results["folds"])
+    rows.append(f"| pooled | {_cells(results['pooled'])} | {documents} |")
+    return "\n".join(rows)
+
+
+def _cells(scores: dict) -> str:
+    return " | ".join(f"{scores[rule][name]:.4f}" for rule in ("strict", "overlap") for name in ("f1", "macro_f1"))
