@@ -15,11 +15,10 @@ shipped next to a checkpoint and loaded with ``trust_remote_code=True``:
 import contextlib
 import math
 import unicodedata
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from dataclasses import dataclass
-
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ModelOutput, TokenClassifierOutput
@@ -879,9 +878,9 @@ def split_into_windows(text: str, window_chars: int, spans=(), cuts=PREDICTION_C
     """(start, end) windows that cover ``text`` exactly once, in order, each at most ``window_chars`` long.
 
     A window ends after the last character of the first of the ``cuts`` sets that it can reach (best first:
-    ``PREDICTION_CUTS``, or the dataset builder's ``TRAINING_CUTS``), else at the last position it can reach. It never ends inside one
-    of the ``(start, end)`` ``spans`` (the entities of a training document) unless a span is longer than a
-    window, when the cut is unavoidable (the dataset builder counts such cuts).
+    ``PREDICTION_CUTS``, or the dataset builder's ``TRAINING_CUTS``), else at the last position it can reach. It
+    never ends inside one of the ``(start, end)`` ``spans`` (the entities of a training document) unless a span is
+    longer than a window, when the cut is unavoidable (the dataset builder counts such cuts).
     """
     if window_chars < 1:
         raise ValueError(f"window_chars must be positive, got {window_chars}")

@@ -136,6 +136,9 @@ def pretrained_encoder_model(model_args, settings):
             key_mapping={rf"^{prefix}\.": "bert."} if prefix != "bert" else None,
             ignore_mismatched_sizes=True, output_loading_info=True)
     logger.warning(load_report(model, info, path, model_args.allow_random_encoder_weights))
+    # transformers keeps the renaming (and the prefix added to a base model's keys) to undo it on saving; this
+    # model is saved as itself, with every architecture's encoder under ``bert.``, as all its folders are.
+    model._weight_conversions = None
     return model
 
 
@@ -149,8 +152,8 @@ def load_report(model, info: dict, path: str, allow_random: bool) -> str:
     encoder_keys = [key for key in model.state_dict() if key.startswith("bert.")]
     missing_encoder = sorted(key for key in encoder_keys if key in missing)
     loaded = [key for key in encoder_keys if key not in missing]
-    unused = sorted(key for key in info["unexpected_keys"]
-                    if key.startswith("bert.") and not key.startswith("bert.pooler.") and not key.endswith("position_ids"))
+    unused = sorted(key for key in info["unexpected_keys"] if key.startswith("bert.")
+                    and not key.startswith("bert.pooler.") and not key.endswith("position_ids"))
     vectors_only = bool(loaded) and all(key.endswith("embeddings.word_embeddings.weight") for key in loaded)
     name = architecture(model.config.encoder)
     if (missing_encoder and not vectors_only or unused or not loaded) and not allow_random:
