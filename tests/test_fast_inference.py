@@ -62,6 +62,8 @@ def test_direct_marginals_equal_the_gradient_of_log_z(monkeypatch, batch_first):
     direct = crf.marginals(emissions, mask)
     monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: True)
     by_autograd = crf.marginals(emissions, mask)
+    # float64 (eps 2e-16): two orders of summing 23 steps of log-sum-exp differ by ~1e-14; a wrong term moves a
+    # marginal by far more than these bounds.
     torch.testing.assert_close(direct, by_autograd, atol=1e-10, rtol=1e-8)
     torch.testing.assert_close(direct.sum(-1), mask.double())
 
@@ -80,6 +82,8 @@ def test_windows_of_one_length_give_the_padded_batch_logits():
         padded = model(input_ids, attention_mask=attention_mask).logits
         by_length = tagger._emissions_by_length(input_ids, attention_mask)
     visible = attention_mask.bool()
+    # float32 (eps 1.2e-7): the same sums over 64-wide layers in another blocking differ by ~1e-6 of the logits'
+    # size (~1); a padding position leaking into a window would move them by the size of an attention weight.
     torch.testing.assert_close(by_length[visible], padded[visible], atol=1e-5, rtol=1e-5)
     assert (by_length[~visible] == 0).all()
 
@@ -93,6 +97,7 @@ def test_pipeline_matches_the_unbatched_autograd_reference(trained_model, monkey
     monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: True)
     reference = list(tagger(SAMPLE_TEXTS, batch_size=1, window_chars=25))
     assert sum(map(len, reference)) > 100
+    # Scores are float32 probabilities from two algorithms (forward-backward, autograd of log Z): ~1e-6 apart.
     assert_same_entities_and_scores(fast, reference, atol=1e-5)
 
 
@@ -263,7 +268,8 @@ def test_int8_entities_are_the_float_ones_where_every_tag_has_a_margin(margin_mo
 def test_threads_default_to_the_idle_cores_shared_between_processes_and_bad_flags_are_refused(monkeypatch):
     cores = len(os.sched_getaffinity(0))
     idle = fast_inference.idle_cores(sorted(os.sched_getaffinity(0)), seconds=0.05)
-    assert idle is not None and 0 <= idle <= cores + 0.01  # read from this machine's /proc/stat
+    # Read from this machine's /proc/stat: a sum of per-core idle fractions, each at most 1 (+ float rounding).
+    assert idle is not None and 0 <= idle <= cores + 1e-9
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(fast_inference, "idle_cores", lambda cores: float(len(cores)))  # a quiet machine
     assert fast_inference.default_num_threads() == cores
