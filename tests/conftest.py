@@ -1,5 +1,7 @@
-"""Shared fixtures: a tiny model trained once per test session by the real train.py on the sample corpus."""
+"""What the test modules share: the corpora's paths, a brat corpus writer, the one tiny in-process model, the one
+way to run a command of the project in a new process, and a tiny model trained once per session by train.py."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,14 +11,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BERT = REPO / "configs" / "tiny-bert"
+SAMPLE = REPO / "data" / "sample"
+SHARED_DATA = REPO.parent / "shared" / "data"
+REAL_CORPUS = SHARED_DATA / "ruijin_round1" / "train"
+SCRIPT_ENVIRONMENT = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def run_script(arguments, cwd=REPO, timeout=600):
-    """Run a command line of the project as a user would (CPU only) and return the completed process."""
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
-    completed = subprocess.run([sys.executable, *arguments], cwd=cwd, env=environment, capture_output=True,
-                               text=True, timeout=timeout)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
+def pytest_runtest_setup(item):
+    """Tests marked ``real_corpus`` skip, saying where they looked, when ../shared is not beside the checkout."""
+    if item.get_closest_marker("real_corpus") and not REAL_CORPUS.is_dir():
+        pytest.skip(f"real corpus not found at {REAL_CORPUS} (../shared beside the checkout)")
+
+
+def run_script(arguments, cwd=REPO, *, succeeds=True, stdin=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run a command line of the project as a user would (a new interpreter, CPU only). ``succeeds=True``: it
+    must exit 0; ``succeeds=False``: it must fail, and without a traceback (the project fails in one line)."""
+    completed = subprocess.run([sys.executable, *arguments], cwd=cwd, env=SCRIPT_ENVIRONMENT, input=stdin,
+                               capture_output=True, text=True, timeout=timeout)
+    if succeeds:
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
+    else:
+        assert completed.returncode != 0 and "Traceback" not in completed.stderr, completed.stderr[-3000:]
     return completed
 
 
@@ -44,6 +59,45 @@ def predict_error(monkeypatch, capsys, *arguments, model_loads=True) -> str:
         return capsys.readouterr().err
     assert isinstance(code, str) and code.startswith("predict.py: ") and "\n" not in code, code
     return code
+
+
+def write_corpus(folder: Path, documents: dict, conf: str | None = None, encoding="utf-8") -> Path:
+    """A brat folder: ``documents`` maps an id to (text, ann), written as bytes in ``encoding`` (no newline
+    translation); a ``None`` text or ann leaves that file out; ``conf`` is written as annotation.conf."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for document_id, (text, ann) in documents.items():
+        if text is not None:
+            (folder / f"{document_id}.txt").write_bytes(text.encode(encoding))
+        if ann is not None:
+            (folder / f"{document_id}.ann").write_bytes(ann.encode(encoding))
+    if conf is not None:
+        (folder / "annotation.conf").write_bytes(conf.encode("utf-8"))
+    return folder
+
+
+def sample_texts(folder: Path) -> list[str]:
+    """The texts of a brat folder's documents, in the order of their names."""
+    return [path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.txt"))]
+
+
+def load_corpus(folder: Path, **settings):
+    """The builder's corpus of a brat folder and its statistics, cached beside the folder."""
+    from dataset_script import ruijin_ner
+
+    return ruijin_ner.load(folder, cache_dir=str(folder.parent / "cache"), return_stats=True, **settings)
+
+
+def tiny_model(seed=0, **settings):
+    """A BertBiLstmCrfForTokenClassification built in this process from configs/tiny-bert, the head's settings
+    and any of the encoder's overridden by ``settings``, its weights drawn from ``seed``."""
+    import torch
+
+    from modeling_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfForTokenClassification
+
+    encoder = json.loads((TINY_BERT / "config.json").read_text(encoding="utf-8"))
+    encoder.pop("model_type")
+    torch.manual_seed(seed)
+    return BertBiLstmCrfForTokenClassification(BertBiLstmCrfConfig(**{**encoder, **settings}))
 
 
 def small_training(output_dir, *extra, encoder=("--encoder_config", str(TINY_BERT))):

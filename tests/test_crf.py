@@ -5,17 +5,13 @@ ones (log-semiring product tree, chunked Viterbi), which the ``parallel_algorith
 """
 
 import itertools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torchcrf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import modeling_bert_bilstm_crf as modeling  # noqa: E402
-from modeling_bert_bilstm_crf import CRF  # noqa: E402
+import modeling_bert_bilstm_crf as modeling
+from modeling_bert_bilstm_crf import CRF
 
 NUM_TAGS = 5
 

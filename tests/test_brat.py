@@ -1,5 +1,5 @@
-"""brat projects of every form load as brat reads them: annotation.conf sections and syntax, event triggers,
-pre-annotated folders, and the messages for files that brat would read otherwise than they look."""
+"""dataset_script/brat.py: brat documents and annotation.conf read as brat reads them (every form of
+annotation.conf, event triggers, notes, line ends, BOM and CRLF offsets), and bad input named by file and line."""
 
 import logging
 import unicodedata
@@ -8,23 +8,15 @@ from pathlib import Path
 import pytest
 from transformers import pipeline
 
-from conftest import run_script, small_training
+from conftest import load_corpus, run_script, small_training, write_corpus
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, read_annotation_conf
+from modeling_bert_bilstm_crf import (
+    bio_to_spans,
+)
 
 
-def write_corpus(folder: Path, documents: dict[str, tuple[str, str]], conf: str | None = None) -> Path:
-    """documents: id -> (text, ann), written as UTF-8 bytes (no newline translation); conf: an annotation.conf."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for document_id, (text, ann) in documents.items():
-        (folder / f"{document_id}.txt").write_bytes(text.encode("utf-8"))
-        (folder / f"{document_id}.ann").write_bytes(ann.encode("utf-8"))
-    if conf is not None:
-        (folder / "annotation.conf").write_bytes(conf.encode("utf-8"))
-    return folder
-
-
-def load(folder: Path, **kwargs):
+def load_as_one_split(folder: Path, **kwargs):
     return ruijin_ner.load(folder, cache_dir=str(folder.parent / "cache"), return_stats=True,
                            split_fractions=(1.0, 0.0, 0.0), **kwargs)
 
@@ -34,6 +26,7 @@ def label_types(corpus) -> list[str]:
 
 
 # ----- annotation.conf as brat reads it -----
+
 
 CONF_OF_EVERY_FORM = """\
 # -*- Mode: Text; tab-width: 8 -*-
@@ -82,7 +75,7 @@ def test_spans_is_the_older_name_of_entities(tmp_path, section):
     text = "BMP-6 binds Smad4"
     ann = "T1\tProtein 0 5\tBMP-6\nT2\tProtein 12 17\tSmad4\n"
     folder = write_corpus(tmp_path / "c", {"a": (text, ann)}, f"{section}\nProtein\nEntity\n[events]\n")
-    corpus, stats = load(folder)
+    corpus, stats = load_as_one_split(folder)
     assert label_types(corpus) == ["Entity", "Protein"] and stats.entities_encoded == 2
 
 
@@ -90,7 +83,7 @@ def test_separators_macros_and_abstract_types_are_not_labels(tmp_path):
     text = "肝细胞 肝"
     ann = "T1\tCell 0 3\t肝细胞\nT2\tOrgan 4 5\t肝\n"
     folder = write_corpus(tmp_path / "c", {"a": (text, ann)}, CONF_OF_EVERY_FORM)
-    corpus, _ = load(folder)
+    corpus, _ = load_as_one_split(folder)
     assert label_types(corpus) == ["Cell", "Organ", "Protein", "Tissue"]
 
 
@@ -100,12 +93,15 @@ def test_a_type_the_conf_declares_abstract_or_not_at_all_is_an_error_naming_it(t
     folder = write_corpus(tmp_path / "c", {"a": (text, ann)}, CONF_OF_EVERY_FORM)
     with pytest.raises(BratFormatError, match=r"entity types \['Anatomical_entity'\] are not in .*annotation\.conf .*"
                                               r"\(Anatomical_entity first in a\).*abstract \(!Type\)"):
-        load(folder)
+        load_as_one_split(folder)
 
 
 # ----- event triggers -----
 
+
 SHARED_TASK_TEXT = "BMP-6 induced phosphorylation of Smad1, and binding of Smad1 to Smad4 was not observed."
+
+
 SHARED_TASK_CONF = """\
 [entities]
 Protein
@@ -152,7 +148,7 @@ def shared_task_corpus(tmp_path):
 
 
 def test_event_triggers_are_not_labels_by_default_and_are_counted(shared_task_corpus):
-    corpus, stats = load(shared_task_corpus)
+    corpus, stats = load_as_one_split(shared_task_corpus)
     assert label_types(corpus) == ENTITIES
     assert stats.entities_read == stats.entities_encoded == 4
     assert stats.skipped_lines == {"event trigger": 3, "event": 3, "attribute": 2, "relation": 1,
@@ -165,7 +161,7 @@ def test_event_triggers_are_not_labels_by_default_and_are_counted(shared_task_co
 
 
 def test_event_triggers_included_on_request_are_labels(shared_task_corpus):
-    corpus, stats = load(shared_task_corpus, event_triggers="include")
+    corpus, stats = load_as_one_split(shared_task_corpus, event_triggers="include")
     # Every non-abstract [events] type of the conf, as brat offers them; the abstract Regulation is not one.
     assert label_types(corpus) == ["Binding", "Entity", "Gene_expression", "Negative_regulation",
                                    "Phosphorylation", "Positive_regulation", "Protein"]
@@ -174,10 +170,10 @@ def test_event_triggers_included_on_request_are_labels(shared_task_corpus):
 
 def test_without_a_conf_the_t_lines_that_e_lines_name_are_triggers(shared_task_corpus, caplog):
     (shared_task_corpus / "annotation.conf").unlink()
-    corpus, stats = load(shared_task_corpus)
+    corpus, stats = load_as_one_split(shared_task_corpus)
     assert label_types(corpus) == ["Protein"] and stats.skipped_lines["event trigger"] == 3
     with caplog.at_level(logging.WARNING):
-        corpus, _ = load(shared_task_corpus, event_triggers="include")
+        corpus, _ = load_as_one_split(shared_task_corpus, event_triggers="include")
     assert label_types(corpus) == sorted(["Protein", *TRIGGER_TYPES])
     assert "Binding (first in a)" in caplog.text  # the label set comes from the data: said so
 
@@ -186,20 +182,20 @@ def test_an_event_type_missing_from_the_conf_is_an_error_naming_it(shared_task_c
     conf = SHARED_TASK_CONF.replace("Binding Theme+:Protein\n", "")
     (shared_task_corpus / "annotation.conf").write_text(conf, encoding="utf-8")
     with pytest.raises(BratFormatError, match=r"entity types \['Binding'\] are not in .*\(Binding first in a\)"):
-        load(shared_task_corpus)
+        load_as_one_split(shared_task_corpus)
 
 
 def test_an_e_line_without_its_trigger_names_file_and_line(tmp_path):
     folder = write_corpus(tmp_path / "c", {"a": ("Smad4", "T1\tProtein 0 5\tSmad4\nE1\tBinding Theme:T1\n")})
     with pytest.raises(BratFormatError, match=r"a\.ann:2: expected 'ID<TAB>TYPE:TRIGGER"):
-        load(folder)
+        load_as_one_split(folder)
 
 
 def test_the_trigger_setting_and_the_conf_are_part_of_the_cache_key(shared_task_corpus):
     labels = sorted([*ENTITIES, *TRIGGER_TYPES])  # the same label set every time: only the setting or conf differs
 
     def tagged_types(**settings):
-        corpus, stats = load(shared_task_corpus, entity_types=labels, **settings)
+        corpus, stats = load_as_one_split(shared_task_corpus, entity_types=labels, **settings)
         names = corpus["train"].features["ner_tags"].feature.names
         return {names[tag][2:] for tag in corpus["train"][0]["ner_tags"] if tag}
 
@@ -211,7 +207,7 @@ def test_the_trigger_setting_and_the_conf_are_part_of_the_cache_key(shared_task_
     (shared_task_corpus / "annotation.conf").write_text(conf, encoding="utf-8")
     assert tagged_types(event_triggers="skip") == {"Protein", "Binding"}
     with pytest.raises(ValueError, match="event_triggers must be 'skip' or 'include'"):
-        load(shared_task_corpus, event_triggers="keep")
+        load_as_one_split(shared_task_corpus, event_triggers="keep")
 
 
 # ----- pre-annotated folders -----
@@ -222,7 +218,7 @@ def test_a_pre_annotated_folder_with_notes_and_a_conf_trains_as_it_is(tmp_path):
     ann = ("T1\tDisease 3 6\t糖尿病\n#1\tAnnotatorNotes T1\tconfidence 0.93\n"
            "T2\tMedicine 9 13\t二甲双胍\n#2\tAnnotatorNotes T2\tconfidence 0.61\n")
     folder = write_corpus(tmp_path / "c", {"a": (text, ann)}, "[entities]\nDisease\nMedicine\nSymptom\n")
-    corpus, stats = load(folder)
+    corpus, stats = load_as_one_split(folder)
     assert label_types(corpus) == ["Disease", "Medicine", "Symptom"]
     assert stats.skipped_lines == {"note": 2} and stats.entities_encoded == 2
 
@@ -234,7 +230,7 @@ def test_a_type_name_with_a_space_is_named_as_such(tmp_path):
     folder = write_corpus(tmp_path / "c", {"a": ("口干多饮", "T1\tSide Effect 0 2\t口干\n")})
     with pytest.raises(BratFormatError, match=r"a\.ann:1: entity T1 has type 'Side Effect', but brat type names "
                                               r"cannot contain spaces \(brat itself would store 'Side_Effect'\)"):
-        load(folder)
+        load_as_one_split(folder)
 
 
 def test_a_text_mismatch_of_unicode_normalisation_only_says_so_with_code_points(tmp_path, caplog):
@@ -242,7 +238,7 @@ def test_a_text_mismatch_of_unicode_normalisation_only_says_so_with_code_points(
     ann = f"T1\tFood 0 5\t{unicodedata.normalize('NFC', text[:5])}\nT2\tFood 14 19\tna\u00efve\n"
     folder = write_corpus(tmp_path / "c", {"a": (text, ann)})
     with caplog.at_level(logging.WARNING):
-        _, stats = load(folder, entity_types=["Food"])
+        _, stats = load_as_one_split(folder, entity_types=["Food"])
     assert ("a.ann:1: text 'caf\u00e9' differs from the .txt at its offsets ('cafe\u0301') only in Unicode "
             "normalisation (NFC vs NFD): .ann U+0063 U+0061 U+0066 U+00E9, .txt U+0063 U+0061 U+0066 U+0065 "
             "U+0301") in caplog.text
@@ -278,3 +274,167 @@ def test_a_corpus_with_events_trains_and_predicts_without_trigger_labels(tmp_pat
     assert labels == {"O", "B-Entity", "I-Entity", "B-Protein", "I-Protein"}
     predicted = tagger(SHARED_TASK_TEXT)
     assert {entity["entity_group"] for entity in predicted} <= set(ENTITIES)
+
+
+# ----- bad input -----
+
+
+def test_offset_beyond_text_names_file_and_line(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\nT2\tDisease 1 9\t尿病\n")})
+    with pytest.raises(BratFormatError, match=r"a\.ann:2: offset 9 is beyond the end of the text \(3"):
+        load_corpus(folder)
+
+
+@pytest.mark.parametrize("line", ["T1\tDisease 0\t糖", "T1 Disease 0 3 糖尿病", "T1\tDisease 0 x\t糖", "X1\tfoo",
+                                  "T1\tDisease 3 1\t糖", "T1\t 0 3\t糖尿病", "T1\tDisease \u0660 \u0663\t糖尿病"])
+def test_malformed_lines_name_file_and_line(tmp_path, line):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", f"#1\tnote\n{line}\n")})
+    with pytest.raises(BratFormatError, match=r"a\.ann:2: "):
+        load_corpus(folder)
+
+
+def test_entity_id_used_twice_names_both_lines(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\nT1\tDisease 1 3\t尿病\n")})
+    with pytest.raises(BratFormatError, match=r"a\.ann:2: entity id T1 is already used on line 1"):
+        load_corpus(folder)
+
+
+def test_entity_text_mismatch_is_a_warning_or_in_strict_mode_an_error(tmp_path, caplog):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病患者", "T1\tDisease 0 3\t糖尿病\nT2\tDisease 1 3\t糖尿\n")})
+    with caplog.at_level(logging.WARNING):
+        corpus, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    # Once, although the first load_corpus reads the files twice (statistics, then the builder).
+    assert caplog.text.count("a.ann:2: text '糖尿' differs from the .txt at its offsets ('尿病')") == 1
+    assert stats.dropped == {("text_mismatch", "Disease"): 1} and stats.entities_encoded == 1
+    with pytest.raises(BratFormatError, match=r"a\.ann:2: text"):
+        load_corpus(folder, strict=True)
+
+
+def test_fragments_separated_by_text_are_reported(tmp_path, caplog):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿和病", "T1\tDisease 0 2;3 4\t糖尿 病\n")})
+    with caplog.at_level(logging.WARNING):
+        _, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "separated by text '和'" in caplog.text
+    assert stats.dropped == {("gap_with_text", "Disease"): 1}
+
+
+def test_ann_without_txt_is_an_error_and_txt_without_ann_a_warning(tmp_path, caplog):
+    folder = write_corpus(tmp_path / "c", {"a": (None, "T1\tDisease 0 1\t糖\n"), "b": ("糖", "")})
+    with pytest.raises(BratFormatError, match=r"a\.ann: no matching a\.txt"):
+        load_corpus(folder)
+    folder = write_corpus(tmp_path / "d", {"b": ("糖", ""), "c": ("糖", None)})
+    with caplog.at_level(logging.WARNING):
+        _, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "c.txt: no matching .ann; document not used" in caplog.text and stats.documents["train"] == 1
+    with pytest.raises(BratFormatError, match=r"c\.txt: no matching \.ann"):
+        load_corpus(folder, strict=True)
+
+
+def test_upper_case_suffix_is_named_in_the_error(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"01": (None, "T1\tDisease 0 1\t糖\n")})
+    (folder / "01.TXT").write_text("糖", encoding="utf-8")
+    with pytest.raises(BratFormatError, match=r"01\.ann: no matching 01\.txt \(found 01\.TXT; brat reads lower-case"):
+        load_corpus(folder)
+    (folder / "01.TXT").rename(folder / "01.txt")
+    (folder / "01.ann").rename(folder / "01.ANN")
+    with pytest.raises(BratFormatError, match=r"01\.txt: no matching \.ann; document not used \(found 01\.ANN"):
+        load_corpus(folder, strict=True)
+
+
+def test_hidden_files_are_not_documents(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n"), ".b": ("糖", "")})
+    (folder / "._a.txt").write_bytes(b"\x00\x05\x16\x07\xff")  # a macOS side file: not text
+    (folder / "._a.ann").write_bytes(b"\x00\x05\x16\x07\xff")
+    corpus, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert list(corpus["train"]["document_id"]) == ["a"] and stats.documents == {"train": 1}
+
+
+def test_non_utf8_file_is_an_error_naming_it(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n")}, encoding="gbk")
+    with pytest.raises(BratFormatError, match=r"a\.(txt|ann): not UTF-8"):
+        load_corpus(folder)
+
+
+def test_bom_and_crlf_keep_brat_offsets(tmp_path):
+    # brat counts characters of the file as written: the BOM is character 0 and \r\n is two characters.
+    text = "\ufeff患者有\r\n糖尿病\r\n史"
+    start = text.index("糖")
+    ann = f"T1\tDisease {start} {start + 3}\t糖尿病\r\n"
+    folder = write_corpus(tmp_path / "c", {"a": (text, ann)})
+    corpus, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    (window,) = corpus["train"]
+    names = corpus["train"].features["ner_tags"].feature.names
+    tags = [names[tag] for tag in window["ner_tags"]]
+    assert "".join(window["tokens"]) == text
+    assert bio_to_spans(tags) == [("Disease", start, start + 3)] and stats.entities_encoded == 1
+
+
+def test_offsets_counted_without_the_bom_are_reported_not_shifted(tmp_path, caplog):
+    text = "\ufeff患者有糖尿病，高血压"
+    ann = "T1\tDisease 3 6\t糖尿病\nT2\tDisease 8 11\t高血压\n"  # T1 counted without the BOM, T2 with it
+    folder = write_corpus(tmp_path / "c", {"a": (text, ann), "b": (text, "T1\tDisease 3 6\t糖尿病\n")})
+    with caplog.at_level(logging.WARNING):
+        corpus, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "byte-order mark, which brat counts as character 0" in caplog.text
+    assert stats.entities_encoded == 1 and stats.dropped == {("text_mismatch", "Disease"): 2}
+    (window,) = corpus["train"]  # b: none of its entities usable, so not trained as all O
+    names = corpus["train"].features["ner_tags"].feature.names
+    assert bio_to_spans([names[tag] for tag in window["ner_tags"]]) == [("Disease", 8, 11)]  # nothing shifted
+    assert "b.ann: none of its 1 entities is usable; document not used" in caplog.text
+    assert stats.left_out == {"train": 1} and stats.documents == {"train": 1}
+
+
+def test_offsets_counted_with_lf_line_endings_are_reported_with_a_crlf_hint(tmp_path, caplog):
+    text = "患者\r\n有糖尿病"
+    folder = write_corpus(tmp_path / "c", {"a": (text, "T1\tDisease 4 7\t糖尿病\n")})  # 4 = \r\n counted once
+    with caplog.at_level(logging.WARNING):
+        _, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "CRLF line endings, which brat counts as two characters" in caplog.text
+    assert stats.dropped == {("text_mismatch", "Disease"): 1}
+
+
+def test_ann_with_bom_crlf_and_a_tab_inside_an_entity(tmp_path):
+    text = "血糖\t7.0 mmol/L"
+    ann = "\ufeffT1\tTest 0 2\t血糖\r\nT2\tTest_Value 0 13\t血糖\t7.0 mmol/L\r\n"
+    folder = write_corpus(tmp_path / "c", {"a": (text, ann)})
+    documents = ruijin_ner.load(folder, name="brat", cache_dir=str(tmp_path / "cache"), split_fractions=(1, 0, 0))
+    entities = documents["train"][0]["entities"]
+    assert [(e["id"], e["start"], e["end"], e["text"]) for e in entities] == [
+        ("T1", 0, 2, "血糖"), ("T2", 0, 13, "血糖\t7.0 mmol/L")]
+
+
+# ----- types beyond the Ruijin set -----
+
+
+def test_other_types_non_entity_lines_and_annotation_conf(tmp_path):
+    ann = "T1\tGene 0 2\tBR\nT2\tProtein 3 5\tCA\nR1\tBinds Arg1:T1 Arg2:T2\nT3\tBind 0 2\tBR\n" \
+          "E1\tBind:T3 Theme:T1\nA1\tNeg T1\nN1\tReference T1 db:1\t x\n#1\tAnnotatorNotes T1\tnote\n"
+    folder = write_corpus(tmp_path / "c", {"a": ("BR CA", ann)})
+    corpus, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert corpus["train"].features["ner_tags"].feature.names == ["O", "B-Gene", "I-Gene", "B-Protein", "I-Protein"]
+    assert stats.skipped_lines == {"relation": 1, "event": 1, "event trigger": 1, "attribute": 1,
+                                   "normalization": 1, "note": 1}
+    (folder / "annotation.conf").write_text("[entities]\nProtein\nGene\nChemical\n[relations]\nBinds\n"
+                                            "[events]\nBind Theme:Gene\n")
+    corpus, _ = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert corpus["train"].features["ner_tags"].feature.names[1::2] == ["B-Chemical", "B-Gene", "B-Protein"]
+
+
+def test_types_outside_the_ruijin_set_are_named_in_a_warning(tmp_path, caplog):
+    folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n"),
+                                           "b": ("糖尿病", "T1\tDiseas 0 3\t糖尿病\n")})
+    with caplog.at_level(logging.WARNING):
+        corpus, _ = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    assert "the label set is the 2 entity types found in the data" in caplog.text
+    assert "Diseas (first in b)" in caplog.text
+    assert corpus["train"].features["ner_tags"].feature.names == ["O", "B-Diseas", "I-Diseas", "B-Disease",
+                                                                  "I-Disease"]
+
+
+def test_annotation_conf_without_a_type_of_the_data_is_an_error(tmp_path):
+    folder = write_corpus(tmp_path / "c", {"a": ("BR CA", "T1\tGene 0 2\tBR\nT2\tProtein 3 5\tCA\n")})
+    (folder / "annotation.conf").write_text("[entities]\nGene\n", encoding="utf-8")
+    with pytest.raises(BratFormatError, match=r"entity types \['Protein'\] are not in .*annotation\.conf"):
+        load_corpus(folder)
+    with pytest.raises(BratFormatError, match=r"\['Protein'\] are not in entity_types"):
+        load_corpus(folder, entity_types=["Gene"])

@@ -1,18 +1,122 @@
-"""train.py's regularisers: the moving average of the weights (weight_average.py, --ema_decay) and adversarial
-training on the embeddings (adversarial_training.py, --fgm_epsilon), each through the real Trainer."""
+"""brat_ner/trainer/: the time budget (learning rate over the elapsed share of the budget, processes following the
+main process's clock), the moving average of the weights (--ema_decay), adversarial training on the embeddings
+(--fgm_epsilon) and the training metrics (NerMetrics), each through the real Trainer."""
 
 import copy
+import types
 
+import numpy as np
 import pytest
 import torch
+import torch.distributed
+import torch.multiprocessing
 from torch import nn
-from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    EvalPrediction,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainingArguments,
+)
 
-import train
+from brat_ner.trainer import NerMetrics
 from brat_ner.trainer.adversarial import FgmTrainerMixin, embedding_tables, perturbed_along_gradient
+from brat_ner.trainer.time_budget import TimeBudget, TimeBudgetTrainer, TimeBudgetTrainingArguments
 from brat_ner.trainer.weight_average import WeightAverage, WeightAverageTrainerMixin
-from conftest import TINY_BERT, run_script, small_training
-from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
+from conftest import TINY_BERT, run_script, small_training, tiny_model
+from modeling_bert_bilstm_crf import (
+    BertBiLstmCrfForTokenClassification,
+)
+
+# ----- the time budget -----
+
+
+SINGLE_PROCESS = types.SimpleNamespace(world_size=1, device=torch.device("cpu"))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def budget_and_optimizer(minutes, max_steps, warmup_fraction, clock):
+    budget = TimeBudget(minutes, clock=clock)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    scheduler = budget.scheduler(optimizer, max_steps=max_steps, warmup_fraction=warmup_fraction)
+    budget.on_train_begin(SINGLE_PROCESS, None, TrainerControl())
+    return budget, optimizer, scheduler
+
+
+def step_at(seconds, clock, budget, optimizer, scheduler):
+    """One optimizer step that ends ``seconds`` into training; returns the next step's learning rate and whether
+    training stops."""
+    optimizer.step()
+    clock.now = 1000.0 + seconds
+    control = budget.on_step_end(SINGLE_PROCESS, None, TrainerControl())
+    scheduler.step()
+    return scheduler.get_last_lr()[0], control.should_training_stop
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_at_the_end_of_the_budget():
+    clock = FakeClock()
+    budget, optimizer, scheduler = budget_and_optimizer(1.0, max_steps=10**6, warmup_fraction=0.1, clock=clock)
+    assert scheduler.get_last_lr() == [0.0]
+    expected = [(3.0, 0.25, False), (6.0, 0.5, False), (33.0, 0.25, False), (59.4, 0.5 * 0.01 / 0.9, False),
+                (60.0, 0.0, True)]
+    for seconds, learning_rate, stops in expected:
+        assert step_at(seconds, clock, budget, optimizer, scheduler) == (pytest.approx(learning_rate), stops)
+        assert budget.spent == stops
+
+
+def test_steps_end_the_schedule_when_they_run_out_before_the_budget():
+    clock = FakeClock()
+    budget, optimizer, scheduler = budget_and_optimizer(60.0, max_steps=10, warmup_fraction=0.0, clock=clock)
+    rates = [step_at(step, clock, budget, optimizer, scheduler) for step in range(1, 11)]
+    # Ten steps of a second each use a tiny share of the hour: the step count sets the decay.
+    assert [rate for rate, _ in rates] == pytest.approx([0.5 * (10 - step) / 10 for step in range(1, 11)])
+    assert not any(stops for _, stops in rates) and not budget.spent  # Trainer's own max_steps ends this run
+
+
+def test_a_budget_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        TimeBudget(0)
+
+
+def test_warmup_given_in_steps_is_refused_with_a_budget(tmp_path):
+    model = BertForMaskedLM(BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                                       intermediate_size=8))
+    args = TimeBudgetTrainingArguments(output_dir=str(tmp_path), time_budget_minutes=1, warmup_steps=100,
+                                       use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="--warmup_steps as a fraction"):
+        TimeBudgetTrainer(model=model, args=args)
+
+
+def share_clock(rank, init_file, results):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    clock = FakeClock()
+    budget = TimeBudget(1.0, clock=clock)
+    args = types.SimpleNamespace(world_size=2, device=torch.device("cpu"))
+    budget.on_train_begin(args, None, TrainerControl())
+    # The second process's clock runs past the budget, the main process's does not.
+    clock.now += 59.0 if rank == 0 else 75.0
+    control = budget.on_step_end(args, None, TrainerControl())
+    results[rank] = (budget.elapsed, control.should_training_stop)
+    torch.distributed.destroy_process_group()
+
+
+def test_processes_follow_the_main_process_clock(tmp_path):
+    results = torch.multiprocessing.Manager().dict()
+    torch.multiprocessing.spawn(share_clock, args=(str(tmp_path / "init"), results), nprocs=2)
+    assert dict(results) == {0: (59.0, False), 1: (59.0, False)}
+
+
+# ----- the moving average of the weights (--ema_decay) -----
 
 
 class Regression(nn.Module):
@@ -107,6 +211,9 @@ def test_a_decay_outside_zero_to_one_is_refused(decay):
         WeightAverage(decay)
 
 
+# ----- adversarial training (--fgm_epsilon) -----
+
+
 def test_perturbation_follows_the_gradient_and_is_undone_exactly():
     table = nn.Parameter(torch.randn(5, 4))
     untouched = nn.Parameter(torch.randn(2, 2))  # no gradient: left alone
@@ -120,14 +227,10 @@ def test_perturbation_follows_the_gradient_and_is_undone_exactly():
     assert torch.equal(table, original) and torch.equal(untouched, original_untouched)
 
 
-def tiny_model(bigram_buckets):
+def dropout_free_model(bigram_buckets):
     """A tiny BERT -> BiLSTM -> CRF without dropout, so that two passes over a batch compute the same thing."""
-    config = train.model_config(str(TINY_BERT), {
-        "num_labels": 5, "lstm_hidden_size": 8, "bigram_buckets": bigram_buckets, "bigram_embedding_size": 4,
-        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-    })
-    torch.manual_seed(0)
-    return BertBiLstmCrfForTokenClassification(config)
+    return tiny_model(num_labels=5, lstm_hidden_size=8, bigram_buckets=bigram_buckets, bigram_embedding_size=4,
+                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 class FgmTrainer(FgmTrainerMixin, Trainer):
@@ -150,7 +253,7 @@ def test_an_fgm_step_adds_the_gradient_at_the_perturbed_embeddings(tmp_path, big
     batch = tokenizer(["血糖升高", "糖尿病患者"], padding=True, return_tensors="pt")
     labels = torch.tensor([[-100, 1, 2, 0, 0, -100, -100], [-100, 3, 4, 4, 0, 0, -100]])
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
-    model = tiny_model(bigram_buckets)
+    model = dropout_free_model(bigram_buckets)
     reference = copy.deepcopy(model)
 
     # By hand: the gradient of the clean pass, plus that of a pass with each table moved by epsilon * g / ||g||.
@@ -173,7 +276,7 @@ def test_an_fgm_step_adds_the_gradient_at_the_perturbed_embeddings(tmp_path, big
 def test_a_negative_epsilon_is_refused(tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     with pytest.raises(ValueError, match="--fgm_epsilon"):
-        FgmTrainer(model=tiny_model(0), args=args, fgm_epsilon=-1.0)
+        FgmTrainer(model=dropout_free_model(0), args=args, fgm_epsilon=-1.0)
 
 
 def test_epsilon_zero_is_a_plain_step(tmp_path):
@@ -182,7 +285,7 @@ def test_epsilon_zero_is_a_plain_step(tmp_path):
     batch = tokenizer(["血糖升高"], return_tensors="pt")
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
               "labels": torch.tensor([[-100, 1, 2, 0, 0, -100]])}
-    model = tiny_model(0)
+    model = dropout_free_model(0)
     reference = copy.deepcopy(model)
     reference(**inputs).loss.backward()
     fgm_training_step(model, inputs, 0.0, tmp_path)
@@ -192,6 +295,9 @@ def test_epsilon_zero_is_a_plain_step(tmp_path):
             torch.testing.assert_close(parameter.grad, expected[name].grad)
 
 
+# ----- both through train.py -----
+
+
 def test_train_py_trains_with_both_regularisers(tmp_path):
     """The whole script with --ema_decay and --fgm_epsilon: it trains, saves and reloads (the fixture's run
     checks the rest of what train.py writes)."""
@@ -199,3 +305,28 @@ def test_train_py_trains_with_both_regularisers(tmp_path):
                               "--fgm_epsilon", "1.0"))
     reloaded = BertBiLstmCrfForTokenClassification.from_pretrained(tmp_path / "model")
     assert reloaded.config.num_labels == 31
+
+
+# ----- training metrics (NerMetrics) -----
+
+
+LABELS = ["O", "B-Drug", "I-Drug", "B-Test", "I-Test"]
+
+
+def test_training_metrics_give_strict_and_overlap_of_the_same_windows():
+    label_ids = {name: index for index, name in enumerate(LABELS)}
+    gold = [["B-Drug", "I-Drug", "I-Drug", "O", "B-Test", "I-Test"], ["O", "B-Test", "I-Test", "O"]]
+    predicted = [["B-Drug", "I-Drug", "O", "O", "B-Test", "I-Test"], ["O", "O", "O", "O"]]
+
+    def padded(rows):  # Trainer's layout: one row per window, -100 where the label is -100
+        array = np.full((len(rows), 8), -100)
+        for row, tags in enumerate(rows):
+            array[row, 1 : 1 + len(tags)] = [label_ids[tag] for tag in tags]
+        return array
+
+    metrics = NerMetrics(LABELS)
+    results = metrics(EvalPrediction(predictions=padded(predicted), label_ids=padded(gold)))
+    assert results["f1"] == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))  # strict: Test 4..6 found only
+    assert results["overlap_f1"] == pytest.approx(2 * 1.0 * (2 / 3) / (1.0 + 2 / 3))  # and the shortened Drug
+    assert set(metrics.last_reports) == {"strict", "overlap"}
+    assert metrics.last_reports["overlap"]["Drug"]["recall"] == 1.0

@@ -1,5 +1,5 @@
-"""pretrain_embeddings.py: skip-gram vectors for the classic model's characters and bigrams, and train.py starting
-from them."""
+"""pretrain_mlm.py and pretrain_embeddings.py: masked-LM pretraining then fine-tuning, skip-gram vectors for the
+classic model's characters and bigrams, and train.py starting from either."""
 
 import json
 import random
@@ -17,6 +17,8 @@ import pretrain_embeddings
 import train
 from brat_ner import cli
 from conftest import TINY_BERT, run_script, small_training
+
+# ----- pretrain_embeddings.py -----
 
 
 def run_pretrain_embeddings(monkeypatch, *arguments):
@@ -121,3 +123,45 @@ def test_the_recipe_without_its_embeddings_folder_says_so_in_one_line(monkeypatc
     assert isinstance(message, str) and "\n" not in message
     assert message.startswith(f"train.py: --model_name_or_path {missing}: no config.json there or on the Hub")
     assert not (tmp_path / "model").exists()
+
+
+# ----- pretrain_mlm.py -----
+
+
+def test_pretrain_mlm_then_fine_tune(tmp_path):
+    # A vocabulary with a repeated line, as bert-base-chinese's: the largest id exceeds the distinct tokens.
+    tokenizer_dir = tmp_path / "tokenizer"
+    shutil.copytree(TINY_BERT, tokenizer_dir)
+    vocab = (TINY_BERT / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (tokenizer_dir / "vocab.txt").write_text("\n".join(vocab[:-1] + ["[UNK]"] + vocab[-1:]) + "\n", encoding="utf-8")
+    mlm_dir = tmp_path / "mlm"
+    run_script(["pretrain_mlm.py", "--data_dir", "data/sample", "--encoder_config", str(TINY_BERT / "config.json"),
+         "--tokenizer_name", str(tokenizer_dir), "--output_dir", str(mlm_dir), "--window_chars", "62",
+         "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--use_cpu", "true"])
+    assert (mlm_dir / "model.safetensors").is_file()
+    output_dir = tmp_path / "ner"
+    run_script(small_training(output_dir, "--num_train_epochs", "1", encoder=("--model_name_or_path", str(mlm_dir))))
+    assert (output_dir / "test_report.json").is_file()
+
+
+def test_masked_positions_head_gives_the_stock_masked_lm_loss():
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from brat_ner.pretraining import BertForMaskedLMOnMaskedPositions
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    ours = BertForMaskedLMOnMaskedPositions(config).eval()
+    stock = BertForMaskedLM(config).eval()
+    stock.load_state_dict(ours.state_dict())
+    input_ids = torch.randint(5, 50, (3, 12))
+    labels = torch.where(torch.rand(3, 12) < 0.3, input_ids, -100)
+    labels[0, 0] = input_ids[0, 0]  # at least one masked position
+    expected = stock(input_ids=input_ids, labels=labels).loss
+    output = ours(input_ids=input_ids, labels=labels)
+    torch.testing.assert_close(output.loss, expected)
+    assert output.logits.shape == (int((labels != -100).sum()), 50)
+    # A batch without masked positions contributes nothing (no NaN from an empty mean).
+    assert ours(input_ids=input_ids, labels=torch.full_like(labels, -100)).loss.item() == 0.0

@@ -1,0 +1,89 @@
+"""brat_ner/cli.py: JSON option files with command-line overrides, --help, and bad input ending the training
+scripts with one line (`script: message`) instead of a traceback."""
+
+import json
+import shutil
+import sys
+
+import pytest
+
+import train
+from brat_ner import cli
+from conftest import REPO, SAMPLE, TINY_BERT, run_script, small_training
+
+QUICKSTART = REPO / "configs" / "quickstart.json"
+
+
+# ----- JSON option files and --help -----
+
+
+def test_json_values_then_command_line_overrides():
+    values = json.loads(QUICKSTART.read_text(encoding="utf-8"))
+    model_args, data_args, _, training_args = cli.parse_arguments(
+        train.argument_parser(),
+        [str(QUICKSTART), "--output_dir", "other/", "--num_train_epochs", "5", "--use_lstm", "false"])
+    assert training_args.output_dir == "other/" and training_args.num_train_epochs == 5  # overridden
+    assert model_args.use_lstm is False
+    assert data_args.window_chars == values["window_chars"] and data_args.data_dir == values["data_dir"]  # from JSON
+    assert training_args.learning_rate == values["learning_rate"] and training_args.seed == values["seed"]
+    assert model_args.head_learning_rate == values["head_learning_rate"]
+    # Without overrides, the JSON values alone.
+    _, _, _, training_args = cli.parse_arguments(train.argument_parser(), [str(QUICKSTART)])
+    assert training_args.output_dir == values["output_dir"]
+
+
+def test_a_bad_json_configuration_is_refused_naming_the_file(tmp_path, capsys):
+    cases = {"unknown.json": ('{"window_chars": 62, "max_char": 10}', "unknown options max_char"),
+             "broken.json": ('{\n  "window_chars": 62,\n}', "broken.json, line 3: not valid JSON"),
+             "list.json": ("[1, 2]", "a JSON object of option names and values is expected"),
+             "missing.json": (None, "missing.json: cannot read it")}
+    for name, (content, message) in cases.items():
+        if content is not None:
+            (tmp_path / name).write_text(content, encoding="utf-8")
+        with pytest.raises(SystemExit):
+            cli.parse_arguments(train.argument_parser(), [str(tmp_path / name)])
+        assert message in capsys.readouterr().err
+
+
+def test_help_lists_the_project_options_before_the_trainer_ones():
+    help_text = train.argument_parser().format_help()
+    positions = [help_text.index(option) for option in
+                 ("--model_name_or_path", "--head_learning_rate", "--data_dir", "--rare_type_oversampling",
+                  "--output_dir", "--adam_beta1")]
+    assert positions == sorted(positions)
+    assert help_text.index("(this project)") < help_text.index("TrainingArguments")
+
+
+# ----- one-line errors -----
+
+
+def test_training_scripts_end_bad_input_with_one_line(tmp_path):
+    corpus = tmp_path / "three"
+    corpus.mkdir()
+    for name in ("01", "02", "03"):  # too few documents for the hash split to fill validation and test
+        for suffix in (".txt", ".ann"):
+            shutil.copy(SAMPLE / f"{name}{suffix}", corpus / f"{name}{suffix}")
+    arguments = small_training(tmp_path / "model")
+    arguments[arguments.index("data/sample")] = str(corpus)
+    message = run_script(arguments, succeeds=False).stderr.strip().splitlines()[-1]
+    assert message.startswith(f"train.py: {corpus}: the ") and "no text" in message
+    assert not (tmp_path / "model").exists()  # the folder it created for its lock is gone with the lock
+
+    broken = tmp_path / "broken"
+    shutil.copytree(corpus, broken)
+    with open(broken / "02.ann", "a", encoding="utf-8") as file:
+        file.write("T99 Disease\n")
+    completed = run_script(
+        ["pretrain_mlm.py", "--data_dir", str(broken), "--encoder_config", str(TINY_BERT / "config.json"),
+         "--tokenizer_name", str(TINY_BERT), "--output_dir", str(tmp_path / "mlm"), "--window_chars", "62",
+         "--use_cpu", "true"], succeeds=False)
+    assert completed.stderr.strip().splitlines()[-1].startswith(f"pretrain_mlm.py: {broken / '02.ann'}:")
+
+
+def test_an_argument_that_training_arguments_refuse_is_an_argparse_error(monkeypatch, capsys):
+    import train
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "--save_strategy", "no", "--load_best_model_at_end", "true"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_arguments(train.argument_parser())
+    assert exit_info.value.code == 2 and "train.py: error: " in capsys.readouterr().err

@@ -1,0 +1,29 @@
+"""What the README promises: its Python examples run as written, and the output folders it names are git-ignored."""
+
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO, run_script
+
+
+def test_readme_python_examples_run_as_written(trained_model):
+    model_dir, _ = trained_model
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Use a trained model", 1)[1].split("\n## ", 1)[0]
+    code = "".join(re.findall(r"```python\n(.*?)```", section, re.S)).replace("outputs/quickstart", str(model_dir))
+    completed = run_script(["-c", code + "\nprint(len(tags), type(model).__name__)"])
+    assert completed.stdout.split()[-2:] == [str(len("2 型糖尿病患者口服二甲双胍")), "BertBiLstmCrfForTokenClassification"]
+
+
+def test_output_folders_of_the_readme_are_git_ignored():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    commands = "".join(re.findall(r"```bash\n(.*?)```", readme, re.S))
+    folders = set(re.findall(r"--(?:output_dir|dry_run) (\S+)", commands))
+    assert {"predicted/", "hub_folder/", "outputs/ruijin"} <= folders
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    completed = subprocess.run(["git", "check-ignore", "--no-index", *sorted(folders)], cwd=REPO,
+                               capture_output=True, text=True)
+    assert sorted(completed.stdout.split()) == sorted(folders), completed.stderr
