@@ -3,8 +3,6 @@
 import json
 import math
 import os
-import re
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ from transformers import AutoTokenizer
 import modeling_bert_bilstm_crf as modeling
 import predict
 from brat_ner import fast_inference
-from conftest import REPO, TINY_BERT, run_script, small_training
+from conftest import REPO, TINY_BERT, predict_error, run_script, small_training
 from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification, BertBiLstmCrfNerPipeline
 
 SAMPLE = REPO / "data" / "sample"
@@ -119,14 +117,15 @@ def test_onnx_path_gives_the_float_pipeline_entities(trained_model, onnx_file):
     assert_same_entities_and_scores(list(tagger(SAMPLE_TEXTS, batch_size=8)), expected, atol=1e-4)
 
 
-def test_onnx_file_of_other_weights_or_precision_is_refused_and_never_replaced(trained_model, onnx_file, threads):
+def test_onnx_file_of_other_weights_or_precision_is_refused_and_never_replaced(trained_model, onnx_file, threads,
+                                                                                monkeypatch, capsys):
     model_dir, _ = trained_model
     tagger = load_pipeline(model_dir)
     with pytest.raises(fast_inference.OnnxFileMismatch, match="not exported from this model's weights in int8"):
         fast_inference.use_onnx(tagger, onnx_file, int8=True)
-    args = predict.PredictArguments(model_name_or_path=str(model_dir), onnx=str(onnx_file), quantize="int8")
-    with pytest.raises(SystemExit, match=re.escape(f"predict.py: {onnx_file} was not exported")):
-        predict.load_tagger(args)
+    message = predict_error(monkeypatch, capsys, "--model_name_or_path", str(model_dir), "--input_dir", str(SAMPLE),
+                            "--onnx", str(onnx_file), "--quantize", "int8")
+    assert message.splitlines()[-1].startswith(f"predict.py: {onnx_file} was not exported")  # after the progress bars
     with torch.no_grad():
         tagger.model.classifier.bias += 1.0
     with pytest.raises(fast_inference.OnnxFileMismatch, match="not exported from this model's weights in float32"):
@@ -265,7 +264,7 @@ def test_int8_entities_are_the_float_ones_where_every_tag_has_a_margin(margin_mo
         assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
 
 
-def test_threads_default_to_the_idle_cores_shared_between_processes_and_bad_flags_are_refused(monkeypatch):
+def test_threads_default_to_the_idle_cores_shared_between_processes_and_bad_flags_are_refused(monkeypatch, capsys):
     cores = len(os.sched_getaffinity(0))
     idle = fast_inference.idle_cores(sorted(os.sched_getaffinity(0)), seconds=0.05)
     # Read from this machine's /proc/stat: a sum of per-core idle fractions, each at most 1 (+ float rounding).
@@ -280,14 +279,12 @@ def test_threads_default_to_the_idle_cores_shared_between_processes_and_bad_flag
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     monkeypatch.setattr(fast_inference, "idle_cores", lambda cores: None)  # no /proc/stat: every core counts
     assert fast_inference.default_num_threads() == cores
-    monkeypatch.setattr(sys, "argv", ["predict.py", "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
-                                      "--num_threads", "0"])
-    with pytest.raises(SystemExit, match="--num_threads must be at least 1, got 0"):
-        predict.main()
-    monkeypatch.setattr(sys, "argv", ["predict.py", "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
-                                      "--quantize", "int8", "--device", "cuda"])
-    with pytest.raises(SystemExit, match="--quantize and --onnx run on the CPU, not on --device cuda"):
-        predict.main()
+    refused = predict_error(monkeypatch, capsys, "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
+                            "--num_threads", "0", model_loads=False)
+    assert "--num_threads must be at least 1, got 0" in refused
+    refused = predict_error(monkeypatch, capsys, "--model_name_or_path", "unused", "--input_dir", str(SAMPLE),
+                            "--quantize", "int8", "--device", "cuda", model_loads=False)
+    assert "--quantize and --onnx run on the CPU, not on --device cuda" in refused
 
 
 def test_predict_in_two_processes_writes_what_one_process_writes(trained_model, tmp_path):
