@@ -40,7 +40,8 @@ from transformers import HfArgumentParser, pipeline
 from brat_ner import fast_inference
 from brat_ner.cli import check_at_least, parse_arguments, run_main
 from brat_ner.evaluation import reports_to_markdown, score_both, write_reports
-from brat_ner.files import atomic_write, check_writable_folder
+from brat_ner.files import OutputLock, atomic_write, check_writable_folder
+from brat_ner.runs import check_model_weights
 from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
 from dataset_script import ruijin_ner
@@ -150,6 +151,8 @@ def main():
         output_files = planned_output_files(Path(args.output_dir), documents, gold_documents is not None,
                                             args.preannotate)
         replaced = check_output_dir(Path(args.output_dir), input_folders, output_files, args.overwrite)
+        if state.is_main_process:  # one run per folder: the temporary files that killed runs left there go
+            OutputLock(Path(args.output_dir)).acquire()
     with state.split_between_processes(list(documents)) as share:
         share = {document_id: documents[document_id] for document_id in share}
     with state.main_process_first():  # one process exports --onnx, the others load the file
@@ -184,6 +187,7 @@ def load_tagger(args, device: str | None = None):
     device = device or tagging_device(args)
     use_bf16 = args.bf16 if args.bf16 is not None else device.startswith("cuda")
     num_threads = fast_inference.set_num_threads(args.num_threads)
+    check_model_weights(args.model_name_or_path)
     tagger = pipeline(
         "token-classification",
         model=args.model_name_or_path,

@@ -35,7 +35,7 @@ from brat_ner.pretraining import (
     pretraining_texts,
     vocabulary_size,
 )
-from brat_ner.runs import RunArguments, claim_output_dir, resume_checkpoint, training_arguments
+from brat_ner.runs import FINISHED, RunArguments, claim_output_dir, record_run, resume_checkpoint, training_arguments
 from brat_ner.trainer import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
 from modeling_bert_bilstm_crf import check_window_fits
 
@@ -87,7 +87,8 @@ def main():
         parser.error("give exactly one of --model_name_or_path and --encoder_config")
     positions = encoder_positions(args.encoder_config, args.model_name_or_path)
     check_window_fits(args.window_chars, positions, "--window_chars")
-    claim_output_dir("pretrain_mlm.py", training_args, run_args, finished_marker="train_results.json")
+    claim_output_dir("pretrain_mlm.py", training_args, run_args, finished_marker="train_results.json",
+                     arguments=training_arguments(args, training_args))
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     texts = pretraining_texts(args)
@@ -112,6 +113,8 @@ def main():
     trainer.save_model()
     trainer.save_metrics("train", measured_throughput(result.metrics, trainer.state.epoch, trainer.state.global_step,
                                                       len(windows)))
+    if trainer.is_world_process_zero():
+        record_run(training_args.output_dir, "pretrain_mlm.py", FINISHED)  # last: all it writes is written
 
 
 if __name__ == "__main__":

@@ -49,7 +49,17 @@ from brat_ner.reporting import (
     without_checkpoint_bars,
     write_corpus_summary,
 )
-from brat_ner.runs import RunArguments, claim_output_dir, resume_checkpoint, training_arguments
+from brat_ner.runs import (
+    FINISHED,
+    ReadableCheckpointWeights,
+    RunArguments,
+    claim_output_dir,
+    finish_saved_model,
+    record_run,
+    record_saved_model,
+    resume_checkpoint,
+    training_arguments,
+)
 from brat_ner.trainer import BertBiLstmCrfTrainer, NerMetrics, TimeBudgetTrainingArguments
 from brat_ner.training_data import (
     check_splits_have_text,
@@ -212,7 +222,8 @@ def main():
     name = "--window_chars + 2 * --context_chars" if data_args.context_chars else "--window_chars"
     positions = encoder_positions(model_args.encoder_config, model_args.model_name_or_path)
     check_window_fits(data_args.window_chars + 2 * data_args.context_chars, positions, name)
-    claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json")
+    claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json",
+                     arguments=training_arguments(model_args, data_args, training_args))
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, window_chars=data_args.window_chars,
@@ -252,12 +263,17 @@ def main():
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(EpochLineCallback)
 
-    checkpoint = resume_checkpoint(training_args, run_args, training_arguments(model_args, data_args, training_args))
-    start = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")) if checkpoint else None
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model()
-    figures = training_figures(train_result.metrics, start, trainer.state, train_set)
-    trainer.save_metrics("train", figures)
+    trainer.add_callback(ReadableCheckpointWeights)
+    figures = finish_saved_model(trainer)  # a rerun of a run stopped after saving its model: no training again
+    if figures is None:
+        checkpoint = resume_checkpoint(training_args, run_args,
+                                       training_arguments(model_args, data_args, training_args))
+        start = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")) if checkpoint else None
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        figures = training_figures(train_result.metrics, start, trainer.state, train_set)
+        trainer.save_metrics("train", figures)
+        record_saved_model(trainer, "train.py")
 
     test_output = trainer.predict(encoded["test"], metric_key_prefix="test")
     trainer.save_metrics("test", test_output.metrics)
@@ -266,6 +282,7 @@ def main():
         write_reports(metric.last_reports, output_dir / "test_report")
         write_corpus_summary(corpus_stats, data_args, model_args, output_dir / "corpus.json")
         plot_training(trainer.state, metric.last_reports["strict"], output_dir)
+        record_run(output_dir, "train.py", FINISHED)  # last: the run is finished once all it writes is written
         best = f"; best validation micro-F1 {trainer.state.best_metric:.3f}" if trainer.state.best_metric is not None else ""
         print(f"Trained {trainer.state.epoch:g} epochs in {figures['train_runtime']:.1f} s "
               f"({figures['train_characters_per_second']:,.0f} characters/s){best}. Test split, per type:\n")
