@@ -480,9 +480,12 @@ class CRF(nn.Module):
 # ----- Configuration -----
 
 
-# The encoder's fields that the rest of this file and its callers read from the model's config (positions for the
-# windows, the vocabulary for bigram hashing, the dropout before the emission layer), whatever the encoder.
-ENCODER_FIELDS_SHOWN = ("vocab_size", "hidden_size", "max_position_embeddings", "hidden_dropout_prob", "pad_token_id")
+# BertConfig's own fields, copied from the encoder's config where it has them: code that reads the model's config
+# (positions for the windows, the vocabulary for bigram hashing, the dropout before the emission layer, the layers
+# in the model card) reads the encoder's, whatever its architecture.
+ENCODER_FIELDS_SHOWN = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                        "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                        "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id")
 
 
 class BertBiLstmCrfConfig(BertConfig):
@@ -673,9 +676,8 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         return_marginals: bool = False,
         constrain_bio: bool | None = None,
     ) -> "CrfDecoderOutput":
-        """``tags``: Viterbi tags (B, T), -100 where the CRF does not look; ``logits``: the emission scores; with
-        ``return_marginals`` also ``marginals``, the CRF's posterior tag probabilities (B, T, num_labels), which
-        are the unconstrained CRF's.
+        """``tags``: Viterbi tags (B, T), -100 where the CRF does not look; with ``return_marginals`` also
+        ``marginals``, the CRF's posterior tag probabilities (B, T, num_labels), which are the unconstrained CRF's.
 
         ``crf_mask`` defaults to ``attention_mask`` without the ``config.cls_token_id`` /
         ``config.sep_token_id`` positions, matching labels that put -100 on [CLS], [SEP] and padding.
@@ -688,7 +690,7 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
         logits = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
         tags = self.viterbi_tags(logits, crf_mask, constrain_bio)
         marginals = self.crf.marginals(logits, crf_mask) if return_marginals else None
-        return CrfDecoderOutput(tags=tags, logits=logits, marginals=marginals)
+        return CrfDecoderOutput(tags=tags, marginals=marginals)
 
     def viterbi_tags(self, logits: torch.Tensor, crf_mask: torch.Tensor, constrain_bio: bool | None = None):
         """The CRF's Viterbi tags, restricted to valid BIO when ``constrain_bio`` (default
@@ -732,11 +734,10 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
 
 @dataclass
 class CrfDecoderOutput(ModelOutput):
-    """What ``decode`` returns: ``tags`` (B, T), -100 where the CRF does not look; ``logits`` (B, T, num_labels),
-    the emission scores; ``marginals`` (B, T, num_labels), the posterior tag probabilities, when asked for."""
+    """What ``decode`` returns: ``tags`` (B, T), the Viterbi tags, -100 where the CRF does not look; ``marginals``
+    (B, T, num_labels), the posterior tag probabilities, when asked for (``to_tuple()`` leaves them out otherwise)."""
 
     tags: torch.LongTensor | None = None
-    logits: torch.FloatTensor | None = None
     marginals: torch.FloatTensor | None = None
 
 

@@ -329,7 +329,7 @@ def _column(metric: str) -> str:
 
 def _architecture(config: dict) -> str:
     """The model's layers in words, from its config: the classic model (no transformer layers) is no BERT."""
-    encoder = "BERT" if config.get("num_hidden_layers", 1) else "embedding"
+    encoder = _encoder_name(config) if config.get("num_hidden_layers", 1) else "embedding"
     layers = [encoder, *(["BiLSTM"] if config.get("use_lstm", True) else []), "CRF"]
     return " → ".join(layers)
 
@@ -401,7 +401,7 @@ import torch
 
 text = {second["text"]!r}
 input_ids = torch.tensor([ner.character_encoder.window_ids(text)])  # [CLS], one id per character fed, [SEP]
-tags = ner.model.decode(input_ids)[0, 1:-1]  # Viterbi tag ids, one per character fed
+tags = ner.model.decode(input_ids).tags[0, 1:-1]  # Viterbi tag ids, one per character fed
 print([ner.model.config.id2label[tag] for tag in tags.tolist()])
 ```
 
@@ -464,8 +464,15 @@ def _data_text(corpus: dict | None, dataset_name: str) -> str:
             f"{corpus.get('window_chars', corpus.get('max_chars'))} characters.\n\n| split | documents | windows |\n| --- | ---: | ---: |\n{rows}\n")
 
 
+def _encoder_name(config: dict) -> str:
+    """The encoder's architecture as its papers name it, from its own config (folders saved before it had one: BERT)."""
+    model_type = (config.get("encoder") or {}).get("model_type", "bert")
+    names = {"bert": "BERT", "ernie": "ERNIE", "electra": "ELECTRA", "roformer": "RoFormer"}
+    return names.get(model_type, model_type)
+
+
 def _encoder_text(encoder: dict, config: dict) -> str:
-    layer = "BERT encoder" if config.get("num_hidden_layers", 1) else "embedding layer"
+    layer = f"{_encoder_name(config)} encoder" if config.get("num_hidden_layers", 1) else "embedding layer"
     if encoder.get("encoder_config"):
         return (f"The {layer} was trained from random weights (configuration `{encoder['encoder_config']}`), "
                 "with the rest of the model.")

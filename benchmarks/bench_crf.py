@@ -266,7 +266,7 @@ def predict(model, inputs, kind, device):
     with autocast(device):
         if kind == "softmax":
             return model(**inputs).logits.argmax(-1)
-        return model.decode(**inputs)
+        return model.decode(**inputs).tags
 
 
 def peak_memory_gib(function, owners, device):

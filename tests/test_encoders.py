@@ -122,6 +122,32 @@ def test_trained_from_a_checkpoint_with_its_head_predicts_alike_everywhere(elect
         assert predicted == brat_annotations(text, ner(text))
 
 
+def test_card_int8_onnx_and_space_work_with_an_electra_encoder(electra_trained, encoders, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from brat_ner import fast_inference
+    from space import app
+
+    output_dir = electra_trained[0]
+    run_script(["push_to_hub.py", "--model_dir", str(output_dir), "--repo_id", "someone/electra-ner",
+                "--dry_run", str(tmp_path / "card")])
+    card = ModelCard.load(tmp_path / "card" / "README.md").text
+    assert f"The ELECTRA encoder started from a local folder, `{encoders['electra', 'head']}`." in card
+    assert "ELECTRA → BiLSTM → CRF" in card
+
+    texts = sample_texts(SAMPLE)
+    expected = [[(e["entity_group"], e["start"], e["end"]) for e in entities]
+                for entities in app.load_tagger(str(output_dir))(texts)]
+    onnx_tagger = pipeline("token-classification", model=str(output_dir), trust_remote_code=True, device="cpu")
+    fast_inference.use_onnx(onnx_tagger, tmp_path / "model.onnx")
+    spans = [[(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in onnx_tagger(texts)]
+    assert spans == expected
+    int8_tagger = pipeline("token-classification", model=str(output_dir), trust_remote_code=True, device="cpu")
+    fast_inference.quantize_int8(int8_tagger)
+    assert all(text[e["start"]:e["end"]] == e["word"] for text, entities in zip(texts, int8_tagger(texts))
+               for e in entities)
+
+
 @pytest.mark.parametrize("name", ["ernie", "roformer"])
 def test_train_py_starts_from_every_architecture_with_its_head(encoders, name, tmp_path):
     run_script(train_args(encoders[name, "head"], tmp_path / "model"))
