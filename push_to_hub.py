@@ -31,6 +31,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import HfArgumentParser
 
 from brat_ner.cli import parse_arguments, run_main
+from brat_ner.encoders import encoder_name
 from brat_ner.evaluation import report_to_markdown
 from brat_ner.trust import HANDLER_FILE, MODELING_FILE, sha256_of, trust_remote_code
 from dataset_script import ruijin_ner
@@ -329,7 +330,7 @@ def _column(metric: str) -> str:
 
 def _architecture(config: dict) -> str:
     """The model's layers in words, from its config: the classic model (no transformer layers) is no BERT."""
-    encoder = _encoder_name(config) if config.get("num_hidden_layers", 1) else "embedding"
+    encoder = encoder_name(config.get("encoder")) if config.get("num_hidden_layers", 1) else "embedding"
     layers = [encoder, *(["BiLSTM"] if config.get("use_lstm", True) else []), "CRF"]
     return " → ".join(layers)
 
@@ -464,15 +465,8 @@ def _data_text(corpus: dict | None, dataset_name: str) -> str:
             f"{corpus.get('window_chars', corpus.get('max_chars'))} characters.\n\n| split | documents | windows |\n| --- | ---: | ---: |\n{rows}\n")
 
 
-def _encoder_name(config: dict) -> str:
-    """The encoder's architecture as its papers name it, from its own config (folders saved before it had one: BERT)."""
-    model_type = (config.get("encoder") or {}).get("model_type", "bert")
-    names = {"bert": "BERT", "ernie": "ERNIE", "electra": "ELECTRA", "roformer": "RoFormer"}
-    return names.get(model_type, model_type)
-
-
 def _encoder_text(encoder: dict, config: dict) -> str:
-    layer = f"{_encoder_name(config)} encoder" if config.get("num_hidden_layers", 1) else "embedding layer"
+    layer = f"{encoder_name(config.get('encoder'))} encoder" if config.get("num_hidden_layers", 1) else "embedding layer"
     if encoder.get("encoder_config"):
         return (f"The {layer} was trained from random weights (configuration `{encoder['encoder_config']}`), "
                 "with the rest of the model.")

@@ -92,12 +92,15 @@ def read_encoder_config(name_or_path: str, option: str) -> dict:
     return AutoConfig.for_model(model_type, **fields).to_dict()
 
 
-def architecture(encoder: dict | None) -> str:
-    """The encoder's architecture by its transformers class name without ``Model`` (ELECTRA's is ``Electra``)."""
-    if encoder is None:
-        return "Bert"
-    config = AutoConfig.for_model(**encoder)
-    return AutoModel._model_mapping[type(config)].__name__.removesuffix("Model")
+ENCODER_NAMES = {"bert": "BERT", "ernie": "ERNIE", "electra": "ELECTRA", "roformer": "RoFormer"}
+"""The tested architectures by the names of their papers (others go by their ``model_type``)."""
+
+
+def encoder_name(encoder: dict | None) -> str:
+    """The architecture of an encoder config (a model config's ``encoder``; None, in a folder saved before the
+    encoder had a config of its own: BERT)."""
+    model_type = (encoder or {}).get("model_type", "bert")
+    return ENCODER_NAMES.get(model_type, model_type)
 
 
 def check_characters_in_vocabulary(tokenizer, windows, name: str, checked_windows: int = 200) -> None:
@@ -155,7 +158,7 @@ def load_report(model, info: dict, path: str, allow_random: bool) -> str:
     unused = sorted(key for key in info["unexpected_keys"] if key.startswith("bert.")
                     and not key.startswith("bert.pooler.") and not key.endswith("position_ids"))
     vectors_only = bool(loaded) and all(key.endswith("embeddings.word_embeddings.weight") for key in loaded)
-    name = architecture(model.config.encoder)
+    name = encoder_name(model.config.encoder)
     if (missing_encoder and not vectors_only or unused or not loaded) and not allow_random:
         keys = missing_encoder or unused
         problem = ("has no encoder weights this model can read" if not loaded else
@@ -166,7 +169,7 @@ def load_report(model, info: dict, path: str, allow_random: bool) -> str:
     fresh = [label for part, label in HEAD_PARTS.items() if any(key.startswith(part + ".") for key in missing)]
     if missing_encoder:
         fresh.insert(0, f"{len(missing_encoder)} encoder tensors")
-    return (f"encoder {name} from {path}: {len(loaded)} tensors loaded"
+    return (f"encoder {name} from {path}: {len(loaded)} tensor{'s' if len(loaded) != 1 else ''} loaded"
             + (" (character vectors)" if vectors_only and missing_encoder else "")
             + (f"; {', '.join(fresh)} start fresh" if fresh else ""))
 
@@ -245,13 +248,13 @@ def continued_model(model_args, settings: dict, label_names: list[str]):
     config = trained.config
     config.update(settings)
     if known == list(label_names):
-        logger.warning(f"model {path} ({architecture(config.encoder)} encoder) trained further: all weights loaded")
+        logger.warning(f"model {path} ({encoder_name(config.encoder)} encoder) trained further: all weights loaded")
         return trained
     model = BertBiLstmCrfForTokenClassification(config)
     model.load_state_dict(relabelled_state(trained.state_dict(), model.state_dict(), known, label_names))
     new = [name for name in label_names if name not in known]
     dropped = [name for name in known if name not in label_names]
-    logger.warning(f"model {path} ({architecture(config.encoder)} encoder) trained further: "
+    logger.warning(f"model {path} ({encoder_name(config.encoder)} encoder) trained further: "
                    f"{len(label_names) - len(new)} known labels keep their weights"
                    + (f", {len(new)} new ones start fresh ({', '.join(new)})" if new else "")
                    + (f", {len(dropped)} absent from the corpus are dropped ({', '.join(dropped)})" if dropped else ""))

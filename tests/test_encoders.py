@@ -26,7 +26,7 @@ from transformers import (
     pipeline,
 )
 
-from brat_ner.encoders import LABEL_TENSORS, build_model
+from brat_ner.encoders import ENCODER_NAMES, LABEL_TENSORS, build_model
 from conftest import REPO, SAMPLE, TINY_BERT, run_predict, run_script, sample_texts, small_training
 from dataset_script import ruijin_ner
 from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification, brat_annotations
@@ -98,8 +98,8 @@ def test_every_encoder_weight_is_loaded_bit_for_bit(encoders, name, form, caplog
     for key, value in expected.items():
         assert torch.equal(state[key], value), key
     report = [record.getMessage() for record in caplog.records if "tensors loaded" in record.getMessage()]
-    assert report == [f"encoder {ARCHITECTURES[name][1].__name__.removesuffix('Model')} from {folder}: "
-                      f"{len(expected)} tensors loaded; BiLSTM, linear, CRF start fresh"]
+    assert report == [f"encoder {ENCODER_NAMES[name]} from {folder}: {len(expected)} tensors loaded; BiLSTM, linear, "
+                      "CRF start fresh"]
 
 
 @pytest.fixture(scope="module")
