@@ -3,6 +3,7 @@ main process's clock), the moving average of the weights (--ema_decay), adversar
 (--fgm_epsilon) and the training metrics (NerMetrics), each through the real Trainer."""
 
 import copy
+import sys
 import types
 
 import numpy as np
@@ -22,11 +23,13 @@ from transformers import (
     TrainingArguments,
 )
 
-from brat_ner.trainer import NerMetrics
+import train
+from brat_ner import cli
+from brat_ner.trainer import NerMetrics, adversarial
 from brat_ner.trainer.adversarial import FgmTrainerMixin, embedding_tables, perturbed_along_gradient
 from brat_ner.trainer.time_budget import TimeBudget, TimeBudgetTrainer, TimeBudgetTrainingArguments
 from brat_ner.trainer.weight_average import WeightAverage, WeightAverageTrainerMixin
-from conftest import TINY_BERT, run_script, small_training, tiny_model
+from conftest import REPO, TINY_BERT, small_training, tiny_model
 from modeling_bert_bilstm_crf import (
     BertBiLstmCrfForTokenClassification,
 )
@@ -298,13 +301,51 @@ def test_epsilon_zero_is_a_plain_step(tmp_path):
 # ----- both through train.py -----
 
 
-def test_train_py_trains_with_both_regularisers(tmp_path):
-    """The whole script with --ema_decay and --fgm_epsilon: it trains, saves and reloads (the fixture's run
-    checks the rest of what train.py writes)."""
-    run_script(small_training(tmp_path / "model", "--num_train_epochs", "1", "--ema_decay", "0.9",
-                              "--fgm_epsilon", "1.0"))
+def test_train_py_saves_the_average_of_the_weights_its_fgm_steps_trained(tmp_path, monkeypatch):
+    """The whole script with --ema_decay and --fgm_epsilon, run in this process to watch it: every step is an
+    FGM step, and the model it saves (and reloads) holds the moving average of the weights those steps trained,
+    not the last step's weights."""
+    recorded = {"names": [], "start": [], "steps": [], "fgm_steps": 0}
+    start, update = WeightAverage.start, WeightAverage.update
+
+    def recording_start(self, model):
+        start(self, model)
+        recorded["names"], recorded["start"] = list(self.names), [a.clone() for a in self.averages]
+
+    def recording_update(self, model):
+        recorded["steps"].append([p.clone() for p in self._parameters(model)])
+        update(self, model)
+
+    def counting_perturbation(tables, epsilon):
+        recorded["fgm_steps"] += 1
+        return perturbed_along_gradient(tables, epsilon)
+
+    monkeypatch.setattr(WeightAverage, "start", recording_start)
+    monkeypatch.setattr(WeightAverage, "update", recording_update)
+    monkeypatch.setattr(adversarial, "perturbed_along_gradient", counting_perturbation)
+    arguments = small_training(tmp_path / "model", "--num_train_epochs", "1", "--ema_decay", "0.9",
+                               "--fgm_epsilon", "1.0")
+    monkeypatch.setattr(sys, "argv", arguments)
+    monkeypatch.chdir(REPO)
+    threads = torch.get_num_threads()
+    try:
+        cli.run_main(train.main, "train.py")
+    finally:
+        torch.set_num_threads(threads)  # train.py sizes the threads to the idle cores
+
+    steps = recorded["steps"]
+    assert len(steps) > 1 and recorded["fgm_steps"] == len(steps)
+    average = [tensor.clone() for tensor in recorded["start"]]
+    for n, weights in enumerate(steps, start=1):
+        decay = min(0.9, (1 + n) / (10 + n))
+        for averaged, trained in zip(average, weights, strict=True):
+            averaged += (1 - decay) * (trained - averaged)
     reloaded = BertBiLstmCrfForTokenClassification.from_pretrained(tmp_path / "model")
     assert reloaded.config.num_labels == 31
+    saved = dict(reloaded.named_parameters())
+    for name, averaged in zip(recorded["names"], average, strict=True):
+        torch.testing.assert_close(saved[name], averaged, msg=name)
+    assert not all(torch.equal(saved[name], last) for name, last in zip(recorded["names"], steps[-1], strict=True))
 
 
 # ----- training metrics (NerMetrics) -----
