@@ -171,7 +171,7 @@ def test_missing_encoder_weights_are_refused_unless_allowed(encoders, tmp_path):
     from safetensors.torch import save_file
     save_file({key: value for key, value in tensors.items() if "layer.0.output" not in key},
               folder / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"lacks 4 of the \d+ Bert encoder weights \(first: bert.encoder.layer.0"):
+    with pytest.raises(ValueError, match=r"lacks 4 of the \d+ BERT encoder weights \(first: bert.encoder.layer.0"):
         built(folder)
     model = built(folder, "--allow_random_encoder_weights", "true")
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, tensors["embeddings.word_embeddings.weight"])
