@@ -2,6 +2,7 @@
 AutoModel, resumption, accelerate, the classic baseline and the recipes of configs/, as a user runs it."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import pretrain_embeddings
 import train
 from brat_ner import cli
 from conftest import REPO, SAMPLE, TINY_BERT, run_script, sample_texts, small_training
+from dataset_script import ruijin_ner
 
 # ----- the session's run: files, evaluations, reloading, resuming -----
 
@@ -121,7 +123,22 @@ def test_accelerate_launch_runs_the_same_script(tmp_path):
     arguments = small_training(output_dir, "--num_train_epochs", "1")
     run_script(["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", *arguments])
-    assert (output_dir / "model.safetensors").is_file() and (output_dir / "test_report.json").is_file()
+    assert (output_dir / "model.safetensors").is_file()
+    # The metrics are the run's: one epoch, evaluated once, then the sample's test split scored type by type.
+    train_results = json.loads((output_dir / "train_results.json").read_text(encoding="utf-8"))
+    assert train_results["epoch"] == 1.0 and math.isfinite(train_results["train_loss"])
+    state = json.loads((output_dir / "trainer_state.json").read_text(encoding="utf-8"))
+    assert [entry["epoch"] for entry in state["log_history"] if "eval_f1" in entry] == [1.0]
+    test_documents = ruijin_ner.load(SAMPLE, name="brat", cache_dir=str(tmp_path / "cache"))["test"]
+    types = {entity["type"] for document in test_documents for entity in document["entities"]}
+    test_results = json.loads((output_dir / "test_results.json").read_text(encoding="utf-8"))
+    scores = ["test_f1", "test_macro_f1", "test_precision", "test_recall", "test_overlap_f1",
+              *(f"test_f1_{entity_type}" for entity_type in types)]
+    assert all(0 <= test_results[key] <= 1 for key in scores), test_results
+    assert math.isfinite(test_results["test_loss"]) and test_results["test_loss"] > 0
+    report = json.loads((output_dir / "test_report.json").read_text(encoding="utf-8"))
+    assert report["micro avg"]["f1-score"] == pytest.approx(test_results["test_f1"])
+    assert report["micro avg"]["support"] == sum(len(document["entities"]) for document in test_documents)
 
 
 # ----- refused before training -----
