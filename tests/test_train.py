@@ -102,7 +102,7 @@ def test_quickstart_configuration_runs_with_overrides(tmp_path):
 def test_cpu_recipe_is_skip_gram_embeddings_then_the_classic_model_with_bigrams_within_30_minutes():
     # The README's CPU recipe (configs/cpu-recipe.sh) as its two scripts read it: the embeddings are written where
     # train.py starts from, in the shapes it builds (the training path from such a folder runs end to end in
-    # test_pretrain_embeddings.py; classic + context + bigrams in test_context_and_scoring.py).
+    # test_pretraining.py; classic + context + bigrams in this module's classic baseline test).
     (embedding_args,) = cli.parse_arguments(pretrain_embeddings.argument_parser(),
                                                    ["configs/cpu-recipe-embeddings.json"])
     model_args, data_args, _, training_args = cli.parse_arguments(
