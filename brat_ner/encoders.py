@@ -227,13 +227,36 @@ def adopt_trained_head(model_args, model_name_or_path_default: str) -> None:
     saved = trained_model_config(model_args.model_name_or_path)
     if saved is None or model_args.encoder_config:
         return
-    defaults = {field.name: field.default for field in dataclasses.fields(model_args)}
-    for option in HEAD_OPTIONS:
-        given, trained = getattr(model_args, option), getattr(saved, option)
-        if given != defaults[option] and given != trained:
+    for option, given, trained in options_from_folder(model_args, saved, HEAD_OPTIONS):
+        if given != trained:
             raise ValueError(f"--{option} {given}: the model at {model_args.model_name_or_path} was trained with "
                              f"{trained}, and training it further keeps its head (leave --{option} out)")
-        setattr(model_args, option, trained)
+
+
+def adopt_trained_windows(model_name_or_path: str, data_args) -> None:
+    """For train.py before it reads the corpus: training a model written by train.py further, its windows
+    (``--window_chars``, ``--context_chars``) are the folder's unless given with other values than the defaults
+    (which this run may choose: the windows are not weights), said in one line."""
+    saved = trained_model_config(model_name_or_path)
+    if saved is None:
+        return
+    options_from_folder(data_args, saved, ("window_chars", "context_chars"))
+    logger.warning(f"windows of {data_args.window_chars} characters, {data_args.context_chars} of context: "
+                   f"{model_name_or_path} was trained on {saved.window_chars} and {saved.context_chars}")
+
+
+def options_from_folder(arguments, saved, options) -> list[tuple[str, object, object]]:
+    """Sets each of ``options`` left at its default in the ``arguments`` dataclass to the ``saved`` config's value;
+    returns (option, given value, saved value) of those given with another value. (An option given with its
+    default's value cannot be told from one left out: it takes the folder's too.)"""
+    defaults = {field.name: field.default for field in dataclasses.fields(arguments)}
+    given = []
+    for option in options:
+        if getattr(arguments, option) == defaults[option]:
+            setattr(arguments, option, getattr(saved, option))
+        else:
+            given.append((option, getattr(arguments, option), getattr(saved, option)))
+    return given
 
 
 def continued_model(model_args, settings: dict, label_names: list[str]):

@@ -26,7 +26,7 @@ from transformers import (
     pipeline,
 )
 
-from brat_ner.encoders import ENCODER_NAMES, LABEL_TENSORS, build_model
+from brat_ner.encoders import ENCODER_NAMES, LABEL_TENSORS, adopt_trained_windows, build_model
 from conftest import REPO, SAMPLE, TINY_BERT, run_predict, run_script, sample_texts, small_training
 from dataset_script import ruijin_ner
 from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification, brat_annotations
@@ -244,6 +244,16 @@ def test_a_trained_model_keeps_its_head_options(trained_model, capsys):
         parse(train_args(first, first / "unused", "--lstm_hidden_size", "64"))
     error = capsys.readouterr().err
     assert f"--lstm_hidden_size 64: the model at {first} was trained with 16" in error and error.count("\n") == 1
+
+
+def test_a_trained_model_keeps_its_windows_unless_given(trained_model):
+    first = trained_model[0]
+    data_args = parse(["train.py", "--model_name_or_path", str(first), "--output_dir", str(first / "unused")])[1]
+    adopt_trained_windows(str(first), data_args)
+    assert (data_args.window_chars, data_args.context_chars) == (62, 0)
+    data_args = parse(train_args(first, first / "unused", "--window_chars", "30"))[1]
+    adopt_trained_windows(str(first), data_args)
+    assert data_args.window_chars == 30
 
 
 # ----- Folders saved before this change -----
