@@ -100,13 +100,13 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
     changes = _argument_changes(output_dir / ARGUMENTS_NAME, arguments, only_common=True) if arguments else []
     if changes:
         raise ValueError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {again}")
+    missing = [name for name in record["outputs"] if not (output_dir / name).is_file()] if record else []
+    if missing:
+        raise ValueError(f"{output_dir}: {RECORD_NAME} lists files that are missing ({', '.join(missing)}); {again}")
     if record is not None and record["stage"] == MODEL_SAVED:
         logger.warning("%s holds a run stopped after saving its model: finishing it from the saved model, without "
                        "training again", output_dir)
         return lock
-    missing = [name for name in record["outputs"] if not (output_dir / name).is_file()] if record else []
-    if missing:
-        raise ValueError(f"{output_dir} holds a finished run that lost {', '.join(missing)}; {again}")
     found = f"{RECORD_NAME} and the files it lists" if record else f"{finished_marker} and the model"
     print(f"{script}: {output_dir} holds a finished run ({found} are there); nothing to do. Give "
           "--overwrite_output_dir to train again, or another --output_dir")

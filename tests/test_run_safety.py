@@ -113,6 +113,20 @@ def test_a_finished_run_whose_weights_changed_is_refused_naming_the_file(finishe
         claim(finished_copy)
 
 
+def test_a_run_that_lost_a_recorded_file_is_refused_naming_it(finished_copy):
+    (finished_copy / "training_curves.png").unlink()
+    with pytest.raises(ValueError, match=r"run_record.json lists files that are missing \(training_curves.png\)"):
+        claim(finished_copy)
+
+
+def test_overwrite_output_dir_deletes_the_record(finished_copy):
+    training_args = train.NerTrainingArguments(output_dir=str(finished_copy), use_cpu=True)
+    lock = runs.claim_output_dir("train.py", training_args, runs.RunArguments(overwrite_output_dir=True),
+                                 finished_marker="test_report.json")
+    lock.release()
+    assert not (finished_copy / runs.RECORD_NAME).exists() and (finished_copy / "model.safetensors").is_file()
+
+
 def test_predict_names_a_truncated_model_file_in_one_line(finished_copy):
     weights = finished_copy / "model.safetensors"
     os.truncate(weights, weights.stat().st_size // 2)
