@@ -8,11 +8,20 @@ tried in a browser. It is a Hugging Face Space as it stands (app.py, requirement
 its modelling file and its CRF-decoding pipeline come from the model repository through
 ``pipeline(..., trust_remote_code=True)``. The model is ``--model``, else ``MODEL_ID``, else the first of the
 ``models`` in this folder's README.md metadata (``push_to_hub.py --space_id`` writes it there).
+
+Loading the model runs its repository's Python code, so the app first checks that code with the project's
+trust helper (``brat_ner/trust.py``) and refuses any other unless ``--trust_remote_code`` is given or
+``ALLOW_REMOTE_CODE=1`` is set. Run from the repository, the code must be the project's own (any version of
+its modelling file). Published by ``push_to_hub.py --space_id``, the Space holds a copy of the helper
+(``trust.py``) and ``model_code.sha256``, the sha256 of the code uploaded with the model, which its uploader
+saw: the model repository's code must be exactly that. A Hub model is downloaded first, so the files checked
+are the files loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -20,10 +29,17 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
-from huggingface_hub import metadata_load
+from huggingface_hub import metadata_load, snapshot_download
 from transformers import pipeline
 
 SPACE_CARD = Path(__file__).with_name("README.md")
+# The code a published Space runs (push_to_hub.py writes it); absent when the app runs from the repository.
+PINNED_CODE = Path(__file__).with_name("model_code.sha256")
+# The trust helper: the copy published beside the app, else the repository's.
+TRUST_HELPER = next(path for path in (Path(__file__).with_name("trust.py"),
+                                      Path(__file__).resolve().parents[1] / "brat_ner" / "trust.py")
+                    if path.is_file())
+ALLOW_VARIABLE = "ALLOW_REMOTE_CODE"  # =1: run any model's code (a variable of the Space)
 MAX_CHARS = 5000  # keeps a request on a shared CPU Space short; predict.py takes documents of any length
 EXAMPLES = [
     "2 型糖尿病患者应每 3 个月检测一次糖化血红蛋白（HbA1c），目标值一般控制在 7.0% 以下。",
@@ -47,9 +63,50 @@ def model_reference(argument: str | None = None) -> str:
     return reference
 
 
-def load_tagger(reference: str):
-    """The model's own token-classification pipeline (CRF decoding, character offsets) on the CPU."""
-    return pipeline("token-classification", model=reference, trust_remote_code=True, device="cpu")
+def remote_code_allowed(flag: bool) -> bool:
+    return flag or os.environ.get(ALLOW_VARIABLE) == "1"
+
+
+def load_tagger(reference: str, allow_remote_code: bool = False):
+    """The model's own token-classification pipeline (CRF decoding, character offsets) on the CPU, once its
+    code is known to be the project's (the published one's, in a Space) or its running allowed."""
+    folder = model_folder(reference)
+    if not allow_remote_code:
+        check_model_code(folder, reference)
+    return pipeline("token-classification", model=str(folder), trust_remote_code=True, device="cpu")
+
+
+def model_folder(reference: str) -> Path:
+    """A local model folder, or a Hub model downloaded (to the Hub cache): the files to check and load."""
+    if Path(reference).is_dir():
+        return Path(reference)
+    if trust_helper().looks_local(reference):
+        raise SystemExit(f"app.py: {reference}: no such folder")
+    try:
+        return Path(snapshot_download(reference))
+    except (OSError, ValueError) as error:  # not found, offline, not a repository id
+        raise SystemExit(f"app.py: {reference}: {error}") from None
+
+
+def check_model_code(folder: Path, reference: str) -> None:
+    """Refuse a model whose Python code is not the known code, saying how to allow it."""
+    trust = trust_helper()
+    if PINNED_CODE.is_file():
+        known, whose = trust.read_hashes(PINNED_CODE), f"the one published with this Space ({PINNED_CODE.name})"
+    else:
+        known, whose = trust.project_code(), "this project's"
+    problem = trust.foreign_code(folder, known, whose)
+    if problem:
+        raise SystemExit(f"app.py: {reference} {problem}; loading it runs that repository's Python code. Set "
+                         f"{ALLOW_VARIABLE}=1 or give --trust_remote_code if you trust that code")
+
+
+def trust_helper():
+    """brat_ner/trust.py (or its published copy), loaded from its file: the Space has no brat_ner package."""
+    spec = importlib.util.spec_from_file_location("brat_ner_trust", TRUST_HELPER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tag(tagger, text: str, downloads: Path):
@@ -100,9 +157,12 @@ def main():
     parser.add_argument("--model", help="train.py output folder or Hub id (default: MODEL_ID, then README.md)")
     parser.add_argument("--host", help="address to serve on (default: gradio's, 127.0.0.1 or GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, help="port (default: gradio's, 7860 or GRADIO_SERVER_PORT)")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help=f"run the model's code even when it is not the known code (or set {ALLOW_VARIABLE}=1)")
     args = parser.parse_args()
     reference = model_reference(args.model)
-    build_demo(load_tagger(reference), reference).launch(server_name=args.host, server_port=args.port)
+    tagger = load_tagger(reference, remote_code_allowed(args.trust_remote_code))
+    build_demo(tagger, reference).launch(server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_inference import RecordingApi
+from test_push_to_hub import RecordingApi
+from test_trust import EARLIER_MODEL, tampered_copy
 
 import modeling_bert_bilstm_crf
 import predict
 import push_to_hub
+from brat_ner import cli, trust
 from conftest import REPO
 
 MODEL_ID, SPACE_ID = "someone/chinese-medical-ner", "someone/chinese-medical-ner-demo"
@@ -45,7 +47,8 @@ def space_folder(trained_model, tmp_path_factory):
 def test_dry_run_writes_a_space_wired_to_the_model(space_folder):
     from huggingface_hub import SpaceCard
 
-    assert sorted(path.name for path in space_folder.iterdir()) == ["README.md", "app.py", "requirements.txt"]
+    assert sorted(path.name for path in space_folder.iterdir()) == ["README.md", "app.py", "model_code.sha256",
+                                                                     "requirements.txt", "trust.py"]
     metadata = SpaceCard.load(space_folder / "README.md").data.to_dict()
     assert metadata["sdk"] == "gradio" and metadata["app_file"] == "app.py" and metadata["models"] == [MODEL_ID]
     assert (space_folder / "app.py").read_bytes() == (REPO / "space" / "app.py").read_bytes()
@@ -76,15 +79,17 @@ def test_push_uploads_the_space_after_the_model(trained_model):
     assert [call[:2] for call in api.calls] == [("create_repo", MODEL_ID), ("upload_folder", MODEL_ID),
                                                 ("create_repo", SPACE_ID), ("upload_folder", SPACE_ID)]
     assert api.calls[2][2] == {"repo_type": "space", "space_sdk": "gradio", "private": False, "exist_ok": True}
-    assert api.calls[3][2] == ["README.md", "app.py", "requirements.txt"] and api.calls[3][3] == "*"
+    assert api.calls[3][2] == ["README.md", "app.py", "model_code.sha256", "requirements.txt", "trust.py"]
+    assert api.calls[3][3] == "*"
 
 
-def test_bad_space_id_is_refused_before_anything_is_written(trained_model, tmp_path, monkeypatch):
+def test_bad_space_id_is_refused_before_anything_is_written(trained_model, tmp_path, monkeypatch, capsys):
     model_dir, _ = trained_model
     monkeypatch.setattr(sys, "argv", ["push_to_hub.py", "--model_dir", str(model_dir), "--repo_id", MODEL_ID,
                                       "--space_id", "not a repo id", "--dry_run", str(tmp_path / "out")])
-    with pytest.raises(SystemExit, match="--space_id"):
-        push_to_hub.main()
+    with pytest.raises(SystemExit) as refusal:
+        cli.run_main(push_to_hub.main, "push_to_hub.py")
+    assert refusal.value.code == 2 and capsys.readouterr().err.startswith("push_to_hub.py: --space_id: ")
     assert not (tmp_path / "out").exists()
 
 
@@ -98,6 +103,46 @@ def test_app_finds_its_model_in_the_space_card(space_folder, monkeypatch):
     monkeypatch.delenv("MODEL_ID")
     with pytest.raises(SystemExit, match="no model: give --model, set MODEL_ID"):
         _load_app(REPO / "space").model_reference()  # the repository's card names no model yet
+
+
+@pytest.mark.parametrize("published", [True, False], ids=["published", "from-the-repository"])
+def test_app_refuses_a_tampered_model_unless_allowed(published, space_folder, trained_model, tmp_path, monkeypatch):
+    """A model folder whose code is not the known code (the code published with the Space; run from the
+    repository, the project's own) stops the app before that code runs, with one line saying how to allow it;
+    ALLOW_REMOTE_CODE=1 allows it."""
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install -r requirements.txt)")
+    app = _load_app(space_folder if published else REPO / "space")
+    marker = tmp_path / "ran.txt"
+    tampered = tampered_copy(trained_model[0], tmp_path / f"tampered_{'published' if published else 'repo'}", marker)
+    monkeypatch.delenv(app.ALLOW_VARIABLE, raising=False)
+    with pytest.raises(SystemExit) as refusal:  # what main() runs before it serves the page
+        app.load_tagger(str(tampered), app.remote_code_allowed(False))
+    whose = "the one published with this Space (model_code.sha256)" if published else "this project's"
+    assert refusal.value.code == (f"app.py: {tampered} holds a {trust.MODELING_FILE} that differs from {whose}; "
+                                  "loading it runs that repository's Python code. Set ALLOW_REMOTE_CODE=1 or give "
+                                  "--trust_remote_code if you trust that code")
+    assert not marker.exists()
+    monkeypatch.setenv(app.ALLOW_VARIABLE, "1")
+    app.load_tagger(str(tampered), app.remote_code_allowed(False))
+    assert marker.read_text() == "ran"
+
+
+def test_app_from_the_repository_runs_earlier_versions_of_the_projects_code(space_folder, monkeypatch):
+    """Run from the repository, the app loads a folder of an earlier version of the project; the published
+    Space holds to the code it was published with."""
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install -r requirements.txt)")
+    monkeypatch.delenv("ALLOW_REMOTE_CODE", raising=False)
+    tagger = _load_app(REPO / "space").load_tagger(str(EARLIER_MODEL))
+    assert isinstance(tagger("二甲双胍 500 mg 每日 2 次口服"), list)
+    with pytest.raises(SystemExit, match="differs from the one published with this Space"):
+        _load_app(space_folder).load_tagger(str(EARLIER_MODEL))
+
+
+def test_app_says_no_such_folder_for_a_mistyped_path(space_folder):
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install -r requirements.txt)")
+    with pytest.raises(SystemExit) as refusal:
+        _load_app(space_folder).load_tagger("./outputs/no_such_model")
+    assert refusal.value.code == "app.py: ./outputs/no_such_model: no such folder"
 
 
 def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request, tmp_path):
