@@ -265,8 +265,12 @@ def continued_model(model_args, settings: dict, label_names: list[str]):
     fresh, and labels the new corpus lacks are dropped, said in one line."""
     path = model_args.model_name_or_path
     with quiet_transformers():
-        trained = BertBiLstmCrfForTokenClassification.from_pretrained(
-            path, attn_implementation=model_args.attn_implementation)
+        trained, info = BertBiLstmCrfForTokenClassification.from_pretrained(
+            path, attn_implementation=model_args.attn_implementation, output_loading_info=True)
+    unread = sorted(info["missing_keys"]) + sorted(info["unexpected_keys"])
+    if unread:
+        raise ValueError(f"--model_name_or_path {path}: its weights do not fit its config (first: "
+                         f"{', '.join(unread[:3])}): is model.safetensors the one train.py wrote there?")
     known = [trained.config.id2label[index] for index in range(trained.config.num_labels)]
     config = trained.config
     config.update(settings)
