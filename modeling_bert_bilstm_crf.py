@@ -3,11 +3,12 @@
 One self-contained file (imports only torch and transformers, plus the standard library) so it can be
 shipped next to a checkpoint and loaded with ``trust_remote_code=True``:
 
-* ``BertBiLstmCrfConfig``: a ``BertConfig`` with the head's settings (``use_lstm``, ``lstm_hidden_size``, ...).
-* ``BertBiLstmCrfForTokenClassification``: ``BertModel`` -> optional BiLSTM -> dropout -> linear emissions
-  -> ``CRF``. ``forward(..., labels)`` returns the mean CRF negative log-likelihood as ``loss`` and the
-  emission scores as ``logits``; ``decode(...)`` returns Viterbi tags with -100 at positions the CRF does
-  not see ([CLS], [SEP], padding, anything labelled -100).
+* ``BertBiLstmCrfConfig``: the encoder's own config (``encoder``: BERT, ERNIE, ELECTRA, RoFormer ...) with the
+  head's settings (``use_lstm``, ``lstm_hidden_size``, ...).
+* ``BertBiLstmCrfForTokenClassification``: the encoder (``AutoModel``) -> optional BiLSTM -> dropout -> linear
+  emissions -> ``CRF``. ``forward(..., labels)`` returns the mean CRF negative log-likelihood as ``loss`` and the
+  emission scores as ``logits``; ``decode(...)`` returns a ``CrfDecoderOutput`` whose ``tags`` are the Viterbi
+  tags with -100 at positions the CRF does not see ([CLS], [SEP], padding, anything labelled -100).
 * ``CRF``: a drop-in, faster replacement for pytorch-crf's ``torchcrf.CRF`` (same parameter names and
   interface, log-likelihood from ``forward``) that also accepts masks with holes.
 """

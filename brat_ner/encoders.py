@@ -132,7 +132,7 @@ def pretrained_encoder_model(model_args, settings):
     check_saved_bigram_table(model_args)
     encoder = read_encoder_config(path, "--model_name_or_path")
     config = BertBiLstmCrfConfig(encoder=encoder, **settings)
-    prefix = AutoModel._model_mapping[type(AutoConfig.for_model(**encoder))].base_model_prefix
+    prefix = AutoModel._model_mapping[type(config.encoder_config())].base_model_prefix
     with quiet_transformers():
         model, info = BertBiLstmCrfForTokenClassification.from_pretrained(
             path, config=config, attn_implementation=model_args.attn_implementation,
