@@ -81,6 +81,27 @@ def test_only_a_hub_id_gets_the_remote_code_advice(monkeypatch, capsys):
     assert message.endswith("Add --trust_remote_code if you trust that code")
 
 
+# ----- the notebook -----
+
+
+def test_notebook_refuses_a_tampered_model_folder(trained_model, tmp_path, monkeypatch):
+    """notebooks/explore.ipynb loads NER_MODEL_DIR through the trust helper: a folder whose code is not the
+    project's stops the prediction cell before that code runs."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    marker = tmp_path / "ran.txt"
+    monkeypatch.setenv("NER_MODEL_DIR", str(tampered_copy(trained_model[0], tmp_path / "tampered_notebook", marker)))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    notebook_path = REPO / "notebooks" / "explore.ipynb"
+    client = NotebookClient(nbformat.read(notebook_path, as_version=4), kernel_name="python3", timeout=120,
+                            resources={"metadata": {"path": str(notebook_path.parent)}})
+    with pytest.raises(CellExecutionError, match=f"holds a {trust.MODELING_FILE} that differs from this project's"):
+        client.execute()
+    assert not marker.exists()
+
+
 # ----- push_to_hub.py -----
 
 
