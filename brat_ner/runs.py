@@ -33,6 +33,7 @@ ARGUMENTS_NAME = "run_arguments.json"
 CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 RECORD_NAME = "run_record.json"
 MODEL_SAVED, FINISHED = "model saved", "finished"  # the stages a record names
+TRAIN_AGAIN = "give --overwrite_output_dir to train again, or another --output_dir"
 
 
 @dataclass
@@ -93,16 +94,16 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
     # A run from before the records: finished when it holds the file its script wrote last, and its weights.
     if record is None and not ((output_dir / finished_marker).is_file() and _has_weights(output_dir)):
         return lock  # nothing trained to the end here: train afresh or resume a checkpoint
-    again = "give --overwrite_output_dir to train again, or another --output_dir"
     problem = _weights_problem(output_dir, record)
     if problem:
-        raise ValueError(f"{output_dir}: {problem}; {again}")
+        raise ValueError(f"{output_dir}: {problem}; {TRAIN_AGAIN}")
     changes = _argument_changes(output_dir / ARGUMENTS_NAME, arguments, only_common=True) if arguments else []
     if changes:
-        raise ValueError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {again}")
+        raise ValueError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {TRAIN_AGAIN}")
     missing = [name for name in record["outputs"] if not (output_dir / name).is_file()] if record else []
     if missing:
-        raise ValueError(f"{output_dir}: {RECORD_NAME} lists files that are missing ({', '.join(missing)}); {again}")
+        raise ValueError(f"{output_dir}: {RECORD_NAME} lists files that are missing ({', '.join(missing)}); "
+                         f"{TRAIN_AGAIN}")
     if record is not None and record["stage"] == MODEL_SAVED:
         logger.warning("%s holds a run stopped after saving its model: finishing it from the saved model, without "
                        "training again", output_dir)
@@ -137,8 +138,7 @@ def read_record(output_dir: Path) -> dict | None:
     except (ValueError, UnicodeDecodeError):
         record = None
     if not isinstance(record, dict) or not {"stage", "weights", "outputs"} <= record.keys():
-        raise ValueError(f"{path} is not a run record; give --overwrite_output_dir to train again, or another "
-                         "--output_dir")
+        raise ValueError(f"{path} is not a run record; {TRAIN_AGAIN}")
     return record
 
 
@@ -156,7 +156,8 @@ def finish_saved_model(trainer) -> dict | None:
     with them (``train_results.json``), so that only what follows the save is done again. None for any other
     folder: the model is still to be trained."""
     output_dir = Path(trainer.args.output_dir)
-    if not (output_dir / RECORD_NAME).is_file() or read_record(output_dir)["stage"] != MODEL_SAVED:
+    record = read_record(output_dir)
+    if record is None or record["stage"] != MODEL_SAVED:
         return None
     trainer._load_from_checkpoint(str(output_dir))  # as Trainer loads the best checkpoint: any layout, any device
     trainer.state = TrainerState.load_from_json(str(output_dir / "trainer_state.json"))
