@@ -15,14 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchcrf
-from transformers import (
-    AutoTokenizer,
-    BertConfig,
-    BertForMaskedLM,
-    BertModel,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel, Trainer, TrainingArguments
 
 import modeling_bert_bilstm_crf as modeling
 from brat_ner.training_data import blank_free_tags

@@ -17,7 +17,8 @@ from modeling_bert_bilstm_crf import bio_to_spans
 
 NOTEBOOK = REPO / "notebooks" / "explore.ipynb"
 # Appended to the executed copy only: the error table as data, to check its numbers rather than its rendering.
-PROBE = 'import json; print("PROBE" + json.dumps(errors.to_dict() if "errors" in globals() else None, ensure_ascii=False))'
+PROBE = ('import json; print("PROBE" + json.dumps(errors.to_dict() if "errors" in globals() else None, '
+         'ensure_ascii=False))')
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,7 @@ from conftest import REAL_CORPUS, REPO, SAMPLE, predict_error, run_predict, run_
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_annotation_conf, read_document
 from dataset_script.ruijin_ner import spans_to_bio
-from modeling_bert_bilstm_crf import (
-    bio_to_spans,
-)
+from modeling_bert_bilstm_crf import bio_to_spans
 
 # ----- entities written as brat .ann lines -----
 

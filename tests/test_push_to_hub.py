@@ -127,7 +127,8 @@ def test_push_refuses_bad_arguments_before_uploading(trained_model, tmp_path):
             shutil.copy(path, tmp_path / "no-tokenizer" / path.name)
     cases = [({"repo_id": "not a/valid id"}, "Repo id must"),
              ({"model_dir": str(tmp_path / "nowhere")}, "no such folder"),
-             ({"model_dir": str(tmp_path / "no-tokenizer")}, "lacks tokenizer_config.json, tokenizer.json or vocab.txt")]
+             ({"model_dir": str(tmp_path / "no-tokenizer")},
+              "lacks tokenizer_config.json, tokenizer.json or vocab.txt")]
     for changes, message in cases:
         arguments = push_to_hub.PushArguments(**{"model_dir": str(model_dir), "repo_id": "someone/ner", **changes})
         with pytest.raises(SystemExit, match=message):

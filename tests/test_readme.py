@@ -14,7 +14,8 @@ def test_readme_python_examples_run_as_written(trained_model):
     section = readme.split("## Use a trained model", 1)[1].split("\n## ", 1)[0]
     code = "".join(re.findall(r"```python\n(.*?)```", section, re.S)).replace("outputs/quickstart", str(model_dir))
     completed = run_script(["-c", code + "\nprint(len(tags), type(model).__name__)"])
-    assert completed.stdout.split()[-2:] == [str(len("2 型糖尿病患者口服二甲双胍")), "BertBiLstmCrfForTokenClassification"]
+    assert completed.stdout.split()[-2:] == [str(len("2 型糖尿病患者口服二甲双胍")),
+                                             "BertBiLstmCrfForTokenClassification"]
 
 
 def test_output_folders_of_the_readme_are_git_ignored():

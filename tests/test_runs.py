@@ -115,7 +115,8 @@ def test_resuming_under_other_arguments_is_refused_and_names_them(concurrent_run
     arguments[arguments.index("--learning_rate") + 1] = "2e-3"
     completed = run_script([*arguments, "--lstm_layers", "2"], succeeds=False)
     message = completed.stderr.strip().splitlines()[-1]
-    assert message.startswith(f"train.py: {interrupted / 'checkpoint-'}") and "was trained with other arguments" in message
+    assert message.startswith(f"train.py: {interrupted / 'checkpoint-'}")
+    assert "was trained with other arguments" in message
     assert "learning_rate 0.001 -> 0.002" in message and "lstm_layers 1 -> 2" in message
     assert {path: path.read_bytes() for path in interrupted.rglob("*") if path.is_file()} == before
 

@@ -30,9 +30,7 @@ from brat_ner.trainer.adversarial import FgmTrainerMixin, embedding_tables, pert
 from brat_ner.trainer.time_budget import TimeBudget, TimeBudgetTrainer, TimeBudgetTrainingArguments
 from brat_ner.trainer.weight_average import WeightAverage, WeightAverageTrainerMixin
 from conftest import REPO, TINY_BERT, small_training, tiny_model
-from modeling_bert_bilstm_crf import (
-    BertBiLstmCrfForTokenClassification,
-)
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
 
 # ----- the time budget -----
 

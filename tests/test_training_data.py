@@ -5,9 +5,7 @@ from transformers import AutoTokenizer
 
 from brat_ner.training_data import blank_free_tags, encode_batch
 from conftest import TINY_BERT
-from modeling_bert_bilstm_crf import (
-    CharacterEncoder,
-)
+from modeling_bert_bilstm_crf import CharacterEncoder
 
 
 def test_encode_batch_hides_the_context_from_the_labels():
