@@ -390,7 +390,9 @@ ner({first["text"]!r})
 ```
 
 The model's code is part of this repository, hence `trust_remote_code=True`. Hosted inference widgets may not
-run custom code, so run the model locally if the widget on this page gives no answer.
+run custom code, so run the model locally if the widget on this page gives no answer. For an Inference
+Endpoint, `handler.py` of this repository runs the same pipeline: it takes `{{"inputs": text or [texts],
+"parameters": {{"brat": true}}}}` and returns the entities (with `brat`, also each text's brat `.ann` lines).
 
 The pipeline decodes with the CRF (Viterbi), not with the argmax of each character's scores, and returns
 character offsets into the input. The model itself takes one input position per character (blanks left out

@@ -26,7 +26,7 @@ class EndpointHandler:
         # The model file's own brat writer (the pipeline's module), as predict.py and the demo Space use.
         self.brat_annotations = sys.modules[type(self.pipeline).__module__].brat_annotations
 
-    def __call__(self, data: dict) -> list:
+    def __call__(self, data: dict) -> list | dict:
         inputs = data.get("inputs") if isinstance(data, dict) else None
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):

@@ -38,6 +38,8 @@ def handler(model_repository):
 def test_repository_holds_the_handler_and_its_requirements(model_repository):
     for name in ("handler.py", "requirements.txt"):
         assert (model_repository / name).read_bytes() == (REPO / "endpoint" / name).read_bytes()
+    assert '`handler.py` of this repository runs the same pipeline: it takes `{"inputs": text or [texts],' in (
+        model_repository / "README.md").read_text(encoding="utf-8")  # the model card says how to call it
 
 
 def test_handler_requirements_pin_the_projects_versions():
