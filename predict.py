@@ -27,6 +27,10 @@ this project's own file (a folder written by train.py) or the user gives --trust
 
 from __future__ import annotations
 
+from brat_ner.cli import exit_early_for_help
+
+exit_early_for_help(__name__, "predict.py")  # --help from its stored page: the imports below take seconds
+
 import json
 import sys
 from dataclasses import dataclass, field
@@ -39,7 +43,7 @@ from transformers import HfArgumentParser, pipeline
 
 from brat_ner import fast_inference
 from brat_ner.cli import check_at_least, parse_arguments, run_main
-from brat_ner.evaluation import reports_to_markdown, score_both, write_reports
+from brat_ner.evaluation import reports_to_markdown, score_against_gold, write_reports
 from brat_ner.files import OutputLock, atomic_write, check_writable_folder
 from brat_ner.runs import check_model_weights
 from brat_ner.tagging import tag_texts
@@ -318,19 +322,6 @@ def check_gold_matches(gold_documents: list[dict], documents: dict[str, str]) ->
     if differing:
         raise ValueError(f"the gold .txt of {', '.join(differing[:5])} differs from the text to tag (line "
                  "endings?), so their offsets cannot be compared")
-
-
-def score_against_gold(gold_documents: list[dict], predictions: dict[str, list[dict]]) -> dict[str, dict]:
-    """Brat-level scores over the predicted documents, ``{"strict": ..., "overlap": ...}`` (``score_both``):
-    strict needs the same document, type, first and last offset; overlap the same document and type and
-    overlapping spans, one to one. Every usable gold entity counts, nested ones too (the model can predict one
-    entity per character)."""
-    gold_documents = {doc["document_id"]: doc for doc in gold_documents}
-    gold = [(document_id, entity["type"], entity["start"], entity["end"])
-            for document_id in predictions for entity in gold_documents[document_id]["entities"]]
-    predicted = [(document_id, entity["entity_group"], entity["start"], entity["end"])
-                 for document_id, entities in predictions.items() for entity in entities]
-    return score_both(gold, predicted)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ scale. A BERT encoder is pretrained by pretrain_mlm.py instead.
 
 from __future__ import annotations
 
+from brat_ner.cli import exit_early_for_help
+
+exit_early_for_help(__name__, "pretrain_embeddings.py")  # --help from its stored page: the imports below take seconds
+
 import json
 import logging
 from dataclasses import dataclass, field

@@ -18,6 +18,10 @@ NER (one position per character, blanks left out by default, ``CharacterEncoder`
 
 from __future__ import annotations
 
+from brat_ner.cli import exit_early_for_help
+
+exit_early_for_help(__name__, "pretrain_mlm.py")  # --help from its stored page: the imports below take seconds
+
 import logging
 from dataclasses import dataclass, field
 
@@ -77,8 +81,12 @@ class MlmTrainingArguments(TimeBudgetTrainingArguments):
     )
 
 
+def argument_parser() -> HfArgumentParser:
+    return HfArgumentParser((PretrainArguments, MlmTrainingArguments, RunArguments), prog="pretrain_mlm.py")
+
+
 def main():
-    parser = HfArgumentParser((PretrainArguments, MlmTrainingArguments, RunArguments), prog="pretrain_mlm.py")
+    parser = argument_parser()
     args, training_args, run_args = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(training_args.seed)

@@ -33,6 +33,7 @@ from transformers import HfArgumentParser
 from brat_ner.cli import parse_arguments, run_main
 from brat_ner.encoders import encoder_name
 from brat_ner.evaluation import report_to_markdown
+from brat_ner.runs import unfinished_run_problem
 from brat_ner.trust import HANDLER_FILE, MODELING_FILE, sha256_of, trust_remote_code
 from dataset_script import ruijin_ner
 
@@ -208,6 +209,9 @@ def build_repository(model_dir: Path, folder: Path, args) -> None:
         missing.append(" or ".join(TOKENIZER_VOCABULARIES))
     if missing:
         raise ValueError(f"{model_dir} lacks {', '.join(missing)}: is it a train.py output folder?")
+    unfinished = unfinished_run_problem(model_dir)  # the card and plots come from what the run wrote last
+    if unfinished:
+        raise ValueError(f"{model_dir}: {unfinished}")
     trust_remote_code(str(model_dir), args.trust_remote_code)  # its code goes public, and the Space runs it
     folder.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES + TOKENIZER_VOCABULARIES + OPTIONAL_FILES:
@@ -343,17 +347,18 @@ def _card_text(args, config: dict, report: dict, overlap_report: dict | None, co
         label_table = "| type | 中文 |\n| --- | --- |\n" + "\n".join(
             f"| {name} | {ruijin_ner.RUIJIN_TYPE_NAMES_ZH[name]} |" for name in types)
         subject = "Chinese medical named entities"
-        intended_use = """Finding diseases, tests, drugs, anatomy, symptoms and the other types below in Chinese clinical-guideline and
-scientific text, for research, curation and pre-annotation. It is not a medical device: do not make clinical
-decisions from its output without review by a professional."""
+        intended_use = """Finding diseases, tests, drugs, anatomy, symptoms and the other types below in Chinese
+clinical-guideline and scientific text, for research, curation and pre-annotation. It is not a medical device: do
+not make clinical decisions from its output without review by a professional."""
         other_text = "text of other specialties or registers (clinical notes, colloquial text)"
     else:
         label_table = "| type |\n| --- |\n" + "\n".join(f"| {name} |" for name in types)
         subject = "named entities"
-        intended_use = f"""Finding {_joined(types)} entities in text like that of the training corpus, for research, curation and
-pre-annotation. Review its output before relying on it: see the per-type scores below."""
+        intended_use = f"""Finding {_joined(types)} entities in text like that of the training corpus, for research,
+curation and pre-annotation. Review its output before relying on it: see the per-type scores below."""
         other_text = "text unlike the training corpus (other domains, registers or sources)"
     corpus_phrase = f"`{dataset_name}`" if dataset_name != UNNAMED_CORPUS else dataset_name
+    corpus_article = "the brat corpus " if dataset_name != UNNAMED_CORPUS else ""
     first, second = examples[0], examples[min(1, len(examples) - 1)]
     micro, macro = report["micro avg"]["f1-score"], report["macro avg"]["f1-score"]
     documents = corpus["splits"]["test"]["documents"] if corpus else None
@@ -364,9 +369,10 @@ pre-annotation. Review its output before relying on it: see the per-type scores 
     return f"""# {args.repo_id.split('/')[-1]}
 
 A character-level {architecture} tagger{bigram_phrase} for {subject} ({len(types)} types,
-{len(config['id2label'])} BIO tags), trained on {"the brat corpus " if dataset_name != UNNAMED_CORPUS else ""}{corpus_phrase}. Test micro-F1 **{micro:.3f}**,
-macro-F1 **{macro:.3f}** over the {report["micro avg"]["support"]} entities of the test split{test_documents}
-(entity level: type and both boundaries must match; documents held out from training and model selection).
+{len(config['id2label'])} BIO tags), trained on {corpus_article}{corpus_phrase}.
+Test micro-F1 **{micro:.3f}**, macro-F1 **{macro:.3f}** over the {report["micro avg"]["support"]} entities of the
+test split{test_documents} (entity level: type and both boundaries must match; documents held out from training
+and model selection).
 
 ## Intended use
 
@@ -463,12 +469,14 @@ def _data_text(corpus: dict | None, dataset_name: str) -> str:
     rows = "\n".join(f"| {split} | {sizes['documents']} | {sizes['windows']} |"
                      for split, sizes in corpus["splits"].items())
     name = "The corpus" if dataset_name == UNNAMED_CORPUS else f"The corpus `{dataset_name}`"
-    return (f"{name} was split by document ({corpus['split_rule']}); windows of at most "
-            f"{corpus.get('window_chars', corpus.get('max_chars'))} characters.\n\n| split | documents | windows |\n| --- | ---: | ---: |\n{rows}\n")
+    window_chars = corpus.get("window_chars", corpus.get("max_chars"))  # the name of folders written before
+    return (f"{name} was split by document ({corpus['split_rule']}); windows of at most {window_chars} characters."
+            f"\n\n| split | documents | windows |\n| --- | ---: | ---: |\n{rows}\n")
 
 
 def _encoder_text(encoder: dict, config: dict) -> str:
-    layer = f"{encoder_name(config.get('encoder'))} encoder" if config.get("num_hidden_layers", 1) else "embedding layer"
+    has_layers = config.get("num_hidden_layers", 1)
+    layer = f"{encoder_name(config.get('encoder'))} encoder" if has_layers else "embedding layer"
     if encoder.get("encoder_config"):
         return (f"The {layer} was trained from random weights (configuration `{encoder['encoder_config']}`), "
                 "with the rest of the model.")

@@ -20,6 +20,10 @@ overlapping spans, one to one), the plots and the training figures are written t
 
 from __future__ import annotations
 
+from brat_ner.cli import exit_early_for_help
+
+exit_early_for_help(__name__, "train.py")  # --help from its stored page: the imports below take seconds
+
 import logging
 import os
 from dataclasses import dataclass, field
@@ -38,8 +42,8 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from brat_ner import fast_inference
-from brat_ner.cli import check_at_least, parse_arguments, run_main
-from brat_ner.encoders import build_model, encoder_positions
+from brat_ner.cli import check_at_least, check_positive, parse_arguments, run_main
+from brat_ner.encoders import adopt_trained_head, adopt_trained_windows, build_model, encoder_positions
 from brat_ner.evaluation import reports_to_markdown, write_reports
 from brat_ner.fast_inference import NUM_THREADS_HELP
 from brat_ner.reporting import (
@@ -67,6 +71,7 @@ from brat_ner.training_data import (
     oversample_rare_types,
     warn_blank_only_entities,
 )
+from brat_ner.trust import is_project_folder
 from dataset_script import ruijin_ner
 from modeling_bert_bilstm_crf import check_window_fits
 
@@ -79,13 +84,21 @@ class ModelArguments:
 
     model_name_or_path: str = field(
         default="bert-base-chinese",
-        metadata={"help": "Pretrained BERT (Hub id or folder), e.g. one written by pretrain_mlm.py, or a checkpoint "
-                          "of this model. Ignored for the weights when --encoder_config is given."},
+        metadata={"help": "Pretrained encoder (Hub id or folder) of a BERT-like architecture (BERT, RoBERTa-wwm, "
+                          "MacBERT, ERNIE, ELECTRA, RoFormer), as a base model or with its pre-training head, e.g. one "
+                          "written by pretrain_mlm.py or pretrain_embeddings.py; or a model written by train.py, to "
+                          "train it further with its own head (new entity types start fresh)."},
     )
     encoder_config: str | None = field(
         default=None,
-        metadata={"help": "Build the encoder from this BERT config (file or folder) with random weights instead of "
-                          "loading pretrained ones: for tests and the offline quickstart."},
+        metadata={"help": "Build the encoder from this config (file or folder) with random weights instead of "
+                          "loading pretrained ones: for tests and the offline quickstart. Not with "
+                          "--model_name_or_path."},
+    )
+    allow_random_encoder_weights: bool = field(
+        default=False,
+        metadata={"help": "Train even when some encoder weights are not in --model_name_or_path (they start from "
+                          "random values); without it such a start is refused."},
     )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer (vocabulary) folder or Hub id, if not --model_name_or_path."}
@@ -119,6 +132,13 @@ class ModelArguments:
                           "On by default: as good or better on validation in both CPU models measured "
                           "(docs/experiments.md); false decodes as before."},
     )
+
+    def __post_init__(self):
+        check_positive(head_learning_rate=self.head_learning_rate)
+        check_at_least(1, lstm_hidden_size=self.lstm_hidden_size, lstm_layers=self.lstm_layers,
+                       bigram_embedding_size=self.bigram_embedding_size)
+        check_at_least(0, bigram_buckets=self.bigram_buckets)
+        adopt_trained_head(self, ModelArguments.model_name_or_path)
 
 
 @dataclass
@@ -156,12 +176,22 @@ class DataArguments:
         default=3, metadata={"help": "Stop after this many evaluations without a better validation F1 (0: never)."}
     )
     num_threads: int | None = field(default=None, metadata={"help": NUM_THREADS_HELP})
+    folds: int = field(
+        default=0, metadata={"help": "Cross-validation (cross_validate.py runs every fold): the training and "
+                                     "validation documents divided into this many folds by document group, fold "
+                                     "--fold the validation split, the test split unchanged (0: no folds)."}
+    )
+    fold: int = field(default=0, metadata={"help": "The fold used for validation, 0 to --folds - 1."})
+    fold_seed: int = field(default=42, metadata={"help": "Seed of the division into folds."})
 
     def __post_init__(self):
         check_at_least(1, window_chars=self.window_chars, rare_type_oversampling=self.rare_type_oversampling,
                        num_threads=self.num_threads)
         check_at_least(0, context_chars=self.context_chars, early_stopping_patience=self.early_stopping_patience,
                        rare_type_share=self.rare_type_share)
+        if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
+            raise ValueError(f"--folds must be 0 (none) or at least 2, and --fold one of 0..folds-1; got --fold "
+                             f"{self.fold} of --folds {self.folds}")
 
 
 @dataclass
@@ -175,17 +205,20 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
     learning_rate: float = field(default=3e-5, metadata={"help": "Learning rate of the BERT encoder."})
     num_train_epochs: float = field(default=10.0)
     per_device_train_batch_size: int = field(default=32)
-    per_device_eval_batch_size: int = field(default=64)
-    warmup_steps: float = field(default=0.1)
-    weight_decay: float = field(default=0.01)
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Windows per evaluation batch."})
+    warmup_steps: float = field(default=0.1, metadata={"help": "Warmup: a fraction of the training steps (below 1) "
+                                                               "or a number of steps."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases, LayerNorm "
+                                                                "weights and the CRF)."})
     eval_strategy: str = field(default="epoch")
     save_strategy: str = field(default="epoch")
     logging_strategy: str = field(default="epoch")
-    save_total_limit: int | None = field(default=2)
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best one too)."})
     load_best_model_at_end: bool = field(default=True)
     metric_for_best_model: str | None = field(default="f1")
     train_sampling_strategy: str = field(default="group_by_length")
-    report_to: None | str | list[str] = field(default="none")
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Experiment trackers to log to "
+                                                                                 "(tensorboard, wandb, ...)."})
     bf16: bool = field(
         default_factory=lambda: torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         metadata={"help": "bf16 mixed precision; on by default where the GPU supports it."},
@@ -219,16 +252,21 @@ def main():
     fast_inference.set_num_threads(data_args.num_threads)
 
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
+    adopt_trained_windows(model_args.model_name_or_path, data_args)  # training a trained model further
     name = "--window_chars + 2 * --context_chars" if data_args.context_chars else "--window_chars"
     positions = encoder_positions(model_args.encoder_config, model_args.model_name_or_path)
     check_window_fits(data_args.window_chars + 2 * data_args.context_chars, positions, name)
     claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json",
                      arguments=training_arguments(model_args, data_args, training_args))
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
+    # A folder written by train.py names its model code in config.json: trusted as the project's own, no prompt.
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=is_project_folder(tokenizer_source))
     with training_args.main_process_first(desc="preparing the corpus"):  # one process builds, the others read
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, window_chars=data_args.window_chars,
                                                context_chars=data_args.context_chars,
-                                               event_triggers=data_args.event_triggers, return_stats=True)
+                                               event_triggers=data_args.event_triggers, folds=data_args.folds,
+                                               fold=data_args.fold, fold_seed=data_args.fold_seed,
+                                               return_stats=True)
         check_splits_have_text(corpus_stats, data_args.data_dir)
         label_names = corpus["train"].features["ner_tags"].feature.names
         encoded = corpus.map(
@@ -239,7 +277,7 @@ def main():
         warn_blank_only_entities(encoded)
     train_set = oversample_rare_types(encoded["train"], label_names, data_args)
 
-    model = build_model(model_args, tokenizer, label_names, data_args)
+    model = build_model(model_args, tokenizer, label_names, data_args, corpus["train"][:200]["tokens"])
     metric = NerMetrics(label_names)
     callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience else []
     trainer = BertBiLstmCrfTrainer(
@@ -283,7 +321,8 @@ def main():
         write_corpus_summary(corpus_stats, data_args, model_args, output_dir / "corpus.json")
         plot_training(trainer.state, metric.last_reports["strict"], output_dir)
         record_run(output_dir, "train.py", FINISHED)  # last: the run is finished once all it writes is written
-        best = f"; best validation micro-F1 {trainer.state.best_metric:.3f}" if trainer.state.best_metric is not None else ""
+        best = trainer.state.best_metric
+        best = f"; best validation micro-F1 {best:.3f}" if best is not None else ""
         print(f"Trained {trainer.state.epoch:g} epochs in {figures['train_runtime']:.1f} s "
               f"({figures['train_characters_per_second']:,.0f} characters/s){best}. Test split, per type:\n")
         print(reports_to_markdown(metric.last_reports))

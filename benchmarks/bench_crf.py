@@ -44,7 +44,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bert_config", default=str(DEFAULT_BERT_CONFIG) if DEFAULT_BERT_CONFIG.is_file() else None,
-                        help="BERT config.json (default: bert-base-chinese's if present, else BertConfig() = BERT-base)")
+                        help="BERT config.json (default: bert-base-chinese's if present, else BertConfig(), "
+                             "i.e. BERT-base)")
     parser.add_argument("--tiny", action="store_true", help=f"a small BERT for quick CPU runs: {TINY_BERT}")
     parser.add_argument("--batch_size", type=int, default=32, help="model steps")
     parser.add_argument("--seq_len", type=int, default=128, help="model steps, including [CLS] and [SEP]")
@@ -299,7 +300,8 @@ def print_models(rows, args, device):
                f"{row['train_ratio_to_softmax']:>8.2f}x"
         line += f" {row['train_peak_gib']:>8.2f}" if gib else ""
         if "infer_ms" in row:
-            line += f" | {row['infer_ms']:>9.1f} {row['infer_tokens_per_s']:>9.0f} {row['infer_ratio_to_softmax']:>8.2f}x"
+            line += (f" | {row['infer_ms']:>9.1f} {row['infer_tokens_per_s']:>9.0f}"
+                     f" {row['infer_ratio_to_softmax']:>8.2f}x")
             line += f" {row['infer_peak_gib']:>8.2f}" if gib else ""
         else:
             line += " | (training only)"
@@ -313,7 +315,8 @@ def environment(args, device):
     bert = "tiny " + json.dumps(TINY_BERT) if args.tiny else (args.bert_config or "BertConfig() (BERT-base)")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "bert": bert, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }

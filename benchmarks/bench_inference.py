@@ -2,9 +2,9 @@
 
 For each encoder size (``--sizes``), random weights:
 
-* ``project``: ``brat_ner.tagging.tag_texts`` through the model's own pipeline (``BertBiLstmCrfNerPipeline``): windows of
-  510 characters, one position per non-blank character (``skip_blanks``, train.py's default), BiLSTM, CRF
-  Viterbi and confidence scores (CRF marginals);
+* ``project``: ``brat_ner.tagging.tag_texts`` through the model's own pipeline (``BertBiLstmCrfNerPipeline``):
+  windows of 510 characters, one position per non-blank character (``skip_blanks``, train.py's default),
+  BiLSTM, CRF Viterbi and confidence scores (CRF marginals);
 * ``every-position``: the same with one position per character, blanks included (models trained with
   ``--skip_blanks false``, and those trained before it existed);
 * ``int8`` / ``bf16`` / ``onnx``: the ``project`` pipeline with ``fast_inference.quantize_int8``, with the model in

@@ -23,7 +23,8 @@ HELP_WIDTH = 100  # columns of the stored help pages, whatever the terminal that
 # its default depends on the machine's GPU, and the stored page must not.)
 SHOWN_TRAINER_OPTIONS = {
     "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
-    "per_device_eval_batch_size", "gradient_accumulation_steps", "warmup_steps", "weight_decay", "seed", "use_cpu", "save_total_limit", "eval_strategy", "save_strategy", "resume_from_checkpoint", "report_to",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "warmup_steps", "weight_decay", "seed", "use_cpu",
+    "save_total_limit", "eval_strategy", "save_strategy", "resume_from_checkpoint", "report_to",
 }
 
 

@@ -142,6 +142,20 @@ def read_record(output_dir: Path) -> dict | None:
     return record
 
 
+def unfinished_run_problem(output_dir: Path) -> str | None:
+    """Why the run in ``output_dir`` is not finished as its record says (stopped after saving its model, weights
+    other than those recorded, listed files missing), or None; a folder without a record is not judged here."""
+    record = read_record(output_dir)
+    if record is None:
+        return None
+    if record["stage"] != FINISHED:
+        return f"its run stopped at stage '{record['stage']}' (see {RECORD_NAME}); rerun the same command to finish it"
+    missing = [name for name in record["outputs"] if not (output_dir / name).is_file()]
+    if missing:
+        return f"{RECORD_NAME} lists files that are missing ({', '.join(missing)})"
+    return _weights_problem(output_dir, record)
+
+
 def record_saved_model(trainer, script: str) -> None:
     """After ``trainer.save_model()`` and ``save_metrics("train", ...)``: save the training state (its log is what
     the plots draw) and record the run at stage ``MODEL_SAVED``, from which a rerun can finish it."""
@@ -196,9 +210,14 @@ def model_weights_problem(folder: Path) -> str | None:
 
 def check_model_weights(model_name_or_path: str, option: str = "--model_name_or_path") -> None:
     """Refuse (``ValueError``, one line naming the file) a model folder whose weights cannot be loaded, before a
-    library ends in a ``SafetensorError`` traceback; a Hub id, or a folder of other weight files, is left to
-    the loader."""
+    library ends in a ``SafetensorError`` traceback, or one with only pickled weights (``pytorch_model.bin``),
+    whose loading torch refuses with advice to unpickle it anyway; a Hub id is left to the loader."""
     folder = Path(model_name_or_path)
+    pickles = sorted(path.name for path in folder.glob("*.bin")) if folder.is_dir() else []
+    if pickles and not _weight_files(folder):
+        raise ValueError(f"{option} {folder}: holds {pickles[0]}, a pickle, which can run any code when loaded; this "
+                         "project loads safetensors only. Where you trust that file, load the model and save it "
+                         "with save_pretrained() to get a model.safetensors")
     problem = model_weights_problem(folder) if _weight_files(folder) else None
     if problem:
         raise ValueError(f"{option} {folder}: {problem}")

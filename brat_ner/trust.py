@@ -45,6 +45,12 @@ def trust_remote_code(model_name_or_path: str, asked: bool, allow_hint: str = AL
                      f"{allow_hint} if you trust that code")
 
 
+def is_project_folder(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` is a local folder whose only code is this project's own (no question asked)."""
+    folder = Path(name_or_path)
+    return folder.is_dir() and foreign_code(folder, project_code()) is None
+
+
 def looks_local(name: str) -> bool:
     """Whether a model name is a path rather than a Hub id: not of a Hub id's form (a leading '.', '/' or '~',
     a backslash, two '/'), or its first part is a folder here (``outputs/ruijn`` where ``outputs/`` exists)."""
