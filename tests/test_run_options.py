@@ -45,6 +45,7 @@ def parse_error(parser, arguments, capsys) -> str:
     (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be at least 1"),
     (["--window_chars", "0"], "--window_chars must be at least 1"),
     (["--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
+    (["--head_learning_rate", "0"], "--head_learning_rate must be positive"),
     (["--num_threads", "0"], "--num_threads must be at least 1"),
     (["--no_such_option", "1"], "unknown options --no_such_option 1"),
 ])

@@ -185,3 +185,22 @@ def test_the_temporary_files_of_killed_runs_are_deleted_by_the_next_run(finished
                 "--output_dir", str(predicted)])
     assert not killed_write.exists() and (predicted / "01.ann").is_file()
     assert not (predicted / files.LOCK_NAME).exists()
+
+
+def test_push_to_hub_refuses_a_run_that_did_not_finish(finished_copy, tmp_path):
+    record = json.loads((finished_copy / runs.RECORD_NAME).read_text(encoding="utf-8"))
+    (finished_copy / runs.RECORD_NAME).write_text(json.dumps({**record, "stage": runs.MODEL_SAVED}), encoding="utf-8")
+    completed = run_script(["push_to_hub.py", "--model_dir", str(finished_copy), "--repo_id", "me/tiny",
+                            "--dry_run", str(tmp_path / "hub")], succeeds=False)
+    assert completed.returncode == 2 and completed.stderr.strip().splitlines()[-1] == (
+        f"push_to_hub.py: {finished_copy}: its run stopped at stage 'model saved' (see {runs.RECORD_NAME}); rerun "
+        "the same command to finish it")
+    assert not (tmp_path / "hub").exists()
+
+
+def test_predict_refuses_pickled_weights_in_one_line(finished_copy):
+    (finished_copy / "model.safetensors").unlink()
+    (finished_copy / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
+    with pytest.raises(ValueError, match=r"holds pytorch_model.bin, a pickle, .* loads safetensors only") as error:
+        predict.load_tagger(predict.PredictArguments(model_name_or_path=str(finished_copy), device="cpu"))
+    assert cli._raised_by_project(error.value)  # run_main ends predict.py with this one line
