@@ -208,7 +208,7 @@ def trained_model_config(name_or_path: str | None) -> BertBiLstmCrfConfig | None
     """The config of a model written by train.py at ``name_or_path`` (a folder), else None."""
     try:
         saved, _ = PretrainedConfig.get_config_dict(name_or_path, local_files_only=True)
-    except (OSError, TypeError):
+    except (OSError, TypeError, ValueError):  # ValueError: a missing local path read as a malformed Hub id
         return None
     if saved.get("model_type") != BertBiLstmCrfConfig.model_type:
         return None

@@ -50,15 +50,14 @@ def run_predict(monkeypatch, *arguments, model_loads=True):
 
 
 def predict_error(monkeypatch, capsys, *arguments, model_loads=True) -> str:
-    """The message with which predict.py refuses ``arguments``: one line ``predict.py: ...`` (a project check),
-    or argparse's usage error; fails the test if it ends any other way."""
+    """The one line with which predict.py refuses ``arguments`` (``predict.py: ...``, exit status 2, the last
+    line of standard error); fails the test if it ends any other way."""
+    capsys.readouterr()  # what came before is not the refusal
     with pytest.raises(SystemExit) as exit_info:
         run_predict(monkeypatch, *arguments, model_loads=model_loads)
-    code = exit_info.value.code
-    if code == 2:  # argparse printed its error
-        return capsys.readouterr().err
-    assert isinstance(code, str) and code.startswith("predict.py: ") and "\n" not in code, code
-    return code
+    error = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and error and error[-1].startswith("predict.py: "), error
+    return error[-1]
 
 
 def write_corpus(folder: Path, documents: dict, conf: str | None = None, encoding="utf-8") -> Path:

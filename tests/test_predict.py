@@ -213,17 +213,15 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
 
 
-def refused(monkeypatch, *arguments) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        run_predict(monkeypatch, *arguments, model_loads=False)
-    assert isinstance(exit_info.value.code, str) and exit_info.value.code.startswith("predict.py: ")
-    return exit_info.value.code
+def refused(monkeypatch, capsys, *arguments) -> str:
+    """predict.py's one-line refusal of ``arguments``, which comes before the model is loaded."""
+    return predict_error(monkeypatch, capsys, *arguments, model_loads=False)
 
 
 # ----- predict.py: outputs never destroy inputs -----
 
 
-def test_predict_refuses_to_write_into_its_input_gold_or_corpus_folder(trained_model, tmp_path, monkeypatch):
+def test_predict_refuses_to_write_into_its_input_gold_or_corpus_folder(trained_model, tmp_path, monkeypatch, capsys):
     model_dir, _ = trained_model
     corpus = tmp_path / "corpus"
     shutil.copytree(SAMPLE, corpus)
@@ -233,12 +231,13 @@ def test_predict_refuses_to_write_into_its_input_gold_or_corpus_folder(trained_m
         shutil.copy(path, texts / path.name)
     before = snapshot(corpus), snapshot(texts)
     model = ("--model_name_or_path", str(model_dir))
-    assert "is the folder of --input_dir" in refused(monkeypatch, *model, "--input_dir", str(corpus),
+    assert "is the folder of --input_dir" in refused(monkeypatch, capsys, *model, "--input_dir", str(corpus),
                                                      "--output_dir", str(corpus))
     # The same folder spelt another way, and a gold folder: predictions would replace the gold .ann files.
-    assert "is the folder of --gold_dir" in refused(monkeypatch, *model, "--input_dir", str(texts), "--gold_dir",
-                                                    str(corpus), "--output_dir", str(corpus / ".." / "corpus"))
-    assert "is the folder of --data_dir" in refused(monkeypatch, *model, "--data_dir", str(corpus),
+    assert "is the folder of --gold_dir" in refused(monkeypatch, capsys, *model, "--input_dir", str(texts),
+                                                    "--gold_dir", str(corpus), "--output_dir",
+                                                    str(corpus / ".." / "corpus"))
+    assert "is the folder of --data_dir" in refused(monkeypatch, capsys, *model, "--data_dir", str(corpus),
                                                     "--output_dir", str(corpus))
     assert (snapshot(corpus), snapshot(texts)) == before
 
@@ -251,7 +250,7 @@ def test_predict_replaces_annotations_only_when_asked_and_counts_them(trained_mo
     (output_dir / "99.ann").write_text("", encoding="utf-8")  # from another run: not among the inputs
     before = snapshot(output_dir)
     arguments = ("--model_name_or_path", str(model_dir), "--input_dir", str(SAMPLE), "--output_dir", str(output_dir))
-    message = refused(monkeypatch, *arguments)
+    message = refused(monkeypatch, capsys, *arguments)
     assert "already holds 2 .ann files" in message and "--overwrite" in message
     assert snapshot(output_dir) == before
 
@@ -264,19 +263,19 @@ def test_predict_replaces_annotations_only_when_asked_and_counts_them(trained_mo
     assert not [path.name for path in output_dir.iterdir() if path.name.startswith(".")]  # no temporary left
 
 
-def test_predict_refuses_an_unwritable_output_before_loading_the_model(trained_model, tmp_path, monkeypatch):
+def test_predict_refuses_an_unwritable_output_before_loading_the_model(trained_model, tmp_path, monkeypatch, capsys):
     model_dir, _ = trained_model
     arguments = ("--model_name_or_path", str(model_dir), "--input_dir", str(SAMPLE))
     under_a_file = tmp_path / "notes.txt" / "predicted"
     under_a_file.parent.write_text("a file, not a folder", encoding="utf-8")
-    assert f"--output_dir {under_a_file}: cannot write there" in refused(monkeypatch, *arguments, "--output_dir",
-                                                                          str(under_a_file))
+    message = refused(monkeypatch, capsys, *arguments, "--output_dir", str(under_a_file))
+    assert f"--output_dir {under_a_file}: cannot write there" in message
     read_only = tmp_path / "read_only"
     read_only.mkdir()
     read_only.chmod(0o500)
     try:
         if not os.access(read_only, os.W_OK):  # root writes there all the same: the case above is root's
-            assert "cannot write there" in refused(monkeypatch, *arguments, "--output_dir", str(read_only))
+            assert "cannot write there" in refused(monkeypatch, capsys, *arguments, "--output_dir", str(read_only))
     finally:
         read_only.chmod(0o700)
 
@@ -292,7 +291,7 @@ def test_model_code_runs_only_when_it_is_the_projects_own_or_trusted(trained_mod
     with open(changed / trust.MODELING_FILE, "a", encoding="utf-8") as file:
         file.write("\n# anything could run here\n")
     arguments = ("--model_name_or_path", str(changed), "--input_file", str(SAMPLE / "01.txt"))
-    message = refused(monkeypatch, *arguments)
+    message = refused(monkeypatch, capsys, *arguments)
     assert f"holds a {trust.MODELING_FILE} that differs from this project's" in message
     assert "Add --trust_remote_code if you trust that code" in message
     run_predict(monkeypatch, *arguments, "--trust_remote_code")

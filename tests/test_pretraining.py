@@ -112,15 +112,16 @@ def test_a_finished_folder_is_kept_and_other_bigram_options_are_refused(monkeypa
         train.build_model(model_args, AutoTokenizer.from_pretrained(str(TINY_BERT)), ["O"], data_args)
 
 
-def test_the_recipe_without_its_embeddings_folder_says_so_in_one_line(monkeypatch, tmp_path):
+def test_the_recipe_without_its_embeddings_folder_says_so_in_one_line(monkeypatch, tmp_path, capsys):
     # train.py's half of the CPU recipe run before pretrain_embeddings.py wrote the folder it starts from.
     missing = tmp_path / "cpu-recipe-embeddings-seed42"
     with monkeypatch.context() as patch, pytest.raises(SystemExit) as exit_info:
         patch.setattr(sys, "argv", ["train.py", "configs/cpu-recipe.json", "--model_name_or_path", str(missing),
                                     "--output_dir", str(tmp_path / "model")])
         cli.run_main(train.main, "train.py")
-    message = exit_info.value.code
-    assert isinstance(message, str) and "\n" not in message
+    error = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and error
+    message = error[-1]
     assert message.startswith(f"train.py: --model_name_or_path {missing}: no config.json there or on the Hub")
     assert not (tmp_path / "model").exists()
 

@@ -131,7 +131,7 @@ def test_push_refuses_bad_arguments_before_uploading(trained_model, tmp_path):
               "lacks tokenizer_config.json, tokenizer.json or vocab.txt")]
     for changes, message in cases:
         arguments = push_to_hub.PushArguments(**{"model_dir": str(model_dir), "repo_id": "someone/ner", **changes})
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(ValueError, match=message):
             push_to_hub.push(arguments, api)
     assert api.calls == []
     (tmp_path / "stale").mkdir()
@@ -232,13 +232,13 @@ def test_card_language_and_widget_examples_can_be_given(english_model, tmp_path)
     assert metadata["language"] == "en"
     assert [widget["text"] for widget in metadata["widget"]] == ["Heidi flew to Dublin.", "Ivan likes Kyiv."]
     assert "trained on the brat corpus `City corpus`" in card.text
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(ValueError, match="no such file"):
         push_to_hub.model_card(model_dir, card_arguments(model_dir, widget_examples_file=str(tmp_path / "none")))
 
 
 def test_card_without_the_corpus_at_hand(english_model, trained_model, tmp_path):
     # No corpus to take examples from: another corpus' model asks for them; a Ruijin-label model has its own.
-    with pytest.raises(SystemExit, match="--widget_examples_file"):
+    with pytest.raises(ValueError, match="--widget_examples_file"):
         push_to_hub.model_card(english_model / "model", card_arguments(
             english_model / "model", data_dir=str(tmp_path / "moved")))
     ruijin_dir, _ = trained_model

@@ -15,6 +15,7 @@ from transformers import TrainerState, pipeline
 import pretrain_embeddings
 import train
 from brat_ner import cli
+from brat_ner.reporting import chosen_epoch
 from conftest import REPO, SAMPLE, TINY_BERT, run_script, sample_texts, small_training
 from dataset_script import ruijin_ner
 
@@ -236,8 +237,8 @@ def test_chosen_epoch_is_the_best_checkpoint(trained_model):
     state = TrainerState.load_from_json(str(latest / "trainer_state.json"))
     evaluations = [entry for entry in state.log_history if "eval_f1" in entry]
     best = next(entry for entry in evaluations if entry["eval_f1"] == state.best_metric)  # the first best
-    assert train.chosen_epoch(state) == best["epoch"]
-    assert train.chosen_epoch(TrainerState()) is None
+    assert chosen_epoch(state) == best["epoch"]
+    assert chosen_epoch(TrainerState()) is None
 
 
 def test_training_reports_strict_and_overlap(trained_model):
