@@ -5,6 +5,9 @@ For each encoder size (``--sizes``), random weights:
 * ``project``: ``brat_ner.tagging.tag_texts`` through the model's own pipeline (``BertBiLstmCrfNerPipeline``):
   windows of 510 characters, one position per non-blank character (``skip_blanks``, train.py's default),
   BiLSTM, CRF Viterbi and confidence scores (CRF marginals);
+* ``user-path``: what a user calls: the same model saved to a folder (``save_pretrained``, as train.py writes
+  it) and loaded by ``pipeline("token-classification", model=FOLDER, trust_remote_code=...)``, called on each
+  text alone (``ner(text, batch_size=...)``);
 * ``every-position``: the same with one position per character, blanks included (models trained with
   ``--skip_blanks false``, and those trained before it existed);
 * ``int8`` / ``bf16`` / ``onnx``: the ``project`` pipeline with ``fast_inference.quantize_int8``, with the model in
@@ -44,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from brat_ner import fast_inference  # noqa: E402
 from brat_ner.tagging import tag_texts  # noqa: E402
+from brat_ner.trust import trust_remote_code  # noqa: E402
 from dataset_script.brat import read_text  # noqa: E402
 from modeling_bert_bilstm_crf import (  # noqa: E402
     BertBiLstmCrfConfig,
@@ -58,7 +62,7 @@ UNLABELED = SHARED / "ruijin_round1" / "unlabeled"
 SAMPLE = REPO / "data" / "sample"
 NUM_LABELS = 31  # BIO over the Ruijin corpus' 15 types
 STOCK_PIECE_CHARS = 500
-VARIANTS = ("project", "every-position", "int8", "bf16", "onnx", "stock")
+VARIANTS = ("project", "user-path", "every-position", "int8", "bf16", "onnx", "stock")
 
 
 def parse_args(argv=None):
@@ -114,6 +118,10 @@ def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: in
                              aggregation_strategy="simple")
             taggers[variant] = lambda texts, stock=stock: stock_tag(stock, texts, batch_size)
             continue
+        if variant == "user-path":
+            user = saved_and_loaded(model, tokenizer, scratch / f"{size}-model")
+            taggers[variant] = lambda texts, user=user: [user(text, batch_size=batch_size) for text in texts]
+            continue
         variant_model = model
         if variant == "every-position":  # the same weights, blanks fed
             variant_model = copy.deepcopy(model)
@@ -127,6 +135,15 @@ def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: in
             fast_inference.use_onnx(tagger, scratch / f"{size}.onnx", num_threads)
         taggers[variant] = lambda texts, tagger=tagger: tag_texts(tagger, texts, batch_size)
     return taggers, model
+
+
+def saved_and_loaded(model, tokenizer, folder: Path):
+    """The model as a user gets it: saved as train.py saves it (weights, config, modelling code, tokenizer) and
+    loaded through ``pipeline`` with the project's trust rule."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return pipeline("token-classification", model=str(folder), device="cpu",
+                    trust_remote_code=trust_remote_code(str(folder), asked=False))
 
 
 def stock_tag(stock, texts, batch_size):

@@ -6,7 +6,7 @@
 #   DATA=.gpu_data OUT_DIR=/tmp/run1 REPORT_DIR=$OUT/run1 MLM_MINUTES=4 bash configs/h100_10min.sh
 #
 # Both phases train for a wall-clock budget (--time_budget_minutes: the learning rate warms up and decays to
-# zero over the budget, see time_budget.py), so the run ends on time on any GPU; the epochs are upper bounds.
+# zero over the budget, see brat_ner/trainer/time_budget.py), so the run ends on time on any GPU; the epochs are upper bounds.
 # The budgets leave about 2 minutes of the 10 for start-up, the corpus, evaluation and the test pass. No early
 # stopping: the budget ends the run, its last minutes at a low learning rate, and the best epoch is kept.
 # Every setting below can be overridden from the environment. They are a starting point, not yet a measured
