@@ -370,9 +370,9 @@ curation and pre-annotation. Review its output before relying on it: see the per
 
 A character-level {architecture} tagger{bigram_phrase} for {subject} ({len(types)} types,
 {len(config['id2label'])} BIO tags), trained on {corpus_article}{corpus_phrase}.
-Test micro-F1 **{micro:.3f}**, macro-F1 **{macro:.3f}** over the {report["micro avg"]["support"]} entities of the
-test split{test_documents} (entity level: type and both boundaries must match; documents held out from training
-and model selection).
+Test micro-F1 **{micro:.3f}**, macro-F1 **{macro:.3f}**
+over the {report["micro avg"]["support"]} entities of the test split{test_documents} (entity level: type and both
+boundaries must match; documents held out from training and model selection).
 
 ## Intended use
 
