@@ -517,6 +517,12 @@ class BertBiLstmCrfConfig(BertConfig):
             Chinese words are mostly two characters long, so bigrams tell where a term begins and ends; they
             need no word segmenter and no vocabulary beyond the characters'.
         bigram_embedding_size: Size of each bigram embedding (the BiLSTM reads 2 x this many more features).
+        ensemble_members: The members' own configs (dicts) when this config is an ensemble's
+            (``BertBiLstmCrfEnsembleForTokenClassification``): models of one label set, tokenizer and windows whose
+            CRF potentials are averaged. None: a single model.
+        ensemble_min_votes: How an ensemble decodes. 0: one Viterbi pass over the averaged potentials (emissions and
+            transitions). N > 0: each member decodes with its own CRF and an entity is kept when at least N members
+            predict it (type and both offsets); overlapping entities go to the one with more votes.
         skip_blanks: Blank characters (``is_blank``: whitespace, 14% of the Ruijin corpus) get no model position:
             the model sees the other characters only, and a blank is tagged afterwards, inside an entity when the
             entity goes on after it, else ``O`` (``tags_with_blanks``). Offsets stay exact; the encoder does
@@ -542,9 +548,13 @@ class BertBiLstmCrfConfig(BertConfig):
         bigram_embedding_size: int = 64,
         skip_blanks: bool = False,
         encoder: dict | None = None,
+        ensemble_members: list[dict] | None = None,
+        ensemble_min_votes: int = 0,
         **kwargs,
     ):
         self.encoder = encoder
+        self.ensemble_members = ensemble_members
+        self.ensemble_min_votes = ensemble_min_votes
         if encoder is not None:
             kwargs.update({name: encoder[name] for name in ENCODER_FIELDS_SHOWN if name in encoder})
         self.use_lstm = use_lstm
@@ -600,6 +610,49 @@ class BertBiLstmCrfPreTrainedModel(PreTrainedModel):
         elif isinstance(module, BertEmbeddings):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
             init.zeros_(module.token_type_ids)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        crf_mask: torch.Tensor | None = None,
+        return_marginals: bool = False,
+        constrain_bio: bool | None = None,
+    ) -> "CrfDecoderOutput":
+        """``tags``: Viterbi tags (B, T), -100 where the CRF does not look; with ``return_marginals`` also
+        ``marginals``, the CRF's posterior tag probabilities (B, T, num_labels), which are the unconstrained CRF's.
+
+        ``crf_mask`` defaults to ``attention_mask`` without the ``config.cls_token_id`` /
+        ``config.sep_token_id`` positions, matching labels that put -100 on [CLS], [SEP] and padding.
+        ``constrain_bio`` overrides ``config.constrain_bio`` (see ``viterbi_tags``).
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if crf_mask is None:
+            crf_mask = self.default_crf_mask(input_ids, attention_mask)
+        logits, tags = self._logits_and_tags(input_ids, attention_mask, token_type_ids, crf_mask, constrain_bio)
+        marginals = self.crf.marginals(logits, crf_mask) if return_marginals else None
+        return CrfDecoderOutput(tags=tags, marginals=marginals)
+
+    def viterbi_tags(self, logits: torch.Tensor, crf_mask: torch.Tensor, constrain_bio: bool | None = None):
+        """The CRF's Viterbi tags, restricted to valid BIO when ``constrain_bio`` (default
+        ``config.constrain_bio``) is true."""
+        if constrain_bio is None:
+            constrain_bio = self.config.constrain_bio
+        allowed = bio_transition_constraints(self.config.id2label) if constrain_bio else None
+        return self.crf.viterbi_tags(logits, crf_mask, allowed)
+
+    def default_crf_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The positions the CRF sees: not padding, not ``config.cls_token_id`` / ``config.sep_token_id``."""
+        special = (input_ids == self.config.cls_token_id) | (input_ids == self.config.sep_token_id)
+        return attention_mask.bool() & ~special
+
+    def _logits_and_tags(self, input_ids, attention_mask, token_type_ids, crf_mask, constrain_bio):
+        """The emissions the CRF's marginals are computed from, and the decoded tags."""
+        logits = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        return logits, self.viterbi_tags(logits, crf_mask, constrain_bio)
 
 
 class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
@@ -667,45 +720,6 @@ class BertBiLstmCrfForTokenClassification(BertBiLstmCrfPreTrainedModel):
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
-    @torch.no_grad()
-    def decode(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        crf_mask: torch.Tensor | None = None,
-        return_marginals: bool = False,
-        constrain_bio: bool | None = None,
-    ) -> "CrfDecoderOutput":
-        """``tags``: Viterbi tags (B, T), -100 where the CRF does not look; with ``return_marginals`` also
-        ``marginals``, the CRF's posterior tag probabilities (B, T, num_labels), which are the unconstrained CRF's.
-
-        ``crf_mask`` defaults to ``attention_mask`` without the ``config.cls_token_id`` /
-        ``config.sep_token_id`` positions, matching labels that put -100 on [CLS], [SEP] and padding.
-        ``constrain_bio`` overrides ``config.constrain_bio`` (see ``viterbi_tags``).
-        """
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if crf_mask is None:
-            crf_mask = self.default_crf_mask(input_ids, attention_mask)
-        logits = self(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-        tags = self.viterbi_tags(logits, crf_mask, constrain_bio)
-        marginals = self.crf.marginals(logits, crf_mask) if return_marginals else None
-        return CrfDecoderOutput(tags=tags, marginals=marginals)
-
-    def viterbi_tags(self, logits: torch.Tensor, crf_mask: torch.Tensor, constrain_bio: bool | None = None):
-        """The CRF's Viterbi tags, restricted to valid BIO when ``constrain_bio`` (default
-        ``config.constrain_bio``) is true."""
-        if constrain_bio is None:
-            constrain_bio = self.config.constrain_bio
-        allowed = bio_transition_constraints(self.config.id2label) if constrain_bio else None
-        return self.crf.viterbi_tags(logits, crf_mask, allowed)
-
-    def default_crf_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The positions the CRF sees: not padding, not ``config.cls_token_id`` / ``config.sep_token_id``."""
-        special = (input_ids == self.config.cls_token_id) | (input_ids == self.config.sep_token_id)
-        return attention_mask.bool() & ~special
-
     def _bigram_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T, 2 * bigram_embedding_size): the embeddings of the bigram ending and of the one starting at each
         position (``bigram_ids``)."""
@@ -740,6 +754,96 @@ class CrfDecoderOutput(ModelOutput):
 
     tags: torch.LongTensor | None = None
     marginals: torch.FloatTensor | None = None
+
+
+class BertBiLstmCrfEnsembleForTokenClassification(BertBiLstmCrfPreTrainedModel):
+    """Models of one label set, tokenizer and windows as one model: ``logits`` are the members' emissions averaged
+    and ``crf`` holds their averaged transitions, so one Viterbi pass decodes the averaged CRF potentials and the
+    pipeline's scores are that CRF's marginals. With ``config.ensemble_min_votes`` = N > 0, each member decodes
+    with its own CRF instead and an entity is kept when N members predict it (``vote_tags``). Build one with
+    ``from_members``; it saves and loads like any model of this file."""
+
+    def __init__(self, config: BertBiLstmCrfConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.members = nn.ModuleList(
+            BertBiLstmCrfForTokenClassification(BertBiLstmCrfConfig(**member)) for member in config.ensemble_members)
+        self.crf = CRF(config.num_labels, batch_first=True)
+        self.post_init()
+
+    @classmethod
+    def from_members(cls, members: list["BertBiLstmCrfForTokenClassification"], min_votes: int = 0):
+        """The ensemble of ``members`` (their weights copied), its CRF the mean of theirs."""
+        configs = [member.config.to_dict() for member in members]
+        for name in ("id2label", "window_chars", "context_chars", "skip_blanks", "cls_token_id", "sep_token_id"):
+            values = [config.get(name) for config in configs]
+            if any(value != values[0] for value in values):
+                raise ValueError(f"the members differ in {name}: an ensemble's members must share it")
+        if not 0 <= min_votes <= len(members):
+            raise ValueError(f"min_votes must be between 0 and the number of members ({len(members)}), got {min_votes}")
+        shared = {key: value for key, value in configs[0].items() if key not in ("auto_map", "architectures")}
+        config = BertBiLstmCrfConfig(**{**shared, "ensemble_members": configs, "ensemble_min_votes": min_votes})
+        ensemble = cls(config)
+        with torch.no_grad():
+            for mine, member in zip(ensemble.members, members):
+                mine.load_state_dict(member.state_dict())
+            for name, parameter in ensemble.crf.named_parameters():
+                parameter.copy_(torch.stack([member.crf.get_parameter(name).float() for member in members]).mean(0))
+        return ensemble.eval()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        """The members' emissions averaged as ``logits``; with ``labels`` also ``loss``, the averaged CRF's
+        negative log-likelihood."""
+        logits = self.member_emissions(input_ids, attention_mask, token_type_ids).mean(dim=2)
+        loss = None if labels is None else -self.crf(logits, labels, mask=labels != -100, reduction="mean")
+        return TokenClassifierOutput(loss=loss, logits=logits)
+
+    def member_emissions(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """(B, T, members, num_labels): each member's emission scores."""
+        return torch.stack([member(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+                            for member in self.members], dim=2)
+
+    def vote_tags(self, member_logits: torch.Tensor, crf_mask: torch.Tensor, constrain_bio: bool | None = None):
+        """(B, T) BIO tags of the entities that at least ``config.ensemble_min_votes`` members predict (type and
+        both ends), each member decoding its own emissions (``member_logits``, B x T x members x labels) with its
+        own CRF; of overlapping entities, the one with more votes (then the earlier, then the longer) is kept.
+        -100 where the CRF does not look, as ``viterbi_tags``."""
+        if constrain_bio is None:
+            constrain_bio = self.config.constrain_bio
+        votes = [{} for _ in range(member_logits.shape[0])]
+        for index, member in enumerate(self.members):
+            tags = member.viterbi_tags(member_logits[:, :, index], crf_mask, constrain_bio)
+            for row, row_tags in enumerate(tags.tolist()):
+                names = [self.config.id2label[tag] for tag in row_tags if tag != -100]
+                for span in bio_to_spans(names):
+                    votes[row][span] = votes[row].get(span, 0) + 1
+        tags = torch.full(crf_mask.shape, -100, dtype=torch.long, device=crf_mask.device)
+        for row, row_votes in enumerate(votes):
+            visible = crf_mask[row].nonzero().squeeze(1)
+            row_tags = torch.full((len(visible),), self.config.label2id["O"], dtype=torch.long)
+            for entity_type, start, end in _winning_spans(row_votes, self.config.ensemble_min_votes):
+                row_tags[start] = self.config.label2id[f"B-{entity_type}"]
+                row_tags[start + 1 : end] = self.config.label2id[f"I-{entity_type}"]
+            tags[row, visible] = row_tags.to(tags.device)
+        return tags
+
+    def _logits_and_tags(self, input_ids, attention_mask, token_type_ids, crf_mask, constrain_bio):
+        member_logits = self.member_emissions(input_ids, attention_mask, token_type_ids)
+        logits = member_logits.mean(dim=2)
+        if self.config.ensemble_min_votes:
+            return logits, self.vote_tags(member_logits, crf_mask, constrain_bio)
+        return logits, self.viterbi_tags(logits, crf_mask, constrain_bio)
+
+
+def _winning_spans(votes: dict[tuple[str, int, int], int], min_votes: int) -> list[tuple[str, int, int]]:
+    """The spans with at least ``min_votes`` votes, none overlapping: more votes first, then earlier, then longer."""
+    kept, taken = [], set()
+    ranked = sorted(votes.items(), key=lambda item: (-item[1], item[0][1], item[0][1] - item[0][2]))
+    for (entity_type, start, end), count in ranked:
+        if count >= min_votes and not taken.intersection(range(start, end)):
+            kept.append((entity_type, start, end))
+            taken.update(range(start, end))
+    return kept
 
 
 def _encoder(config: BertBiLstmCrfConfig) -> PreTrainedModel:
@@ -797,6 +901,7 @@ def bio_transition_constraints(id2label: dict[int, str]) -> tuple[torch.Tensor, 
 
 BertBiLstmCrfConfig.register_for_auto_class("AutoConfig")
 BertBiLstmCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+BertBiLstmCrfEnsembleForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 
 # ----- Text <-> model positions: characters, windows, BIO tags, spans -----
 #
@@ -1063,15 +1168,21 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
         window, offset, is_last = model_inputs.pop("window"), model_inputs.pop("offset"), model_inputs.pop("is_last")
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
         crf_mask = model_inputs["crf_mask"]
-        logits = self._emissions_by_length(input_ids, attention_mask)
-        tags = self.model.viterbi_tags(logits, crf_mask, constrain_bio)
+        if self.model.config.ensemble_min_votes:  # an ensemble that votes: each member's emissions
+            member_logits = self._emissions_by_length(input_ids, attention_mask, self.model.member_emissions)
+            tags = self.model.vote_tags(member_logits, crf_mask, constrain_bio)
+            logits = member_logits.mean(dim=2)
+        else:
+            logits = self._emissions_by_length(input_ids, attention_mask)
+            tags = self.model.viterbi_tags(logits, crf_mask, constrain_bio)
         marginals = self.model.crf.marginals(logits, crf_mask)
         return {"tags": tags, "marginals": marginals, "window": window, "offset": offset, "is_last": is_last}
 
-    def _emissions_by_length(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _emissions_by_length(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, network=None):
         """Logits of a right-padded batch, computed for each window length separately without padding (zeros
-        at padding): no encoder work on padding, no packed BiLSTM, and an emission network that needs no mask."""
-        network = self.emission_network or self._model_emissions
+        at padding): no encoder work on padding, no packed BiLSTM, and an emission network that needs no mask.
+        ``network``: the model's (or ``emission_network``'s) emissions unless given."""
+        network = network or self.emission_network or self._model_emissions
         lengths = attention_mask.sum(1)
         if bool((lengths == input_ids.shape[1]).all()):
             return network(input_ids)
@@ -1080,7 +1191,7 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
             rows = (lengths == length).nonzero().squeeze(1)
             group = network(input_ids[rows, :length])
             if logits is None:
-                logits = group.new_zeros((*input_ids.shape, group.shape[-1]))
+                logits = group.new_zeros((*input_ids.shape, *group.shape[2:]))
             logits[rows, :length] = group
         return logits
 

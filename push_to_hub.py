@@ -339,10 +339,22 @@ def _architecture(config: dict) -> str:
     return " → ".join(layers)
 
 
+def _ensemble_phrase(config: dict) -> str:
+    """For an ensemble (ensemble.py): how many models, combined how."""
+    members = config.get("ensemble_members")
+    if not members:
+        return ""
+    votes = config.get("ensemble_min_votes")
+    rule = (f"keeping each entity that at least {votes} of them predict" if votes else
+            "averaging their CRF potentials before one Viterbi pass")
+    return f" (an ensemble of {len(members)} such models, {rule}; it runs each of them)"
+
+
 def _card_text(args, config: dict, report: dict, overlap_report: dict | None, corpus: dict | None,
                dataset_name: str, encoder: dict, types: list[str], is_ruijin: bool, examples: list[dict]) -> str:
     architecture = _architecture(config)
     bigram_phrase = " with character-bigram features" if config.get("bigram_buckets") else ""
+    bigram_phrase += _ensemble_phrase(config)
     if is_ruijin:
         label_table = "| type | 中文 |\n| --- | --- |\n" + "\n".join(
             f"| {name} | {ruijin_ner.RUIJIN_TYPE_NAMES_ZH[name]} |" for name in types)

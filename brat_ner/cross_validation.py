@@ -29,11 +29,16 @@ def fold_folder(output_dir: Path, fold: int) -> Path:
 
 
 def out_of_fold_documents(model_dir: Path) -> list[dict]:
-    """The validation documents of the fold that ``model_dir`` was trained on (``brat`` layout), read with the
+    """The validation documents of the fold that ``model_dir`` was trained on (``brat`` layout)."""
+    return split_documents(model_dir, "validation")
+
+
+def split_documents(model_dir: Path, split: str) -> list[dict]:
+    """The documents of ``split`` of the corpus that ``model_dir`` was trained on (``brat`` layout), read with the
     corpus options recorded in its ``run_arguments.json``."""
     arguments = json.loads((model_dir / "run_arguments.json").read_text(encoding="utf-8"))
-    options = {name: arguments[name] for name in CORPUS_OPTIONS}
-    return list(ruijin_ner.load(options.pop("data_dir"), name="brat", **options)["validation"])
+    options = {name: arguments[name] for name in CORPUS_OPTIONS if arguments.get(name) is not None}
+    return list(ruijin_ner.load(options.pop("data_dir"), name="brat", **options)[split])
 
 
 def predict_out_of_fold(model_dir: Path, batch_size: int = 32) -> dict[str, list[dict]]:

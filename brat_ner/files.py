@@ -48,7 +48,7 @@ def atomic_write(path: str | Path, content: str | bytes) -> None:
 def give_umask_mode(path: str | Path) -> None:
     """Give ``path`` the mode of an ordinary new file under the current umask (0644 under umask 022): files that
     are written private (mkstemp's, safetensors' ``save_file``) would be unreadable to a serving process."""
-    os.chmod(path, 0o666 & ~_umask())
+    os.chmod(path, 0o666 & ~umask())
 
 
 def remove_stale_temporary_files(folder: Path) -> None:
@@ -62,7 +62,7 @@ def remove_stale_temporary_files(folder: Path) -> None:
                        ", ".join(sorted(path.name for path in stale)))
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -1,0 +1,115 @@
+"""Ensembles: trained models of one label set combined into one model folder, and their scores beside their
+members' on the test split.
+
+The model itself is ``BertBiLstmCrfEnsembleForTokenClassification`` (modeling_bert_bilstm_crf.py): it travels with
+the folder and loads like any model of the project. This module loads the members, checks them, writes the
+folder (``write_ensemble``) and scores it and its members on the documents of the test split that the members
+share (``test_scores``), at brat level as ``predict.py --gold_dir`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+from brat_ner.cross_validation import split_documents
+from brat_ner.evaluation import score_against_gold, summary
+from brat_ner.runs import check_model_weights
+from brat_ner.tagging import tag_texts
+from brat_ner.trust import trust_remote_code
+
+MEMBERS_FILE = "ensemble_members.json"  # the member folders and their test scores
+COPIED_FILES = ("corpus.json", "run_arguments.json")  # the corpus the members were trained on: the model card's
+
+
+def load_member(folder: str, trust: bool):
+    """One member: a single model saved by train.py (or any folder whose code is trusted)."""
+    from transformers import AutoModelForTokenClassification
+
+    check_model_weights(folder, "--members")
+    model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=trust_remote_code(folder, trust))
+    if getattr(model.config, "ensemble_members", None):
+        raise ValueError(f"{folder} is an ensemble already: give its members instead")
+    return model.float().eval()
+
+
+def combine(folders: list[str], min_votes: int, trust: bool):
+    """The ensemble of the models in ``folders`` (see ``from_members``); its class comes from the first
+    member's code, which the members share."""
+    members = [load_member(folder, trust) for folder in folders]
+    ensemble_class = getattr(sys.modules[type(members[0]).__module__], "BertBiLstmCrfEnsembleForTokenClassification",
+                             None)
+    if ensemble_class is None:
+        raise ValueError(f"{folders[0]} was saved by a version of the model code without ensembles; retrain it "
+                         "or copy this project's modeling_bert_bilstm_crf.py into it")
+    return ensemble_class.from_members(members, min_votes=min_votes)
+
+
+def write_ensemble(ensemble, folders: list[str], output_dir: Path) -> None:
+    """Weights, config (naming the ensemble class), model code, the first member's tokenizer and corpus files."""
+    from transformers import AutoTokenizer
+
+    ensemble.save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(folders[0]).save_pretrained(output_dir)
+    for name in COPIED_FILES:
+        if (Path(folders[0]) / name).is_file():
+            shutil.copyfile(Path(folders[0]) / name, output_dir / name)
+
+
+def test_scores(ensemble, folders: list[str], tokenizer, min_votes: list[int], batch_size: int) -> dict:
+    """Strict and overlap scores on the test split: of each member, of their mean, and of the ensemble decoding
+    by averaging (``0``) or by each vote threshold in ``min_votes``. Also the full reports of the ensemble as it
+    is configured (``reports``)."""
+    documents = split_documents(Path(folders[0]), "test")
+    texts = [document["text"] for document in documents]
+
+    def scored(model) -> dict:
+        predictions = tag_texts(_tagger(model, tokenizer), texts, batch_size)
+        return score_against_gold(documents, {doc["document_id"]: found for doc, found in zip(documents, predictions)})
+
+    members = [{"folder": folder, **_summaries(scored(member))} for folder, member in zip(folders, ensemble.members)]
+    configured = ensemble.config.ensemble_min_votes
+    combinations, reports = {}, None
+    for votes in sorted({0, configured, *min_votes}):
+        ensemble.config.ensemble_min_votes = votes
+        votes_reports = scored(ensemble)
+        combinations["average" if votes == 0 else f"at least {votes} votes"] = _summaries(votes_reports)
+        if votes == configured:
+            reports = votes_reports
+    ensemble.config.ensemble_min_votes = configured
+    mean = {rule: {name: statistics.mean(member[rule][name] for member in members) for name in members[0][rule]}
+            for rule in ("strict", "overlap")}
+    return {"documents": len(documents), "members": members, "member_mean": mean, "ensemble": combinations,
+            "reports": reports}
+
+
+def _tagger(model, tokenizer):
+    """The model's own pipeline, from the code the model was loaded with."""
+    return sys.modules[type(model).__module__].BertBiLstmCrfNerPipeline(model=model, tokenizer=tokenizer,
+                                                                         device="cpu")
+
+
+def _summaries(reports: dict) -> dict:
+    return {rule: summary(report) for rule, report in reports.items()}
+
+
+def scores_table(scores: dict) -> str:
+    """The terminal's table: each member, their mean, and the ensemble's decodings, strict and overlap F1."""
+    rows = ["| | strict micro-F1 | strict macro-F1 | overlap micro-F1 | overlap macro-F1 |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    rows += [f"| member {member['folder']} | {_cells(member)} |" for member in scores["members"]]
+    rows.append(f"| mean of the members | {_cells(scores['member_mean'])} |")
+    rows += [f"| ensemble, {name} | {_cells(summaries)} |" for name, summaries in scores["ensemble"].items()]
+    return "\n".join(rows)
+
+
+def _cells(summaries: dict) -> str:
+    return " | ".join(f"{summaries[rule][name]:.4f}" for rule in ("strict", "overlap") for name in ("f1", "macro_f1"))
+
+
+def members_record(scores: dict) -> str:
+    return json.dumps({key: value for key, value in scores.items() if key != "reports"}, indent=2,
+                      ensure_ascii=False)
