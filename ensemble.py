@@ -55,7 +55,7 @@ class EnsembleArguments:
         check_at_least(2, members=len(self.members))
         check_at_least(0, min_votes=self.min_votes, compare_min_votes=min(self.compare_min_votes, default=0))
         check_at_least(1, batch_size=self.batch_size)
-        if max(self.min_votes, *self.compare_min_votes) > len(self.members):
+        if max([self.min_votes, *self.compare_min_votes]) > len(self.members):
             raise ValueError(f"a vote threshold above the number of members ({len(self.members)}) keeps nothing")
 
 

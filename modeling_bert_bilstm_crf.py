@@ -9,6 +9,8 @@ shipped next to a checkpoint and loaded with ``trust_remote_code=True``:
   emissions -> ``CRF``. ``forward(..., labels)`` returns the mean CRF negative log-likelihood as ``loss`` and the
   emission scores as ``logits``; ``decode(...)`` returns a ``CrfDecoderOutput`` whose ``tags`` are the Viterbi
   tags with -100 at positions the CRF does not see ([CLS], [SEP], padding, anything labelled -100).
+* ``BertBiLstmCrfEnsembleConfig`` / ``BertBiLstmCrfEnsembleForTokenClassification``: models of one label set as
+  one model, decoding their averaged CRF potentials (or keeping the entities enough of them predict).
 * ``CRF``: a drop-in, faster replacement for pytorch-crf's ``torchcrf.CRF`` (same parameter names and
   interface, log-likelihood from ``forward``) that also accepts masks with holes.
 """
@@ -517,12 +519,6 @@ class BertBiLstmCrfConfig(BertConfig):
             Chinese words are mostly two characters long, so bigrams tell where a term begins and ends; they
             need no word segmenter and no vocabulary beyond the characters'.
         bigram_embedding_size: Size of each bigram embedding (the BiLSTM reads 2 x this many more features).
-        ensemble_members: The members' own configs (dicts) when this config is an ensemble's
-            (``BertBiLstmCrfEnsembleForTokenClassification``): models of one label set, tokenizer and windows whose
-            CRF potentials are averaged. None: a single model.
-        ensemble_min_votes: How an ensemble decodes. 0: one Viterbi pass over the averaged potentials (emissions and
-            transitions). N > 0: each member decodes with its own CRF and an entity is kept when at least N members
-            predict it (type and both offsets); overlapping entities go to the one with more votes.
         skip_blanks: Blank characters (``is_blank``: whitespace, 14% of the Ruijin corpus) get no model position:
             the model sees the other characters only, and a blank is tagged afterwards, inside an entity when the
             entity goes on after it, else ``O`` (``tags_with_blanks``). Offsets stay exact; the encoder does
@@ -548,13 +544,9 @@ class BertBiLstmCrfConfig(BertConfig):
         bigram_embedding_size: int = 64,
         skip_blanks: bool = False,
         encoder: dict | None = None,
-        ensemble_members: list[dict] | None = None,
-        ensemble_min_votes: int = 0,
         **kwargs,
     ):
         self.encoder = encoder
-        self.ensemble_members = ensemble_members
-        self.ensemble_min_votes = ensemble_min_votes
         if encoder is not None:
             kwargs.update({name: encoder[name] for name in ENCODER_FIELDS_SHOWN if name in encoder})
         self.use_lstm = use_lstm
@@ -578,6 +570,30 @@ class BertBiLstmCrfConfig(BertConfig):
     def encoder_config(self):
         """The encoder's own config (``encoder``; None for an old folder, whose BERT config is this one)."""
         return None if self.encoder is None else AutoConfig.for_model(**self.encoder)
+
+
+class BertBiLstmCrfEnsembleConfig(BertBiLstmCrfConfig):
+    """An ensemble's config (``BertBiLstmCrfEnsembleForTokenClassification``): the fields its members share
+    (labels, windows, tokenizer ids) plus
+
+    Args:
+        ensemble_members: The members' own configs (dicts): models of one label set, tokenizer and windows whose
+            CRF potentials are averaged.
+        ensemble_min_votes: How an ensemble decodes. 0: one Viterbi pass over the averaged potentials (emissions and
+            transitions). N > 0: each member decodes with its own CRF and an entity is kept when at least N members
+            predict it (type and both offsets); overlapping entities go to the one with more votes.
+
+    A model type of its own: the auto classes map each config class to one model class, so with the single
+    model's config an ensemble's folder would load as a single model (without its weights) in a process that
+    had loaded a single model of the same code.
+    """
+
+    model_type = "bert_bilstm_crf_ensemble"
+
+    def __init__(self, ensemble_members: list[dict] | None = None, ensemble_min_votes: int = 0, **kwargs):
+        self.ensemble_members = ensemble_members or []
+        self.ensemble_min_votes = ensemble_min_votes
+        super().__init__(**kwargs)
 
 
 # ----- Model -----
@@ -763,7 +779,9 @@ class BertBiLstmCrfEnsembleForTokenClassification(BertBiLstmCrfPreTrainedModel):
     with its own CRF instead and an entity is kept when N members predict it (``vote_tags``). Build one with
     ``from_members``; it saves and loads like any model of this file."""
 
-    def __init__(self, config: BertBiLstmCrfConfig):
+    config_class = BertBiLstmCrfEnsembleConfig
+
+    def __init__(self, config: BertBiLstmCrfEnsembleConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.members = nn.ModuleList(
@@ -781,8 +799,9 @@ class BertBiLstmCrfEnsembleForTokenClassification(BertBiLstmCrfPreTrainedModel):
                 raise ValueError(f"the members differ in {name}: an ensemble's members must share it")
         if not 0 <= min_votes <= len(members):
             raise ValueError(f"min_votes must be between 0 and the number of members ({len(members)}), got {min_votes}")
-        shared = {key: value for key, value in configs[0].items() if key not in ("auto_map", "architectures")}
-        config = BertBiLstmCrfConfig(**{**shared, "ensemble_members": configs, "ensemble_min_votes": min_votes})
+        shared = {key: value for key, value in configs[0].items()
+                  if key not in ("auto_map", "architectures", "model_type")}
+        config = BertBiLstmCrfEnsembleConfig(**shared, ensemble_members=configs, ensemble_min_votes=min_votes)
         ensemble = cls(config)
         with torch.no_grad():
             for mine, member in zip(ensemble.members, members):
@@ -901,6 +920,7 @@ def bio_transition_constraints(id2label: dict[int, str]) -> tuple[torch.Tensor, 
 
 BertBiLstmCrfConfig.register_for_auto_class("AutoConfig")
 BertBiLstmCrfForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+BertBiLstmCrfEnsembleConfig.register_for_auto_class("AutoConfig")
 BertBiLstmCrfEnsembleForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
 
 # ----- Text <-> model positions: characters, windows, BIO tags, spans -----
@@ -1168,7 +1188,7 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
         window, offset, is_last = model_inputs.pop("window"), model_inputs.pop("offset"), model_inputs.pop("is_last")
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
         crf_mask = model_inputs["crf_mask"]
-        if self.model.config.ensemble_min_votes:  # an ensemble that votes: each member's emissions
+        if getattr(self.model.config, "ensemble_min_votes", 0):  # an ensemble that votes: each member's emissions
             member_logits = self._emissions_by_length(input_ids, attention_mask, self.model.member_emissions)
             tags = self.model.vote_tags(member_logits, crf_mask, constrain_bio)
             logits = member_logits.mean(dim=2)

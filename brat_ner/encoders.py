@@ -21,7 +21,12 @@ from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.utils import logging as transformers_logging
 
-from modeling_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfForTokenClassification, CharacterEncoder
+from modeling_bert_bilstm_crf import (
+    BertBiLstmCrfConfig,
+    BertBiLstmCrfEnsembleConfig,
+    BertBiLstmCrfForTokenClassification,
+    CharacterEncoder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +89,9 @@ def read_encoder_config(name_or_path: str, option: str) -> dict:
     if model_type == BertBiLstmCrfConfig.model_type:
         raise ValueError(f"{option} {name_or_path} is a model trained by train.py: give it as --model_name_or_path "
                          f"to train it further")
+    if model_type == BertBiLstmCrfEnsembleConfig.model_type:
+        raise ValueError(f"{option} {name_or_path} is an ensemble (ensemble.py): train one of its members further "
+                         f"(the folders its ensemble_members.json names)")
     if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or config_dict.get("is_encoder_decoder"):
         raise ValueError(f"{option} {name_or_path}: a {model_type} model is not a bidirectional encoder that "
                          f"transformers pretrains by masked language modelling (BERT, ERNIE, ELECTRA, RoFormer ...), "

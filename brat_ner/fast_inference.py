@@ -255,6 +255,9 @@ def use_onnx(tagger, path: str | Path, num_threads: int | None = None, int8: boo
     precision is refused."""
     if tagger.device.type != "cpu":
         raise ValueError(f"the ONNX path runs on the CPU (ONNX Runtime's CPU provider), not on {tagger.device}")
+    if getattr(tagger.model.config, "ensemble_min_votes", 0):
+        raise ValueError("the ONNX path exports one emission network, the members' average, and an ensemble that "
+                         "votes decodes each member's emissions: run it without --onnx (--quantize int8 works)")
     path = Path(path)
     if not path.exists():
         export_onnx(tagger.model, path, int8)

@@ -1,0 +1,157 @@
+"""Ensembles (BertBiLstmCrfEnsembleForTokenClassification, ensemble.py): copies of one model predict what it
+predicts, by averaging and by votes; the folder saves, reloads through AutoModel with remote code, and runs in
+the pipeline, predict.py (float and int8) and push_to_hub.py; voting keeps the entities with enough votes."""
+
+import json
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+from brat_ner import fast_inference
+from conftest import SAMPLE, run_predict, run_script, sample_texts, tiny_model
+from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, _winning_spans
+
+
+@pytest.fixture(scope="module")
+def member(trained_model):
+    """(folder, model, tokenizer, module) of the session's trained model, loaded as a user loads it."""
+    model_dir, _ = trained_model
+    model = AutoModelForTokenClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
+    return model_dir, model, AutoTokenizer.from_pretrained(model_dir), sys.modules[type(model).__module__]
+
+
+def tagged(module, model, tokenizer) -> list[list[dict]]:
+    ner = module.BertBiLstmCrfNerPipeline(model=model, tokenizer=tokenizer, device="cpu")
+    return [ner(text) for text in sample_texts(SAMPLE)]
+
+
+# Two or four copies: their mean is then each copy's value to the bit (x + x = 2x exactly), so the scores too
+# must be equal, not close.
+@pytest.mark.parametrize("copies, min_votes", [(2, 0), (4, 0), (2, 1), (2, 2), (4, 3)])
+def test_copies_of_one_model_predict_exactly_what_it_predicts(member, copies, min_votes):
+    _, model, tokenizer, module = member
+    ensemble = module.BertBiLstmCrfEnsembleForTokenClassification.from_members([model] * copies, min_votes)
+    expected = tagged(module, model, tokenizer)
+    assert sum(map(len, expected)) > 0
+    assert tagged(module, ensemble, tokenizer) == expected  # entities, offsets and scores
+    ids = tokenizer(sample_texts(SAMPLE)[0][:60], return_tensors="pt")["input_ids"]
+    alone, together = model.decode(ids, return_marginals=True), ensemble.decode(ids, return_marginals=True)
+    assert torch.equal(alone.marginals, together.marginals)
+    if not min_votes:  # votes rewrite an orphan I- tag as B-: the same entities, not always the same tag ids
+        assert torch.equal(alone.tags, together.tags)
+
+
+def test_votes_keep_entities_with_enough_votes_and_the_stronger_of_two_overlapping():
+    votes = {("Drug", 0, 3): 2, ("Test", 2, 5): 3, ("Drug", 6, 8): 1, ("Disease", 9, 12): 2, ("Test", 9, 12): 2}
+    # Drug 0-3 loses to the overlapping Test 2-5 (3 votes); Drug 6-8 has too few; of the two with 2 votes on the
+    # same characters, the first ranked (the same start and length: the order of the sort, stable) is kept.
+    assert _winning_spans(votes, 2) == [("Test", 2, 5), ("Disease", 9, 12)]
+    assert _winning_spans(votes, 1) == [("Test", 2, 5), ("Disease", 9, 12), ("Drug", 6, 8)]
+    assert _winning_spans(votes, 4) == []
+
+
+def test_members_of_other_label_sets_are_refused():
+    labels = ["O", "B-Drug", "I-Drug"]
+    first = tiny_model(num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    second = tiny_model(num_labels=3, id2label=dict(enumerate(["O", "B-Test", "I-Test"])),
+                        label2id={"O": 0, "B-Test": 1, "I-Test": 2})
+    with pytest.raises(ValueError, match="the members differ in id2label"):
+        BertBiLstmCrfEnsembleForTokenClassification.from_members([first, second])
+    with pytest.raises(ValueError, match="min_votes must be between 0 and the number of members"):
+        BertBiLstmCrfEnsembleForTokenClassification.from_members([first, first], min_votes=3)
+
+
+@pytest.fixture(scope="module")
+def ensemble_folder(member, tmp_path_factory):
+    model_dir, *_ = member
+    output_dir = tmp_path_factory.mktemp("ensemble") / "model"
+    completed = run_script(["ensemble.py", "--members", str(model_dir), str(model_dir), "--output_dir",
+                            str(output_dir), "--compare_min_votes", "1", "2"])
+    return output_dir, completed
+
+
+def test_ensemble_py_scores_the_members_and_the_ensemble_on_the_test_split(ensemble_folder):
+    output_dir, completed = ensemble_folder
+    assert "| mean of the members |" in completed.stdout and "| ensemble, at least 2 votes |" in completed.stdout
+    record = json.loads((output_dir / "ensemble_members.json").read_text(encoding="utf-8"))
+    first, second = record["members"]
+    assert first["strict"] == second["strict"] == record["member_mean"]["strict"]
+    # Two copies of one model: each decoding of the ensemble scores what the model scores.
+    assert set(record["ensemble"]) == {"average", "at least 1 votes", "at least 2 votes"}
+    for scores in record["ensemble"].values():
+        assert scores == {rule: first[rule] for rule in ("strict", "overlap")}
+    report = json.loads((output_dir / "test_report.json").read_text(encoding="utf-8"))
+    assert report["micro avg"]["f1-score"] == pytest.approx(first["strict"]["f1"])
+    assert json.loads((output_dir / "run_record.json").read_text())["script"] == "ensemble.py"
+    assert (output_dir / "model.safetensors").stat().st_mode & 0o044  # readable by others under umask 022
+
+
+def test_the_ensemble_folder_loads_and_predicts_like_its_member(member, ensemble_folder, tmp_path, monkeypatch):
+    model_dir, *_ = member
+    output_dir, _ = ensemble_folder
+    # Both folders are named "model", so their code is one module: after loading the member, only a config class
+    # of the ensemble's own (BertBiLstmCrfEnsembleConfig) keeps the auto class from building a single model.
+    model = AutoModelForTokenClassification.from_pretrained(output_dir, trust_remote_code=True)
+    assert type(model).__name__ == "BertBiLstmCrfEnsembleForTokenClassification" and len(model.members) == 2
+    texts = sample_texts(SAMPLE)
+    single = pipeline("token-classification", model=str(model_dir), trust_remote_code=True, device="cpu")
+    combined = pipeline("token-classification", model=str(output_dir), trust_remote_code=True, device="cpu")
+    assert [combined(text) for text in texts] == [single(text) for text in texts]
+
+    # predict.py takes the folder as the project's own (no --trust_remote_code) and writes the same files.
+    run_predict(monkeypatch, "--model_name_or_path", str(model_dir), "--input_dir", str(SAMPLE),
+                "--output_dir", str(tmp_path / "single"))
+    run_predict(monkeypatch, "--model_name_or_path", str(output_dir), "--input_dir", str(SAMPLE),
+                "--output_dir", str(tmp_path / "ensemble"))
+    run_predict(monkeypatch, "--model_name_or_path", str(output_dir), "--input_dir", str(SAMPLE),
+                "--output_dir", str(tmp_path / "int8"), "--quantize", "int8")
+    for path in sorted((tmp_path / "single").glob("*.ann")):
+        assert (tmp_path / "ensemble" / path.name).read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+        assert (tmp_path / "int8" / path.name).is_file()
+
+
+def test_push_to_hub_describes_the_ensemble(ensemble_folder, tmp_path):
+    output_dir, _ = ensemble_folder
+    run_script(["push_to_hub.py", "--model_dir", str(output_dir), "--repo_id", "user/ensemble", "--dry_run",
+                str(tmp_path / "repo")])
+    card = (tmp_path / "repo" / "README.md").read_text(encoding="utf-8")
+    assert "an ensemble of 2 such models, averaging their CRF potentials before one Viterbi pass" in card
+
+
+def test_ensemble_py_never_replaces_a_folder_it_did_not_write(member, ensemble_folder, tmp_path):
+    model_dir, *_ = member
+    output_dir, _ = ensemble_folder
+    arguments = ["ensemble.py", "--members", str(model_dir), str(model_dir), "--output_dir"]
+    again = run_script([*arguments, str(output_dir)], succeeds=False)
+    assert again.returncode == 2 and "exists and is not empty; give another --output_dir or --overwrite_output_dir" \
+        in again.stderr
+    users = tmp_path / "notes"
+    users.mkdir()
+    (users / "todo.txt").write_text("mine", encoding="utf-8")
+    refused = run_script([*arguments, str(users), "--overwrite_output_dir"], succeeds=False)
+    assert "was not written by ensemble.py" in refused.stderr and (users / "todo.txt").read_text() == "mine"
+    too_many = run_script([*arguments, str(tmp_path / "new"), "--min_votes", "3"], succeeds=False)
+    assert "a vote threshold above the number of members (2) keeps nothing" in too_many.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_onnx_runs_an_averaging_ensemble_and_refuses_a_voting_one(member, tmp_path):
+    """The ONNX path exports one emission network: the members' average, which is the whole of an averaging
+    ensemble; a voting ensemble decodes each member's emissions, which that network does not give."""
+    _, model, tokenizer, module = member
+    texts = sample_texts(SAMPLE)
+    voting = module.BertBiLstmCrfNerPipeline(
+        model=module.BertBiLstmCrfEnsembleForTokenClassification.from_members([model] * 2, 1), tokenizer=tokenizer,
+        device="cpu")
+    with pytest.raises(ValueError, match="an ensemble that votes decodes each member's emissions"):
+        fast_inference.use_onnx(voting, tmp_path / "voting.onnx")
+    assert not (tmp_path / "voting.onnx").exists()
+    averaging = module.BertBiLstmCrfNerPipeline(
+        model=module.BertBiLstmCrfEnsembleForTokenClassification.from_members([model] * 2), tokenizer=tokenizer,
+        device="cpu")
+    fast_inference.use_onnx(averaging, tmp_path / "average.onnx")
+    spans = [[(e["entity_group"], e["start"], e["end"]) for e in averaging(text)] for text in texts]
+    assert spans == [[(e["entity_group"], e["start"], e["end"]) for e in found] for found in tagged(module, model,
+                                                                                                   tokenizer)]
