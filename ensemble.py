@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import HfArgumentParser
 
 from brat_ner import ensembles, fast_inference
 from brat_ner.cli import check_at_least, parse_arguments, run_main
@@ -70,7 +70,7 @@ def main():
     check_output_dir(output_dir, args.overwrite_output_dir)
     fast_inference.set_num_threads(args.num_threads)
     ensemble = ensembles.combine(args.members, args.min_votes, args.trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(args.members[0])
+    tokenizer = ensembles.load_tokenizer(args.members[0], args.trust_remote_code)
     print(f"ensemble.py: {len(args.members)} members; scoring them and the ensemble on their test split")
     scores = ensembles.test_scores(ensemble, args.members, tokenizer, args.compare_min_votes, args.batch_size)
     # Written whole in a hidden folder beside the output folder, then moved in: a stopped run leaves no
@@ -78,7 +78,7 @@ def main():
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        ensembles.write_ensemble(ensemble, args.members, staging)
+        ensembles.write_ensemble(ensemble, tokenizer, args.members, staging)
         write_reports(scores["reports"], staging / "test_report")
         atomic_write(staging / ensembles.MEMBERS_FILE, ensembles.members_record(scores))
         record_run(staging, "ensemble.py", FINISHED)

@@ -48,12 +48,19 @@ def combine(folders: list[str], min_votes: int, trust: bool):
     return ensemble_class.from_members(members, min_votes=min_votes)
 
 
-def write_ensemble(ensemble, folders: list[str], output_dir: Path) -> None:
-    """Weights, config (naming the ensemble class), model code, the first member's tokenizer and corpus files."""
+def load_tokenizer(folder: str, trust: bool):
+    """The members' tokenizer (the first member's). AutoTokenizer reads the folder's config, which names the
+    model's code: without ``trust_remote_code`` it would stop to ask on the terminal."""
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code(folder, trust))
+
+
+def write_ensemble(ensemble, tokenizer, folders: list[str], output_dir: Path) -> None:
+    """Weights, config (naming the ensemble class), model code, the members' tokenizer and the first member's
+    corpus files."""
     ensemble.save_pretrained(output_dir)
-    AutoTokenizer.from_pretrained(folders[0]).save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
     for name in COPIED_FILES:
         if (Path(folders[0]) / name).is_file():
             shutil.copyfile(Path(folders[0]) / name, output_dir / name)

@@ -19,7 +19,8 @@ def member(trained_model):
     """(folder, model, tokenizer, module) of the session's trained model, loaded as a user loads it."""
     model_dir, _ = trained_model
     model = AutoModelForTokenClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
-    return model_dir, model, AutoTokenizer.from_pretrained(model_dir), sys.modules[type(model).__module__]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    return model_dir, model, tokenizer, sys.modules[type(model).__module__]
 
 
 def tagged(module, model, tokenizer) -> list[list[dict]]:
