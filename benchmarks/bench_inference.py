@@ -12,6 +12,9 @@ For each encoder size (``--sizes``), random weights:
   ``--skip_blanks false``, and those trained before it existed);
 * ``int8`` / ``bf16`` / ``onnx``: the ``project`` pipeline with ``fast_inference.quantize_int8``, with the model in
   bfloat16 (``predict.py --bf16 true``), with ``fast_inference.use_onnx``;
+* ``ensemble`` / ``ensemble-int8``: the ``project`` model and ``--ensemble_members`` - 1 more of the same size
+  (other random weights) as one ``BertBiLstmCrfEnsembleForTokenClassification`` (ensemble.py's, averaging their
+  CRF potentials), float and with ``fast_inference.quantize_int8``;
 * ``stock``: ``transformers``' token-classification pipeline with ``BertForTokenClassification`` (argmax of the
   logits, ``aggregation_strategy="simple"``), the same encoder size, the same text cut into pieces of 500
   characters (the stock tokenizer drops whitespace and may join digits and Latin letters, so it feeds fewer
@@ -51,6 +54,7 @@ from brat_ner.trust import trust_remote_code  # noqa: E402
 from dataset_script.brat import read_text  # noqa: E402
 from modeling_bert_bilstm_crf import (  # noqa: E402
     BertBiLstmCrfConfig,
+    BertBiLstmCrfEnsembleForTokenClassification,
     BertBiLstmCrfForTokenClassification,
     BertBiLstmCrfNerPipeline,
     split_into_windows,
@@ -62,19 +66,22 @@ UNLABELED = SHARED / "ruijin_round1" / "unlabeled"
 SAMPLE = REPO / "data" / "sample"
 NUM_LABELS = 31  # BIO over the Ruijin corpus' 15 types
 STOCK_PIECE_CHARS = 500
-VARIANTS = ("project", "user-path", "every-position", "int8", "bf16", "onnx", "stock")
+VARIANTS = ("project", "user-path", "every-position", "int8", "bf16", "onnx", "ensemble", "ensemble-int8", "stock")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["base", "small"], choices=["base", "small"],
-                        help="base: bert-base-chinese's config, BiLSTM 2 x 256; small: 4 layers x 256, BiLSTM 2 x 128")
+    parser.add_argument("--sizes", nargs="+", default=["base", "small"], choices=["base", "small", "recipe"],
+                        help="base: bert-base-chinese's config, BiLSTM 2 x 256; small: 4 layers x 256, BiLSTM 2 x "
+                             "128; recipe: the CPU recipe's (no transformer layers, bigrams, BiLSTM 2 x 256)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--chars", type=int, default=20_000, help="characters of text, the same for every variant")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=8, help="windows (pieces) per forward pass")
     parser.add_argument("--num_threads", type=int, default=None,
                         help="torch and ONNX Runtime threads (default: the cores available to this process)")
+    parser.add_argument("--ensemble_members", type=int, default=5,
+                        help="models in the ensemble variants (cross_validate.py's default folds: 5)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -92,23 +99,29 @@ def benchmark_texts(num_chars: int) -> tuple[list[str], str]:
     return texts, str(folder)
 
 
-def encoder_config(size: str) -> tuple[dict, int]:
-    """BERT config values and the BiLSTM's hidden size per direction."""
+def encoder_config(size: str) -> tuple[dict, dict]:
+    """BERT config values and the head's (BiLSTM, bigrams, windows)."""
+    if size == "recipe":  # configs/cpu-recipe.json: no transformer layers, bigram features, windows of 126
+        return dict(hidden_size=128, num_hidden_layers=0, num_attention_heads=1, intermediate_size=128,
+                    vocab_size=21128), dict(lstm_hidden_size=256, bigram_buckets=50021, bigram_embedding_size=32,
+                                            window_chars=126)
     if size == "small":
         return dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-                    vocab_size=21128), 128
+                    vocab_size=21128), dict(lstm_hidden_size=128, window_chars=510)
     config_file = BERT_BASE_CHINESE / "config.json"
     config = BertConfig.from_json_file(config_file) if config_file.is_file() else BertConfig(vocab_size=21128)
     return {key: getattr(config, key) for key in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                                  "intermediate_size", "vocab_size")}, 256
+                                                  "intermediate_size", "vocab_size")}, dict(lstm_hidden_size=256,
+                                                                                            window_chars=510)
 
 
-def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: int, batch_size: int):
+def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: int, batch_size: int,
+                  ensemble_members: int):
     """One tagging function per variant, all from the same random encoder weights, and the project's model."""
-    bert, lstm_hidden_size = encoder_config(size)
+    bert, head = encoder_config(size)
     labels = {"id2label": {i: f"L{i}" for i in range(NUM_LABELS)}, "label2id": {f"L{i}": i for i in range(NUM_LABELS)}}
-    model = BertBiLstmCrfForTokenClassification(BertBiLstmCrfConfig(
-        **bert, **labels, use_lstm=True, lstm_hidden_size=lstm_hidden_size, window_chars=510, skip_blanks=True)).eval()
+    config = BertBiLstmCrfConfig(**bert, **head, **labels, use_lstm=True, skip_blanks=True)
+    model = BertBiLstmCrfForTokenClassification(config).eval()
     taggers = {}
     for variant in variants:
         if variant == "stock":
@@ -128,8 +141,11 @@ def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: in
             variant_model.config.skip_blanks = False
         elif variant == "bf16":
             variant_model = copy.deepcopy(model).to(torch.bfloat16)
+        elif variant.startswith("ensemble"):
+            others = [BertBiLstmCrfForTokenClassification(config) for _ in range(ensemble_members - 1)]
+            variant_model = BertBiLstmCrfEnsembleForTokenClassification.from_members([model, *others])
         tagger = BertBiLstmCrfNerPipeline(model=variant_model, tokenizer=tokenizer, device="cpu")
-        if variant == "int8":
+        if variant.endswith("int8"):
             fast_inference.quantize_int8(tagger)  # a quantised copy: the other variants keep the float model
         elif variant == "onnx":
             fast_inference.use_onnx(tagger, scratch / f"{size}.onnx", num_threads)
@@ -229,7 +245,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         for size in args.sizes:
             taggers, model = build_taggers(size, tokenizer, args.variants, Path(scratch), num_threads,
-                                           args.batch_size)
+                                           args.batch_size, args.ensemble_members)
             speeds = measure(taggers, texts, args.repeats)
             stock = statistics.median(speeds["stock"]) if "stock" in speeds else None
             for variant, values in speeds.items():
