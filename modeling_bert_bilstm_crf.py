@@ -399,6 +399,45 @@ class CRF(nn.Module):
             return llh.mean()
         return llh.sum() / mask.sum().clamp(min=1)
 
+    def expected_counts(self, emissions, mask=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What this CRF expects of its paths, the sufficient statistics of a linear chain: per position the
+        posterior of each tag (shaped like ``emissions``, 0 where invisible) and, summed over the batch, how
+        often a path starts in each tag (K), ends in each tag (K) and takes each transition (K, K). The
+        gradients of log Z, without a graph to the emissions: a teacher's side of ``cross_entropy``."""
+        emissions, _, mask = self._batch_first(emissions, None, mask)
+        with torch.enable_grad(), torch.autocast(emissions.device.type, enabled=False):
+            emissions = emissions.detach().to(torch.promote_types(emissions.dtype, torch.float32)).requires_grad_()
+            params = [param.detach().requires_grad_() for param in self._float_params(emissions.dtype)]
+            log_z = self._log_partition(emissions, mask, params)
+            node, start, end, transitions = torch.autograd.grad(log_z.sum(), [emissions, *params])
+        return node if self.batch_first else node.transpose(0, 1), start, end, transitions
+
+    def cross_entropy(self, emissions, teacher_counts, mask=None) -> torch.Tensor:
+        """Cross-entropy, averaged over sequences, from a teacher's distribution over paths to this CRF's:
+        log Z - E_teacher[path score], with ``teacher_counts`` the teacher's ``expected_counts`` over the same
+        positions. Exact over all paths when the teacher is a linear-chain CRF (one model, or an ensemble's
+        averaged CRF); its gradient is this CRF's expected counts minus the teacher's, so it is smallest where
+        the two distributions are one."""
+        node, start, end, transitions = teacher_counts
+        emissions, _, mask = self._batch_first(emissions, None, mask)
+        if not self.batch_first:
+            node = node.transpose(0, 1)
+        with torch.autocast(emissions.device.type, enabled=False):
+            emissions = emissions.to(torch.promote_types(emissions.dtype, torch.float32))
+            params = self._float_params(emissions.dtype)
+            log_z = self._log_partition(emissions, mask, params)
+            expected_score = (node * emissions).sum() + sum(
+                (count * param).sum() for count, param in zip((start, end, transitions), params))
+            return (log_z.sum() - expected_score) / emissions.shape[0]
+
+    def _log_partition(self, emissions, mask, params) -> torch.Tensor:
+        """log Z per sequence of batch-first float emissions (0 for a sequence with no visible position)."""
+        parallel = _parallel_over_time(emissions)
+        order, lengths, compact_mask = _compact(mask, trim=not parallel)
+        log_partition = _log_partition_tree if parallel else _log_partition_sequential
+        log_z = log_partition(_gather_time(emissions, order), compact_mask, *params)
+        return torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
+
     def decode(self, emissions, mask=None) -> list[list[int]]:
         """Viterbi paths, one list of tags per sequence covering its visible positions in order."""
         tags = self.viterbi_tags(emissions, mask)

@@ -65,6 +65,7 @@ from brat_ner.runs import (
     training_arguments,
 )
 from brat_ner.trainer import BertBiLstmCrfTrainer, NerMetrics, TimeBudgetTrainingArguments
+from brat_ner.trainer.distillation import load_teacher
 from brat_ner.training_data import (
     check_splits_have_text,
     encode_batch,
@@ -237,7 +238,21 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
                           "twice."},
     )
 
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "Distillation: a model folder of the same labels and windows (e.g. an ensemble written by "
+                          "ensemble.py) whose CRF's distribution over tag paths this model also learns "
+                          "(docs/model.md#distillation)."},
+    )
+    teacher_weight: float = field(
+        default=0.5,
+        metadata={"help": "With --teacher, the loss is (1 - this) x the gold tags' NLL + this x the cross-entropy "
+                          "from the teacher's CRF (0: plain training; the teacher is not run)."},
+    )
+
     def __post_init__(self):
+        if not 0 <= self.teacher_weight <= 1:
+            raise ValueError(f"--teacher_weight must be between 0 and 1, got {self.teacher_weight}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"--ema_decay must be between 0 and 1, got {self.ema_decay}")
         check_at_least(0, fgm_epsilon=self.fgm_epsilon)
@@ -278,6 +293,7 @@ def main():
     train_set = oversample_rare_types(encoded["train"], label_names, data_args)
 
     model = build_model(model_args, tokenizer, label_names, data_args, corpus["train"][:200]["tokens"])
+    teacher = load_teacher(training_args.teacher, label_names, model.config) if training_args.teacher else None
     metric = NerMetrics(label_names)
     callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience else []
     trainer = BertBiLstmCrfTrainer(
@@ -286,6 +302,8 @@ def main():
         head_learning_rate=model_args.head_learning_rate,
         ema_decay=training_args.ema_decay,
         fgm_epsilon=training_args.fgm_epsilon,
+        teacher=teacher,
+        teacher_weight=training_args.teacher_weight,
         train_dataset=train_set,
         eval_dataset=encoded["validation"],
         data_collator=DataCollatorForTokenClassification(

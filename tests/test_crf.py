@@ -327,3 +327,67 @@ def test_long_sequence_is_finite(tree):
     assert torch.isfinite(llh).all() and (llh <= 0).all()
     torch.testing.assert_close(llh, reference(emissions, tags, mask, reduction="none"), rtol=1e-4, atol=0)
     assert len(crf.decode(emissions, mask)[0]) == 4096
+
+
+# ----- A teacher's distribution over paths: expected counts and the cross-entropy (distillation) -----
+
+
+def brute_force_path_log_probs(crf, emissions, mask):
+    """{path: log P(path)} over every tag sequence of the visible positions of one sequence."""
+    visible = emissions[mask]
+    log_z = brute_force_log_partition(crf, emissions, mask)
+    log_probs = {}
+    for path in itertools.product(range(crf.num_tags), repeat=len(visible)):
+        score = crf.start_transitions[path[0]] + crf.end_transitions[path[-1]]
+        score = score + sum(visible[t, tag] for t, tag in enumerate(path))
+        score = score + sum(crf.transitions[a, b] for a, b in zip(path, path[1:]))
+        log_probs[path] = score - log_z
+    return log_probs
+
+
+@pytest.mark.parametrize("tree", [False, True])
+def test_cross_entropy_from_a_teacher_is_the_sum_over_all_paths(monkeypatch, tree):
+    """-sum over every path of Q(path) log P(path), averaged over sequences, for a teacher CRF Q and a student
+    CRF P, with holes, a row without visible positions, and the teacher's expected counts checked path by path."""
+    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: tree)
+    teacher, _ = make_pair(num_tags=3, seed=1)
+    student, _ = make_pair(num_tags=3, seed=2)
+    teacher.double(), student.double()
+    generator = torch.Generator().manual_seed(3)
+    teacher_emissions = torch.randn(4, 4, 3, dtype=torch.float64, generator=generator)
+    student_emissions = torch.randn(4, 4, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    mask = torch.tensor([[True] * 4, [True, False, True, True], [False, True, True, False], [False] * 4])
+    counts = teacher.expected_counts(teacher_emissions, mask)
+
+    expected_node, expected_ends, expected = torch.zeros(4, 4, 3, dtype=torch.float64), torch.zeros(2, 3).double(), 0
+    expected_transitions = torch.zeros(3, 3, dtype=torch.float64)
+    for row in range(3):  # the last row has no path
+        positions = mask[row].nonzero().squeeze(1).tolist()
+        student_log_probs = brute_force_path_log_probs(student, student_emissions[row], mask[row])
+        for path, log_q in brute_force_path_log_probs(teacher, teacher_emissions[row], mask[row]).items():
+            q = log_q.exp().detach()
+            expected = expected - q * student_log_probs[path]
+            for position, tag in zip(positions, path):
+                expected_node[row, position, tag] += q
+            for before, after in zip(path, path[1:]):
+                expected_transitions[before, after] += q
+            expected_ends[0, path[0]] += q
+            expected_ends[1, path[-1]] += q
+    node, start, end, transitions = counts
+    torch.testing.assert_close(node, expected_node)
+    torch.testing.assert_close(torch.stack([start, end]), expected_ends)
+    torch.testing.assert_close(transitions, expected_transitions)
+    loss = student.cross_entropy(student_emissions, counts, mask)
+    torch.testing.assert_close(loss, expected / 4)
+    # The gradient: the student's posteriors minus the teacher's.
+    (gradient,) = torch.autograd.grad(loss, student_emissions)
+    torch.testing.assert_close(gradient * 4, student.marginals(student_emissions.detach(), mask) - counts[0])
+
+
+def test_cross_entropy_to_itself_is_the_entropy_and_least():
+    crf, _ = make_pair(num_tags=4, seed=5)
+    emissions, _, mask = random_batch(3, 6, 4, seed=6)
+    counts = crf.expected_counts(emissions, mask)
+    own = crf.cross_entropy(emissions, counts, mask)
+    assert own < crf.cross_entropy(emissions + torch.randn_like(emissions), counts, mask)
+    assert own < crf.cross_entropy(emissions.flip(-1), counts, mask)

@@ -1,6 +1,7 @@
 """brat_ner/trainer/: the time budget (learning rate over the elapsed share of the budget, processes following the
 main process's clock), the moving average of the weights (--ema_decay), adversarial training on the embeddings
-(--fgm_epsilon) and the training metrics (NerMetrics), each through the real Trainer."""
+(--fgm_epsilon), distillation from a teacher (--teacher) and the training metrics (NerMetrics), each through the
+real Trainer."""
 
 import copy
 import sys
@@ -11,6 +12,7 @@ import pytest
 import torch
 import torch.distributed
 import torch.multiprocessing
+from safetensors.torch import load_file
 from torch import nn
 from transformers import (
     AutoTokenizer,
@@ -27,10 +29,11 @@ import train
 from brat_ner import cli
 from brat_ner.trainer import NerMetrics, adversarial
 from brat_ner.trainer.adversarial import FgmTrainerMixin, embedding_tables, perturbed_along_gradient
+from brat_ner.trainer.distillation import DistillationTrainerMixin, load_teacher
 from brat_ner.trainer.time_budget import TimeBudget, TimeBudgetTrainer, TimeBudgetTrainingArguments
 from brat_ner.trainer.weight_average import WeightAverage, WeightAverageTrainerMixin
-from conftest import REPO, TINY_BERT, small_training, tiny_model
-from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
+from conftest import REPO, TINY_BERT, run_script, small_training, tiny_model
+from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
 
 # ----- the time budget -----
 
@@ -344,6 +347,71 @@ def test_train_py_saves_the_average_of_the_weights_its_fgm_steps_trained(tmp_pat
     for name, averaged in zip(recorded["names"], average, strict=True):
         torch.testing.assert_close(saved[name], averaged, msg=name)
     assert not all(torch.equal(saved[name], last) for name, last in zip(recorded["names"], steps[-1], strict=True))
+
+
+# ----- distillation (--teacher) -----
+
+
+class DistillationTrainer(DistillationTrainerMixin, Trainer):
+    pass
+
+
+def test_a_distillation_loss_mixes_the_gold_nll_with_the_cross_entropy_from_the_teachers_crf(tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_BERT))
+    batch = tokenizer(["血糖升高", "糖尿病患者"], padding=True, return_tensors="pt")
+    labels = torch.tensor([[-100, 1, 2, 0, 0, -100, -100], [-100, 3, 4, 4, 0, 0, -100]])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+    torch.manual_seed(1)
+    student, teacher = dropout_free_model(0), dropout_free_model(0).eval()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, teacher_weight=0.25)
+    student.train()
+    loss = trainer.compute_loss(student, dict(inputs))
+
+    outputs = copy.deepcopy(student)(**inputs)
+    counts = teacher.crf.expected_counts(teacher(**inputs).logits, labels != -100)
+    soft = student.crf.cross_entropy(outputs.logits, counts, labels != -100)
+    torch.testing.assert_close(loss, 0.75 * outputs.loss + 0.25 * soft)
+    loss.backward()
+    assert all(parameter.grad is None for parameter in teacher.parameters())  # the teacher learns nothing
+    student.eval()  # evaluation keeps the gold NLL, comparable across runs
+    torch.testing.assert_close(trainer.compute_loss(student, dict(inputs)), student(**inputs).loss)
+    with pytest.raises(ValueError, match="--teacher_weight must be between 0 and 1"):
+        DistillationTrainer(model=student, args=args, teacher=teacher, teacher_weight=1.5)
+
+
+def test_a_teacher_folder_loads_as_this_projects_model_or_ensemble_and_must_share_labels(trained_model, tmp_path):
+    folder, _ = trained_model
+    config = BertBiLstmCrfForTokenClassification.from_pretrained(folder).config
+    labels = [config.id2label[index] for index in range(config.num_labels)]
+    single = load_teacher(str(folder), labels, config)
+    assert type(single) is BertBiLstmCrfForTokenClassification and not single.training
+    assert not any(parameter.requires_grad for parameter in single.parameters())
+    BertBiLstmCrfEnsembleForTokenClassification.from_members([single, single]).save_pretrained(tmp_path / "ensemble")
+    ensemble = load_teacher(str(tmp_path / "ensemble"), labels, config)
+    assert type(ensemble) is BertBiLstmCrfEnsembleForTokenClassification and len(ensemble.members) == 2
+    with pytest.raises(ValueError, match="a teacher must have the student's labels in the same order"):
+        load_teacher(str(folder), labels[::-1], config)
+    with pytest.raises(ValueError, match="is not a model folder written by this project"):
+        load_teacher(str(tmp_path / "missing"), labels, config)
+
+
+def test_train_py_with_a_teacher_at_weight_zero_trains_exactly_as_plain_training(trained_model, tmp_path):
+    """And at weight 0.5 it trains another model; a teacher of other windows is refused in one line."""
+    teacher, _ = trained_model
+    common = ("--num_train_epochs", "1", "--num_threads", "1")
+    weights = {}
+    for name, extra in (("plain", ()), ("weight0", ("--teacher", str(teacher), "--teacher_weight", "0")),
+                        ("weight05", ("--teacher", str(teacher), "--teacher_weight", "0.5"))):
+        run_script(small_training(tmp_path / name, *common, *extra))
+        weights[name] = load_file(tmp_path / name / "model.safetensors")
+    assert weights["plain"].keys() == weights["weight0"].keys()
+    assert all(torch.equal(weights["plain"][key], weights["weight0"][key]) for key in weights["plain"])
+    assert not all(torch.equal(weights["plain"][key], weights["weight05"][key]) for key in weights["plain"])
+    refused = run_script(small_training(tmp_path / "other", "--teacher", str(teacher), "--window_chars", "30"),
+                         succeeds=False)
+    assert f"--teacher {teacher} has window_chars 62 and this run 30" in refused.stderr
+    assert not (tmp_path / "other" / "model.safetensors").exists()
 
 
 # ----- training metrics (NerMetrics) -----
