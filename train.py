@@ -242,7 +242,7 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
         default=None,
         metadata={"help": "Distillation: a model folder of the same labels and windows (e.g. an ensemble written by "
                           "ensemble.py) whose CRF's distribution over tag paths this model also learns "
-                          "(docs/model.md#distillation)."},
+                          "(docs/model.md, cross-validation, ensembles and distillation)."},
     )
     teacher_weight: float = field(
         default=0.5,
