@@ -4,6 +4,8 @@
     python cross_validate.py configs/quickstart.json --folds 5 --output_dir outputs/cv-quickstart
     python cross_validate.py configs/cpu-recipe.json --folds 5 --output_dir outputs/cv-recipe \
         --model_name_or_path outputs/cpu-recipe-embeddings --time_budget_minutes 21
+    python cross_validate.py configs/quickstart.json --folds 5 --output_dir outputs/cv-quickstart \
+        --train_fractions 0.25 0.5 0.75 1   # a learning curve
 
 Every option other than this script's own (``--folds``, ``--fold_seed``, ``--output_dir``) goes to train.py,
 which trains fold k of K in ``OUTPUT_DIR/fold-k`` with ``--folds K --fold k``: the training and validation
@@ -14,6 +16,11 @@ to ``OUTPUT_DIR/cross_validation.json``: per fold, mean ± standard deviation ov
 out-of-fold document. A time budget applies per fold. Rerunning the command after it was stopped goes on where
 it stopped: a finished fold is skipped, an interrupted one resumes from its newest checkpoint (train.py's own
 run safety), and the scores are computed anew.
+
+With ``--train_fractions``, the cross-validation runs once per share of each fold's training documents
+(``train.py --train_fraction``; share 1 in ``OUTPUT_DIR`` itself, the others in ``OUTPUT_DIR/fraction-F``), every
+size scored on the same out-of-fold documents, and ``OUTPUT_DIR/learning_curve.png`` (and ``.json``) shows the
+F1 scores against the number of training documents (``brat_ner/learning_curve.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from brat_ner.cli import exit_early_for_help
 
 exit_early_for_help(__name__, "cross_validate.py")  # --help from its stored page: the imports below take seconds
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -29,7 +37,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from brat_ner import cross_validation
+from brat_ner import cross_validation, learning_curve
 from brat_ner.cli import check_at_least, fail, run_main
 
 
@@ -39,9 +47,21 @@ class CrossValidationArguments:
                                               "cross_validation.json."})
     folds: int = field(default=5, metadata={"help": "Number of folds (at least 2)."})
     fold_seed: int = field(default=42, metadata={"help": "Seed of the division into folds."})
+    train_fractions: list[float] = field(
+        default_factory=lambda: [1.0],
+        metadata={"help": "A learning curve: cross-validate once per share of each fold's training documents "
+                          "(e.g. 0.25 0.5 0.75 1; whole document groups, each share inside the next), share 1 in "
+                          "OUTPUT_DIR, the others in OUTPUT_DIR/fraction-F, and plot the F1 scores against the "
+                          "number of training documents in OUTPUT_DIR/learning_curve.png."})
+    scale_time_budget: bool = field(
+        default=False,
+        metadata={"help": "With --train_fractions: each share's time budget per fold is --time_budget_minutes "
+                          "times the share (about equal epochs at every size) rather than the same minutes."})
 
     def __post_init__(self):
         check_at_least(2, folds=self.folds)
+        if not all(0 < fraction <= 1 for fraction in self.train_fractions):
+            raise ValueError(f"--train_fractions must be shares above 0 and at most 1, got {self.train_fractions}")
 
 
 def argument_parser() -> HfArgumentParser:
@@ -57,10 +77,29 @@ def main():
     config = command_line[:1] if command_line and command_line[0].endswith(".json") else []
     args, training_options = split_options(command_line[len(config):])
     output_dir = Path(args.output_dir)
-    minutes = option_value(training_options, "--time_budget_minutes")
-    if minutes:
-        print(f"cross_validate.py: {args.folds} folds of at most {minutes} minutes of training each: about "
-              f"{args.folds * float(minutes):g} minutes, plus preparing the corpus and tagging each fold")
+    fractions = sorted(set(args.train_fractions))
+    budgets = {fraction: fold_budget(config, training_options, fraction, args.scale_time_budget)
+               for fraction in fractions}
+    if all(budgets.values()):
+        print(f"cross_validate.py: {len(fractions) * args.folds} folds of at most "
+              f"{', '.join(f'{budget:g}' for budget in sorted(set(budgets.values())))} minutes of training each: "
+              f"about {args.folds * sum(budgets.values()):g} minutes, plus preparing the corpus and tagging each fold")
+    points = []
+    for fraction in fractions:
+        cv_dir = output_dir if fraction == 1 else output_dir / f"fraction-{fraction:g}"
+        options = [*training_options, *(["--train_fraction", f"{fraction:g}"] if fraction < 1 else []),
+                   *(["--time_budget_minutes", f"{budgets[fraction]:g}"] if args.scale_time_budget else [])]
+        results = cross_validate(config, options, args, cv_dir)
+        if len(fractions) > 1:
+            points.append(learning_curve.curve_point(fraction, cv_dir, args.folds, results))
+    if points:
+        learning_curve.write_learning_curve(points, output_dir)
+        print(learning_curve.curve_table(points))
+        print(f"Learning curve in {output_dir / learning_curve.PLOT_FILE} and {output_dir / learning_curve.CURVE_FILE}")
+
+
+def cross_validate(config: list[str], training_options: list[str], args, output_dir: Path) -> dict:
+    """Every fold of one cross-validation in ``output_dir`` (finished folds skipped), scored and reported."""
     for fold in range(args.folds):
         folder = cross_validation.fold_folder(output_dir, fold)
         if (folder / cross_validation.OUT_OF_FOLD_FILE).is_file():
@@ -73,6 +112,23 @@ def main():
     cross_validation.write_results(results, output_dir)
     print(cross_validation.results_table(results))
     print(f"Scores in {output_dir / cross_validation.RESULTS_FILE}")
+    return results
+
+
+def fold_budget(config: list[str], training_options: list[str], fraction: float, scale: bool) -> float | None:
+    """Minutes of training per fold at ``fraction`` of the training documents (None: no time budget), from the
+    command line or else the JSON file, scaled by the share with ``--scale_time_budget``."""
+    given = option_value(training_options, "--time_budget_minutes")
+    if given is None and config:
+        try:
+            given = json.loads(Path(config[0]).read_text(encoding="utf-8")).get("time_budget_minutes")
+        except (OSError, ValueError, AttributeError):
+            given = None  # train.py stops on the file, naming what is wrong with it
+    if given is None:
+        if scale:
+            fail("cross_validate.py: --scale_time_budget needs a --time_budget_minutes (option or JSON file)")
+        return None
+    return float(given) * (fraction if scale else 1)
 
 
 def split_options(command_line: list[str]) -> tuple[CrossValidationArguments, list[str]]:

@@ -184,6 +184,11 @@ class DataArguments:
     )
     fold: int = field(default=0, metadata={"help": "The fold used for validation, 0 to --folds - 1."})
     fold_seed: int = field(default=42, metadata={"help": "Seed of the division into folds."})
+    train_fraction: float = field(
+        default=1.0, metadata={"help": "Train on this share of the training documents, whole document groups chosen "
+                                       "by --fold_seed (a learning curve's smaller sizes; cross_validate.py "
+                                       "--train_fractions runs them). Validation and test stay whole."}
+    )
 
     def __post_init__(self):
         check_at_least(1, window_chars=self.window_chars, rare_type_oversampling=self.rare_type_oversampling,
@@ -193,6 +198,8 @@ class DataArguments:
         if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
             raise ValueError(f"--folds must be 0 (none) or at least 2, and --fold one of 0..folds-1; got --fold "
                              f"{self.fold} of --folds {self.folds}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train_fraction must be above 0 and at most 1, got {self.train_fraction}")
 
 
 @dataclass
@@ -281,7 +288,7 @@ def main():
                                                context_chars=data_args.context_chars,
                                                event_triggers=data_args.event_triggers, folds=data_args.folds,
                                                fold=data_args.fold, fold_seed=data_args.fold_seed,
-                                               return_stats=True)
+                                               train_fraction=data_args.train_fraction, return_stats=True)
         check_splits_have_text(corpus_stats, data_args.data_dir)
         label_names = corpus["train"].features["ner_tags"].feature.names
         encoded = corpus.map(

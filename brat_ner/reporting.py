@@ -91,7 +91,9 @@ def write_corpus_summary(stats, data_args, model_args, path):
         "split_rule": ("the corpus' train/validation/test folders" if split_folders
                        else "by a hash of the document group id, 80/10/10")
         + (f"; training and validation documents in {data_args.folds} folds by document group (seed "
-           f"{data_args.fold_seed}), fold {data_args.fold} validating" if data_args.folds else ""),
+           f"{data_args.fold_seed}), fold {data_args.fold} validating" if data_args.folds else "")
+        + (f"; {data_args.train_fraction:g} of the training documents (whole groups, seed {data_args.fold_seed})"
+           if data_args.train_fraction < 1 else ""),
         "splits": {split: {"documents": stats.documents[split], "windows": stats.windows[split]}
                    for split in ("train", "validation", "test")},
         "entities_read": stats.entities_read,

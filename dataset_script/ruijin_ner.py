@@ -106,7 +106,9 @@ class BratNerConfig(datasets.BuilderConfig):
     become errors. ``event_triggers``: ``"skip"`` (event triggers are not labels) or ``"include"`` (they are).
     ``folds``/``fold``/``fold_seed``: k-fold cross-validation over the training and validation documents
     (``cross_validation_split``): fold ``fold`` of ``folds`` is the validation split, the others the training
-    split; the test split stays as it is (0 folds: no cross-validation).
+    split; the test split stays as it is (0 folds: no cross-validation). ``train_fraction``: the training split
+    keeps this share of its documents (``training_subset``; a learning curve's smaller sizes), the other splits
+    all of theirs.
     ``entity_types``: the label set; ``load`` fills it in from the corpus. ``corpus_hash``: a digest of the
     files, so that an edited corpus is built anew rather than read from a stale cache (``data_dir`` and every
     other setting are part of the cache folder's name already, through ``datasets``' config id)."""
@@ -122,6 +124,7 @@ class BratNerConfig(datasets.BuilderConfig):
     folds: int = 0
     fold: int = 0
     fold_seed: int = 42
+    train_fraction: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -136,6 +139,8 @@ class BratNerConfig(datasets.BuilderConfig):
         if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
             raise ValueError(f"folds must be 0 (none) or at least 2 and fold one of 0..folds-1, got fold "
                              f"{self.fold} of {self.folds}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must be above 0 and at most 1, got {self.train_fraction}")
         fractions = tuple(self.split_fractions)
         if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
             raise ValueError(f"split_fractions must be three non-negative shares adding up to 1, got {fractions}")
@@ -319,7 +324,33 @@ def split_corpus(data_dir: Path, config: BratNerConfig) -> dict[str, list[tuple[
             documents[hash_split(pair[0].stem, config.split_fractions, config.split_by)].append(pair)
     if config.folds:
         documents = cross_validation_split(documents, config.folds, config.fold, config.fold_seed, config.split_by)
+    if config.train_fraction < 1:
+        documents[datasets.Split.TRAIN] = training_subset(documents[datasets.Split.TRAIN], config.train_fraction,
+                                                          config.fold_seed, config.split_by)
     return documents
+
+
+def document_groups(pairs: list, split_by: str) -> dict[str, list]:
+    """The (txt, ann) pairs by group: ``123`` for ``123_4`` (the parts of one source document), or by document."""
+    groups: dict[str, list] = {}
+    for pair in pairs:
+        groups.setdefault(pair[0].stem.split("_")[0] if split_by == "group" else pair[0].stem, []).append(pair)
+    return groups
+
+
+def training_subset(pairs: list, fraction: float, seed: int = 42, split_by: str = "group") -> list:
+    """About ``fraction`` of the training documents, whole groups at a time: groups in a seeded hash order, taken
+    until they hold ``fraction`` of the documents (at least one group). Deterministic for ``seed``, and nested:
+    the documents of a smaller fraction are among those of every larger one, so a learning curve adds documents
+    rather than drawing new ones."""
+    groups = document_groups(pairs, split_by)
+    order = sorted(groups, key=lambda key: hashlib.sha1(f"{seed}:subset:{key}".encode()).hexdigest())
+    wanted, kept = fraction * len(pairs), []
+    for key in order:
+        if kept and len(kept) >= wanted:
+            break
+        kept += groups[key]
+    return sorted(kept)
 
 
 def cross_validation_split(documents: dict, folds: int, fold: int, seed: int = 42, split_by: str = "group") -> dict:
@@ -329,10 +360,7 @@ def cross_validation_split(documents: dict, folds: int, fold: int, seed: int = 4
     training split, and the test split is left alone (never part of a fold). Deterministic for ``seed``: groups
     are taken largest first (ties in a seeded hash order) and each goes to the fold holding the fewest
     documents, so folds differ in size by at most the largest group."""
-    pool = [*documents[datasets.Split.TRAIN], *documents[datasets.Split.VALIDATION]]
-    groups: dict[str, list] = {}
-    for pair in pool:
-        groups.setdefault(pair[0].stem.split("_")[0] if split_by == "group" else pair[0].stem, []).append(pair)
+    groups = document_groups([*documents[datasets.Split.TRAIN], *documents[datasets.Split.VALIDATION]], split_by)
     if len(groups) < folds:
         raise BratFormatError(f"{folds} folds need at least {folds} document groups; the training and validation "
                               f"splits have {len(groups)}")
