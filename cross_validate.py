@@ -77,20 +77,16 @@ def main():
     config = command_line[:1] if command_line and command_line[0].endswith(".json") else []
     args, training_options = split_options(command_line[len(config):])
     output_dir = Path(args.output_dir)
-    fractions = sorted(set(args.train_fractions))
+    folders = {fraction: fraction_folder(output_dir, fraction) for fraction in sorted(set(args.train_fractions))}
     budgets = {fraction: fold_budget(config, training_options, fraction, args.scale_time_budget)
-               for fraction in fractions}
-    if all(budgets.values()):
-        print(f"cross_validate.py: {len(fractions) * args.folds} folds of at most "
-              f"{', '.join(f'{budget:g}' for budget in sorted(set(budgets.values())))} minutes of training each: "
-              f"about {args.folds * sum(budgets.values()):g} minutes, plus preparing the corpus and tagging each fold")
+               for fraction in folders}
+    announce_training_time(folders, budgets, args.folds)
     points = []
-    for fraction in fractions:
-        cv_dir = output_dir if fraction == 1 else output_dir / f"fraction-{fraction:g}"
+    for fraction, cv_dir in folders.items():
         options = [*training_options, *(["--train_fraction", f"{fraction:g}"] if fraction < 1 else []),
                    *(["--time_budget_minutes", f"{budgets[fraction]:g}"] if args.scale_time_budget else [])]
         results = cross_validate(config, options, args, cv_dir)
-        if len(fractions) > 1:
+        if len(folders) > 1:
             points.append(learning_curve.curve_point(fraction, cv_dir, args.folds, results))
     if points:
         learning_curve.write_learning_curve(points, output_dir)
@@ -113,6 +109,22 @@ def cross_validate(config: list[str], training_options: list[str], args, output_
     print(cross_validation.results_table(results))
     print(f"Scores in {output_dir / cross_validation.RESULTS_FILE}")
     return results
+
+
+def fraction_folder(output_dir: Path, fraction: float) -> Path:
+    """Where the cross-validation of one share of the training documents lives (share 1: ``output_dir``)."""
+    return output_dir if fraction == 1 else output_dir / f"fraction-{fraction:g}"
+
+
+def announce_training_time(folders: dict[float, Path], budgets: dict[float, float | None], folds: int) -> None:
+    """Say before the first fold how many folds are still to train and for about how many minutes."""
+    to_train = {fraction: sum(not (cross_validation.fold_folder(folder, fold) / cross_validation.OUT_OF_FOLD_FILE)
+                              .is_file() for fold in range(folds)) for fraction, folder in folders.items()}
+    if all(budgets.values()) and any(to_train.values()):
+        print(f"cross_validate.py: {sum(to_train.values())} folds to train, at most "
+              f"{', '.join(f'{budgets[fraction]:g}' for fraction in folders if to_train[fraction])} minutes each: "
+              f"about {sum(to_train[fraction] * budgets[fraction] for fraction in folders):g} minutes, plus "
+              "preparing the corpus and tagging each fold")
 
 
 def fold_budget(config: list[str], training_options: list[str], fraction: float, scale: bool) -> float | None:

@@ -41,7 +41,8 @@ from dataset_script import ruijin_ner
 MODEL_FILES = ("model.safetensors", "config.json", "modeling_bert_bilstm_crf.py", "tokenizer_config.json")
 REQUIRED_FILES = (*MODEL_FILES, "test_report.json")  # the card's results
 TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt")  # at least one
-OPTIONAL_FILES = ("special_tokens_map.json", "training_curves.png", "test_f1_per_type.png")
+OPTIONAL_FILES = ("special_tokens_map.json", "training_curves.png", "test_f1_per_type.png", "cross_validation.json",
+                  "learning_curve.png")
 # The demo Space: its app and requirements as they are in space/, its card (README.md) given the model id.
 SPACE_SOURCE = Path(__file__).resolve().parent / "space"
 SPACE_FILES = ("app.py", "requirements.txt")
@@ -441,7 +442,7 @@ Entity-level scores per type (seqeval over the test windows: type, first and las
 {report_to_markdown(report)}
 {_overlap_text(overlap_report)}
 {images}
-
+{_cross_validation_text(Path(args.model_dir))}
 ## Limitations
 
 - Trained on the corpus above only; {other_text} will score lower.
@@ -473,6 +474,31 @@ def _overlap_text(overlap_report: dict | None) -> str:
         return ""
     return ("Lenient scores of the same windows (type must match and the spans overlap, each entity matched at most "
             "once; the rule many shared tasks report):\n\n" + report_to_markdown(overlap_report))
+
+
+def _cross_validation_text(model_dir: Path) -> str:
+    """The recipe's cross-validated scores, when the model is the ensemble of a cross_validate.py run's folds
+    (ensemble.py copies them), and its learning curve when one was drawn."""
+    results = _read_json(model_dir / "cross_validation.json")
+    if not results:
+        return ""
+    mean, deviation, pooled = results["mean"], results["standard_deviation"], results["pooled"]
+    rows = "\n".join(f"| {rule} {label} | {mean[rule][name]:.3f} ± {deviation[rule][name]:.3f} | "
+                     f"{pooled[rule][name]:.3f} |" for rule in ("strict", "overlap")
+                     for name, label in (("f1", "micro-F1"), ("macro_f1", "macro-F1")))
+    documents = sum(fold["documents"] for fold in results["folds"])
+    curve = ("\n\n![Learning curve: out-of-fold F1 against training documents](learning_curve.png)"
+             if (model_dir / "learning_curve.png").is_file() else "")
+    return f"""
+## Cross-validation
+
+The members were trained by {len(results["folds"])}-fold cross-validation over the training and validation
+documents, each scored on the {documents} documents of its own fold that it never saw (brat level):
+
+| score | mean ± sd over folds | pooled |
+| --- | ---: | ---: |
+{rows}{curve}
+"""
 
 
 def _data_text(corpus: dict | None, dataset_name: str) -> str:

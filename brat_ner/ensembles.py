@@ -4,7 +4,8 @@ members' on the test split.
 The model itself is ``BertBiLstmCrfEnsembleForTokenClassification`` (modeling_bert_bilstm_crf.py): it travels with
 the folder and loads like any model of the project. This module loads the members, checks them, writes the
 folder (``write_ensemble``) and scores it and its members on the documents of the test split that the members
-share (``test_scores``), at brat level as ``predict.py --gold_dir`` does.
+share (``test_scores``), at brat level as ``predict.py --gold_dir`` does. When the members are the folds of one
+cross_validate.py run, its scores (and learning curve) go into the folder too, for the model card.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from brat_ner.cross_validation import split_documents
+from brat_ner import learning_curve
+from brat_ner.cross_validation import RESULTS_FILE, split_documents
 from brat_ner.evaluation import score_against_gold, summary
 from brat_ner.runs import check_model_weights
 from brat_ner.tagging import tag_texts
@@ -23,6 +25,7 @@ from brat_ner.trust import trust_remote_code
 
 MEMBERS_FILE = "ensemble_members.json"  # the member folders and their test scores
 COPIED_FILES = ("corpus.json", "run_arguments.json")  # the corpus the members were trained on: the model card's
+CROSS_VALIDATION_FILES = (RESULTS_FILE, learning_curve.CURVE_FILE, learning_curve.PLOT_FILE)
 
 
 def load_member(folder: str, trust: bool):
@@ -64,6 +67,23 @@ def write_ensemble(ensemble, tokenizer, folders: list[str], output_dir: Path) ->
     for name in COPIED_FILES:
         if (Path(folders[0]) / name).is_file():
             shutil.copyfile(Path(folders[0]) / name, output_dir / name)
+    cv_dir = cross_validation_folder(folders)
+    for name in CROSS_VALIDATION_FILES if cv_dir else ():
+        if (cv_dir / name).is_file():
+            shutil.copyfile(cv_dir / name, output_dir / name)
+
+
+def cross_validation_folder(folders: list[str]) -> Path | None:
+    """The cross_validate.py run whose folds the members are, every fold once (``fold-0`` to ``fold-K-1`` of one
+    folder whose scores cover K folds); None for any other members."""
+    parents = {Path(folder).resolve().parent for folder in folders}
+    names = sorted(Path(folder).resolve().name for folder in folders)
+    if len(parents) != 1 or names != sorted(f"fold-{fold}" for fold in range(len(folders))):
+        return None
+    (parent,) = parents
+    results = parent / RESULTS_FILE
+    covers = results.is_file() and len(json.loads(results.read_text(encoding="utf-8"))["folds"]) == len(folders)
+    return parent if covers else None
 
 
 def test_scores(ensemble, folders: list[str], tokenizer, min_votes: list[int], batch_size: int) -> dict:

@@ -1,6 +1,7 @@
 """k-fold cross-validation: the folds (deterministic, by document group, disjoint, covering the training and
-validation documents, the test split untouched) and cross_validate.py (one model per fold, out-of-fold scores,
-a stopped run resumed at the fold where it stopped)."""
+validation documents, the test split untouched), the learning curve's smaller training sets (nested, whole
+groups), and cross_validate.py (one model per fold, out-of-fold scores, a stopped run resumed at the fold where it
+stopped, a learning curve over shares of the training documents)."""
 
 import json
 import subprocess
@@ -8,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
 
-from brat_ner import cross_validation
+from brat_ner import cross_validation, learning_curve
 from brat_ner.evaluation import score_against_gold
-from conftest import REPO, TINY_BERT
+from conftest import REPO, TINY_BERT, run_script
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError
 
@@ -28,10 +31,10 @@ def grouped_corpus(folder: Path) -> Path:
     return folder
 
 
-def fold_splits(data_dir: Path, folds: int, seed: int = 42) -> list[dict[str, list[str]]]:
+def fold_splits(data_dir: Path, folds: int, seed: int = 42, fraction: float = 1.0) -> list[dict[str, list[str]]]:
     splits = []
     for fold in range(folds):
-        config = ruijin_ner.BratNerConfig(name="brat", folds=folds, fold=fold, fold_seed=seed)
+        config = ruijin_ner.BratNerConfig(name="brat", folds=folds, fold=fold, fold_seed=seed, train_fraction=fraction)
         pairs = ruijin_ner.split_corpus(data_dir, config)
         splits.append({str(split): sorted(txt.stem for txt, _ in documents) for split, documents in pairs.items()})
     return splits
@@ -63,13 +66,35 @@ def test_folds_are_deterministic_grouped_disjoint_and_cover_every_document(tmp_p
         ruijin_ner.BratNerConfig(name="brat", folds=3, fold=3)
 
 
+def test_a_share_of_the_training_documents_is_whole_groups_nested_and_deterministic(tmp_path):
+    corpus = grouped_corpus(tmp_path / "corpus")
+    full = fold_splits(corpus, 3)
+    shares = {fraction: fold_splits(corpus, 3, fraction=fraction) for fraction in (0.25, 0.5, 0.75)}
+    for fold, whole in enumerate(full):
+        smaller = set()
+        for fraction, splits in shares.items():
+            part = splits[fold]
+            assert part["validation"] == whole["validation"] and part["test"] == whole["test"]  # scored alike
+            kept = set(part["train"])
+            assert smaller <= kept <= set(whole["train"]) and kept != smaller  # nested, growing
+            groups = {name.split("_")[0] for name in kept}
+            assert kept == {name for name in whole["train"] if name.split("_")[0] in groups}  # whole groups
+            assert fraction * len(whole["train"]) <= len(kept) < fraction * len(whole["train"]) + 4
+            smaller = kept
+    assert {fraction: fold_splits(corpus, 3, fraction=fraction) for fraction in shares} == shares  # deterministic
+    assert fold_splits(corpus, 3, seed=1, fraction=0.5) != shares[0.5]  # another seed, other documents
+    for fraction in (0, 1.5):
+        with pytest.raises(ValueError, match="train_fraction must be above 0 and at most 1"):
+            ruijin_ner.BratNerConfig(name="brat", train_fraction=fraction)
+
+
 @pytest.mark.skipif(not REAL_CORPUS.is_dir(), reason=f"the Ruijin corpus is not at {REAL_CORPUS}")
 def test_the_ruijin_corpus_in_five_folds():
     check_folds(REAL_CORPUS, 5)
 
 
-def cross_validate(output_dir: Path) -> subprocess.CompletedProcess:
-    arguments = [sys.executable, "cross_validate.py", "--folds", "2", "--output_dir", str(output_dir),
+def cross_validate(output_dir: Path, *options: str) -> subprocess.CompletedProcess:
+    arguments = [sys.executable, "cross_validate.py", *options, "--folds", "2", "--output_dir", str(output_dir),
                  "--data_dir", "data/sample", "--encoder_config", str(TINY_BERT), "--tokenizer_name", str(TINY_BERT),
                  "--window_chars", "62", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
                  "--lstm_hidden_size", "8", "--use_cpu", "true", "--seed", "7"]
@@ -119,3 +144,44 @@ def test_cross_validate_refuses_a_single_fold_in_one_line(tmp_path):
     assert completed.returncode == 2 and completed.stderr.strip() == \
         "cross_validate.py: --folds must be at least 2, got 1"
     assert not (tmp_path / "cv").exists()
+
+
+def training_documents(model_dir: Path) -> set[str]:
+    return {document["document_id"] for document in cross_validation.split_documents(model_dir, "train")}
+
+
+def test_cross_validate_draws_a_learning_curve_over_shares_of_the_training_documents(tmp_path):
+    output_dir = tmp_path / "cv"
+    completed = cross_validate(output_dir, "--train_fractions", "1", "0.5", "--scale_time_budget",
+                               "--time_budget_minutes", "10")
+    assert "4 folds to train, at most 5, 10 minutes each: about 30 minutes" in completed.stdout
+    curve = json.loads((output_dir / learning_curve.CURVE_FILE).read_text(encoding="utf-8"))["points"]
+    assert [point["train_fraction"] for point in curve] == [0.5, 1.0]
+    half, whole = output_dir / "fraction-0.5", output_dir
+    for fold in range(2):
+        half_fold, whole_fold = cross_validation.fold_folder(half, fold), cross_validation.fold_folder(whole, fold)
+        arguments = json.loads((half_fold / "run_arguments.json").read_text(encoding="utf-8"))
+        trainer_arguments = torch.load(half_fold / "training_args.bin", weights_only=False)  # what the Trainer ran
+        assert arguments["train_fraction"] == 0.5 and trainer_arguments.time_budget_minutes == 5  # budget scaled
+        assert training_documents(half_fold) < training_documents(whole_fold)  # fewer, and among the same
+        assert cross_validation.out_of_fold_documents(half_fold) == cross_validation.out_of_fold_documents(whole_fold)
+    for point, folder in zip(curve, (half, whole), strict=True):
+        results = json.loads((folder / cross_validation.RESULTS_FILE).read_text(encoding="utf-8"))
+        assert point["mean"] == results["mean"] and point["standard_deviation"] == results["standard_deviation"]
+        assert point["training_documents"] == sum(len(training_documents(cross_validation.fold_folder(folder, fold)))
+                                                  for fold in range(2)) / 2
+    with Image.open(output_dir / learning_curve.PLOT_FILE) as image:
+        assert image.format == "PNG" and image.width > 400
+    assert "| 0.5 |" in completed.stdout and str(output_dir / learning_curve.PLOT_FILE) in completed.stdout
+
+    # The folds' ensemble carries the cross-validated scores and the curve into its model card.
+    ensemble_dir = tmp_path / "ensemble"
+    run_script(["ensemble.py", "--members", str(output_dir / "fold-0"), str(output_dir / "fold-1"), "--output_dir",
+                str(ensemble_dir)])
+    run_script(["push_to_hub.py", "--model_dir", str(ensemble_dir), "--repo_id", "user/cv-ensemble", "--dry_run",
+                str(tmp_path / "repo")])
+    card = (tmp_path / "repo" / "README.md").read_text(encoding="utf-8")
+    whole_results = json.loads((output_dir / cross_validation.RESULTS_FILE).read_text(encoding="utf-8"))
+    strict = (whole_results["mean"]["strict"]["f1"], whole_results["standard_deviation"]["strict"]["f1"])
+    assert "2-fold cross-validation" in card and f"| strict micro-F1 | {strict[0]:.3f} ± {strict[1]:.3f} |" in card
+    assert "(learning_curve.png)" in card and (tmp_path / "repo" / learning_curve.PLOT_FILE).is_file()

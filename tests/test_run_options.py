@@ -47,6 +47,8 @@ def parse_error(parser, arguments, capsys) -> str:
     (["--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
     (["--head_learning_rate", "0"], "--head_learning_rate must be positive"),
     (["--num_threads", "0"], "--num_threads must be at least 1"),
+    (["--train_fraction", "0"], "--train_fraction must be above 0 and at most 1, got 0.0"),
+    (["--train_fraction", "1.5"], "--train_fraction must be above 0 and at most 1, got 1.5"),
     (["--no_such_option", "1"], "unknown options --no_such_option 1"),
 ])
 def test_train_refuses_options_that_cannot_train_in_one_line_before_any_folder(options, message, tmp_path,
