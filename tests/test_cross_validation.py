@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from brat_ner import cross_validation, learning_curve
@@ -155,14 +154,14 @@ def test_cross_validate_draws_a_learning_curve_over_shares_of_the_training_docum
     completed = cross_validate(output_dir, "--train_fractions", "1", "0.5", "--scale_time_budget",
                                "--time_budget_minutes", "10")
     assert "4 folds to train, at most 5, 10 minutes each: about 30 minutes" in completed.stdout
+    assert "/300 s of the time budget" in completed.stderr and "/600 s of the time budget" in completed.stderr  # scaled
     curve = json.loads((output_dir / learning_curve.CURVE_FILE).read_text(encoding="utf-8"))["points"]
     assert [point["train_fraction"] for point in curve] == [0.5, 1.0]
     half, whole = output_dir / "fraction-0.5", output_dir
     for fold in range(2):
         half_fold, whole_fold = cross_validation.fold_folder(half, fold), cross_validation.fold_folder(whole, fold)
         arguments = json.loads((half_fold / "run_arguments.json").read_text(encoding="utf-8"))
-        trainer_arguments = torch.load(half_fold / "training_args.bin", weights_only=False)  # what the Trainer ran
-        assert arguments["train_fraction"] == 0.5 and trainer_arguments.time_budget_minutes == 5  # budget scaled
+        assert arguments["train_fraction"] == 0.5
         assert training_documents(half_fold) < training_documents(whole_fold)  # fewer, and among the same
         assert cross_validation.out_of_fold_documents(half_fold) == cross_validation.out_of_fold_documents(whole_fold)
     for point, folder in zip(curve, (half, whole), strict=True):
