@@ -21,7 +21,8 @@ from dataset_script import ruijin_ner
 
 OUT_OF_FOLD_FILE = "out_of_fold_entities.json"  # written last in a fold's folder: the fold is done
 RESULTS_FILE = "cross_validation.json"
-CORPUS_OPTIONS = ("data_dir", "event_triggers", "folds", "fold", "fold_seed", "train_fraction")  # from the fold's run_arguments.json
+# From the fold's run_arguments.json.
+CORPUS_OPTIONS = ("data_dir", "event_triggers", "folds", "fold", "fold_seed", "train_fraction")
 
 
 def fold_folder(output_dir: Path, fold: int) -> Path:
