@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from datasets import concatenate_datasets
 from transformers import (
     AutoTokenizer,
     DataCollatorForTokenClassification,
@@ -70,6 +71,7 @@ from brat_ner.training_data import (
     check_splits_have_text,
     encode_batch,
     oversample_rare_types,
+    untagged_windows,
     warn_blank_only_entities,
 )
 from brat_ner.trust import is_project_folder
@@ -256,10 +258,19 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
         metadata={"help": "With --teacher, the loss is (1 - this) x the gold tags' NLL + this x the cross-entropy "
                           "from the teacher's CRF (0: plain training; the teacher is not run)."},
     )
+    extra_text_dirs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "With --teacher: folders of unlabelled .txt files (e.g. ../shared/data/ruijin_round1/"
+                          "unlabeled) whose windows join the training windows and learn from the teacher's CRF "
+                          "alone (no gold tags). Never evaluation text: a document of --data_dir is refused."},
+    )
 
     def __post_init__(self):
         if not 0 <= self.teacher_weight <= 1:
             raise ValueError(f"--teacher_weight must be between 0 and 1, got {self.teacher_weight}")
+        if self.extra_text_dirs and not (self.teacher and self.teacher_weight):
+            raise ValueError("--extra_text_dirs adds text without gold tags, which only a teacher can train: give "
+                             "--teacher DIR (and a --teacher_weight above 0)")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"--ema_decay must be between 0 and 1, got {self.ema_decay}")
         check_at_least(0, fgm_epsilon=self.fgm_epsilon)
@@ -298,6 +309,12 @@ def main():
         )
         warn_blank_only_entities(encoded)
     train_set = oversample_rare_types(encoded["train"], label_names, data_args)
+    if training_args.extra_text_dirs:
+        untagged = untagged_windows(training_args.extra_text_dirs, data_args.data_dir, tokenizer, data_args,
+                                    model_args.skip_blanks, train_set.features)
+        logger.info("--extra_text_dirs: %d windows of unlabelled text join the %d training windows; they learn "
+                    "from the teacher only", len(untagged), len(train_set))
+        train_set = concatenate_datasets([train_set, untagged])
 
     model = build_model(model_args, tokenizer, label_names, data_args, corpus["train"][:200]["tokens"])
     teacher = load_teacher(training_args.teacher, label_names, model.config) if training_args.teacher else None

@@ -1,15 +1,23 @@
 """Training windows as model inputs: one position per character, labels on the window only, rare types
-repeated, and the checks that a corpus can train a model."""
+repeated, unlabelled text for a teacher, and the checks that a corpus can train a model."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
+
+import datasets
 
 from dataset_script import ruijin_ner
-from modeling_bert_bilstm_crf import CharacterEncoder, is_blank
+from dataset_script.brat import files_with_suffix, find_documents, read_text
+from modeling_bert_bilstm_crf import CharacterEncoder, is_blank, split_into_windows, window_context
 
 logger = logging.getLogger(__name__)
+
+UNTAGGED = -1
+"""The label of a position the CRF sees but no gold tag covers: the windows of unlabelled text
+(``untagged_windows``), which only a teacher's soft targets train (``brat_ner/trainer/distillation.py``)."""
 
 
 def check_splits_have_text(stats, data_dir):
@@ -71,6 +79,40 @@ def oversample_rare_types(train_set, label_names, data_args):
     return train_set.select([index for index, repeat in enumerate(repeats) for _ in range(repeat)])
 
 
+def untagged_windows(folders, data_dir, tokenizer, data_args, skip_blanks, features) -> datasets.Dataset:
+    """The windows of the .txt files in ``folders`` (unlabelled text, e.g. ``ruijin_round1/unlabeled``) as rows of
+    the encoded training split (``features``), cut and encoded as the corpus's windows are, every window position
+    labelled ``UNTAGGED``. A file whose text is a document of the corpus at ``data_dir`` is refused: as unlabelled
+    text it would put validation or test documents into training, or train documents twice."""
+    corpus_texts = {read_text(txt): txt for folder in ruijin_ner.document_folders(Path(data_dir).resolve())
+                    for txt, _ in find_documents(folder)}
+    encoder = CharacterEncoder(tokenizer, skip_blanks)
+    columns = {name: [] for name in ("id", "document_id", "offset", "input_ids", "labels", "characters",
+                                     "blank_only_entities")}
+    for path in (path for folder in folders for path in files_with_suffix(Path(folder), ".txt")):
+        text = read_text(path)
+        if text in corpus_texts:
+            raise ValueError(f"--extra_text_dirs: {path} is the text of the corpus document {corpus_texts[text]}; "
+                             "unlabelled text must not be a document of --data_dir")
+        windows = split_into_windows(text, data_args.window_chars, cuts=ruijin_ner.TRAINING_CUTS)
+        for index, (start, end) in enumerate(windows):
+            window = text[start:end]
+            if not encoder.fed(window):  # nothing but blanks, with --skip_blanks: no position to learn
+                continue
+            before, after = window_context(text, start, end, data_args.context_chars)
+            columns["id"].append(f"{path}-{index}")
+            columns["document_id"].append(str(path))
+            columns["offset"].append(start)
+            columns["input_ids"].append(encoder.window_ids(window, before, after))
+            columns["labels"].append([-100] * (1 + len(encoder.fed(before))) + [UNTAGGED] * len(encoder.fed(window))
+                                     + [-100] * (len(encoder.fed(after)) + 1))
+            columns["characters"].append(len(before) + len(window) + len(after))
+            columns["blank_only_entities"].append(0)
+    if not columns["input_ids"]:
+        raise ValueError(f"--extra_text_dirs {' '.join(map(str, folders))}: no text in any .txt file")
+    columns["attention_mask"] = [[1] * len(ids) for ids in columns["input_ids"]]
+    columns["length"] = [len(ids) for ids in columns["input_ids"]]
+    return datasets.Dataset.from_dict({name: columns[name] for name in features}, features=features)
 
 
 def blank_free_tags(characters, tags) -> tuple[list[str], int]:

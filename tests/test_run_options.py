@@ -49,6 +49,8 @@ def parse_error(parser, arguments, capsys) -> str:
     (["--num_threads", "0"], "--num_threads must be at least 1"),
     (["--train_fraction", "0"], "--train_fraction must be above 0 and at most 1, got 0.0"),
     (["--train_fraction", "1.5"], "--train_fraction must be above 0 and at most 1, got 1.5"),
+    (["--extra_text_dirs", "data/sample"], "--extra_text_dirs adds text without gold tags, which only a teacher"),
+    (["--extra_text_dirs", "data/sample", "--teacher", "t", "--teacher_weight", "0"], "give --teacher DIR (and a"),
     (["--no_such_option", "1"], "unknown options --no_such_option 1"),
 ])
 def test_train_refuses_options_that_cannot_train_in_one_line_before_any_folder(options, message, tmp_path,

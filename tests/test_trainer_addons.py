@@ -32,8 +32,14 @@ from brat_ner.trainer.adversarial import FgmTrainerMixin, embedding_tables, pert
 from brat_ner.trainer.distillation import DistillationTrainerMixin, load_teacher
 from brat_ner.trainer.time_budget import TimeBudget, TimeBudgetTrainer, TimeBudgetTrainingArguments
 from brat_ner.trainer.weight_average import WeightAverage, WeightAverageTrainerMixin
+from brat_ner.training_data import UNTAGGED
 from conftest import REPO, TINY_BERT, run_script, small_training, tiny_model
-from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
+from dataset_script import ruijin_ner
+from modeling_bert_bilstm_crf import (
+    BertBiLstmCrfEnsembleForTokenClassification,
+    BertBiLstmCrfForTokenClassification,
+    split_into_windows,
+)
 
 # ----- the time budget -----
 
@@ -380,6 +386,35 @@ def test_a_distillation_loss_mixes_the_gold_nll_with_the_cross_entropy_from_the_
         DistillationTrainer(model=student, args=args, teacher=teacher, teacher_weight=1.5)
 
 
+def test_windows_of_unlabelled_text_learn_from_the_teacher_alone(tmp_path):
+    """A window of UNTAGGED positions (--extra_text_dirs) adds the teacher's cross-entropy and no gold NLL: the
+    gold term is the tagged window's own; a batch of untagged windows only learns from the teacher."""
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_BERT))
+    batch = tokenizer(["血糖升高", "糖尿病患者"], padding=True, return_tensors="pt")
+    labels = torch.tensor([[-100, 1, 2, 0, 0, -100, -100], [-100, UNTAGGED, UNTAGGED, UNTAGGED, UNTAGGED,
+                                                             UNTAGGED, -100]])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+    torch.manual_seed(1)
+    student, teacher = dropout_free_model(0), dropout_free_model(0).eval()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, teacher_weight=0.25)
+    student.train()
+    loss = trainer.compute_loss(student, dict(inputs))
+
+    visible = labels != -100
+    logits = copy.deepcopy(student)(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+    counts = teacher.crf.expected_counts(teacher(input_ids=inputs["input_ids"],
+                                                 attention_mask=inputs["attention_mask"]).logits, visible)
+    soft = student.crf.cross_entropy(logits, counts, visible)
+    tagged_nll = -student.crf(logits[:1], labels[:1], mask=visible[:1])
+    torch.testing.assert_close(loss, 0.75 * tagged_nll + 0.25 * soft)
+
+    untagged_only = {name: value[1:] for name, value in inputs.items()}
+    only_soft = student.crf.cross_entropy(logits[1:], teacher.crf.expected_counts(
+        teacher(input_ids=untagged_only["input_ids"]).logits, visible[1:]), visible[1:])
+    torch.testing.assert_close(trainer.compute_loss(student, untagged_only), 0.25 * only_soft)
+
+
 def test_a_teacher_folder_loads_as_this_projects_model_or_ensemble_and_must_share_labels(trained_model, tmp_path):
     folder, _ = trained_model
     config = BertBiLstmCrfForTokenClassification.from_pretrained(folder).config
@@ -412,6 +447,23 @@ def test_train_py_with_a_teacher_at_weight_zero_trains_exactly_as_plain_training
                          succeeds=False)
     assert f"--teacher {teacher} has window_chars 62 and this run 30" in refused.stderr
     assert not (tmp_path / "other" / "model.safetensors").exists()
+
+
+def test_train_py_learns_unlabelled_text_from_the_teacher(trained_model, tmp_path):
+    """--extra_text_dirs: the windows of unlabelled .txt files join training (said in the log, counted in the
+    characters trained on) and the model differs from one trained with the teacher on the corpus alone."""
+    teacher, _ = trained_model
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    text = "患者有2型糖尿病史十年，口服二甲双胍，空腹血糖 7.8 mmol/L。" * 20
+    (unlabelled / "note.txt").write_text(text, encoding="utf-8")
+    common = ("--num_train_epochs", "1", "--num_threads", "1", "--teacher", str(teacher))
+    run_script(small_training(tmp_path / "corpus", *common))
+    with_text = run_script(small_training(tmp_path / "text", *common, "--extra_text_dirs", str(unlabelled)))
+    windows = len(split_into_windows(text, 62, cuts=ruijin_ner.TRAINING_CUTS))  # small_training's --window_chars
+    assert f"--extra_text_dirs: {windows} windows of unlabelled text join the" in with_text.stderr
+    weights = {name: load_file(tmp_path / name / "model.safetensors") for name in ("corpus", "text")}
+    assert not all(torch.equal(weights["corpus"][key], weights["text"][key]) for key in weights["corpus"])
 
 
 # ----- training metrics (NerMetrics) -----

@@ -6,7 +6,8 @@ The soft target is the teacher's whole CRF, not one tag per position: ``CRF.expe
 of each tag at each position and its expected transitions, and ``CRF.cross_entropy`` is the exact cross-entropy
 from the teacher's distribution over paths to the student's. The loss of a training step is
 ``(1 - teacher_weight) * gold NLL + teacher_weight * that cross-entropy``; with weight 0 the teacher is never run
-and training is plain training.
+and training is plain training. Windows of unlabelled text (train.py's ``--extra_text_dirs``, labels
+``UNTAGGED``) have no gold NLL: they learn from the teacher alone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import torch
 from transformers import PretrainedConfig
 
+from brat_ner.training_data import UNTAGGED
 from brat_ner.trust import is_project_folder
 from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
 
@@ -63,11 +65,12 @@ class DistillationTrainerMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.teacher is None or not self.teacher_weight or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        outputs = model(**inputs)
-        mask = inputs["labels"] != -100
-        soft = self.accelerator.unwrap_model(model).crf.cross_entropy(outputs.logits, self._teacher_counts(inputs),
-                                                                        mask)
-        loss = (1 - self.teacher_weight) * outputs.loss + self.teacher_weight * soft
+        labels = inputs["labels"]
+        outputs = model(**{name: value for name, value in inputs.items() if name != "labels"})
+        crf = self.accelerator.unwrap_model(model).crf
+        soft = crf.cross_entropy(outputs.logits, self._teacher_counts(inputs), labels != -100)
+        loss = (1 - self.teacher_weight) * gold_nll(crf, outputs.logits, labels) + self.teacher_weight * soft
+        outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
 
     @torch.no_grad()
@@ -80,3 +83,13 @@ class DistillationTrainerMixin:
         counts = self.teacher.crf.expected_counts(logits.float(), inputs["labels"] != -100)
         self._teacher_cache = (input_ids, counts)
         return counts
+
+
+def gold_nll(crf, emissions, labels) -> torch.Tensor:
+    """The CRF's negative log-likelihood of the gold tags, averaged over the windows that have them (as the
+    model's own loss); windows of ``UNTAGGED`` positions add nothing, and a batch of them only gives 0."""
+    tagged = ((labels != -100) & (labels != UNTAGGED)).any(dim=1)
+    if not tagged.any():
+        return emissions.new_zeros(())
+    labels = labels[tagged]
+    return -crf(emissions[tagged], labels, mask=labels != -100, reduction="mean")
