@@ -1,5 +1,6 @@
-"""k-fold cross-validation: each fold's out-of-fold predictions, and their scores per fold (mean and standard
-deviation over folds) and pooled over every out-of-fold document.
+"""k-fold cross-validation: each fold's out-of-fold predictions, their scores per fold (mean and standard
+deviation over folds) and pooled over every out-of-fold document, and paired comparisons of runs on the same
+folds.
 
 ``cross_validate.py`` trains one model per fold with ``train.py --folds K --fold k`` (``ruijin_ner``'s
 ``cross_validation_split``: the training and validation documents divided by document group, the test split
@@ -21,6 +22,8 @@ from dataset_script import ruijin_ner
 
 OUT_OF_FOLD_FILE = "out_of_fold_entities.json"  # written last in a fold's folder: the fold is done
 RESULTS_FILE = "cross_validation.json"
+SCORES = (("strict", "f1"), ("strict", "macro_f1"), ("overlap", "f1"), ("overlap", "macro_f1"))
+"""The figures a comparison reports: micro- and macro-F1, strict and overlap."""
 # From the fold's run_arguments.json.
 CORPUS_OPTIONS = ("data_dir", "event_triggers", "folds", "fold", "fold_seed", "train_fraction")
 
@@ -105,3 +108,53 @@ def results_table(results: dict) -> str:
 
 def _cells(scores: dict) -> str:
     return " | ".join(f"{scores[rule][name]:.4f}" for rule in ("strict", "overlap") for name in ("f1", "macro_f1"))
+
+
+def read_results(output_dir: Path) -> dict:
+    """A finished cross-validation's ``RESULTS_FILE``, with the document ids each fold validated on."""
+    path = output_dir / RESULTS_FILE
+    if not path.is_file():
+        raise ValueError(f"{output_dir}: no {RESULTS_FILE}; run cross_validate.py --output_dir {output_dir} (a stopped "
+                         "run goes on where it stopped)")
+    results = json.loads(path.read_text(encoding="utf-8"))
+    results["fold_documents"] = [sorted(json.loads((fold_folder(output_dir, fold["fold"]) / OUT_OF_FOLD_FILE)
+                                                   .read_text(encoding="utf-8"))) for fold in results["folds"]]
+    return results
+
+
+def paired_differences(reference: dict, other: dict, names: tuple[str, str]) -> dict:
+    """``other`` minus ``reference``, fold by fold, for each of ``SCORES``: the differences, their mean and
+    standard deviation, the standard error of the mean, and in how many folds ``other`` is ahead. Pairing by fold
+    removes what the folds' documents do to both runs, the larger part of the fold-to-fold spread; runs of
+    other folds are refused, as their differences would mean nothing."""
+    if reference["fold_documents"] != other["fold_documents"]:
+        raise ValueError(f"{names[1]} was cross-validated on other folds than {names[0]} (other --folds, --fold_seed "
+                         "or corpus): a paired comparison needs the same documents in each fold")
+    comparison = {}
+    for rule, name in SCORES:
+        differences = [theirs[rule][name] - ours[rule][name]
+                       for ours, theirs in zip(reference["folds"], other["folds"], strict=True)]
+        deviation = statistics.stdev(differences)
+        comparison[f"{rule}_{name}"] = {
+            "differences": differences, "mean": statistics.mean(differences), "standard_deviation": deviation,
+            "standard_error": deviation / len(differences) ** 0.5,
+            "folds_ahead": sum(difference > 0 for difference in differences)}
+    return comparison
+
+
+def comparison_table(names: list[str], runs: list[dict]) -> str:
+    """Each run's mean ± sd over folds, then each later run minus the first: the mean paired difference ± its
+    standard error, and the folds in which it is ahead."""
+    header = "| run | " + " | ".join(f"{rule} {'micro' if name == 'f1' else 'macro'}-F1" for rule, name in SCORES)
+    rows = [header + " |", "| --- |" + " ---: |" * len(SCORES)]
+    for name, results in zip(names, runs, strict=True):
+        rows.append(f"| {name} | " + " | ".join(
+            f"{results['mean'][rule][score]:.4f} ± {results['standard_deviation'][rule][score]:.4f}"
+            for rule, score in SCORES) + " |")
+    folds = len(runs[0]["folds"])
+    for name, results in zip(names[1:], runs[1:]):
+        comparison = paired_differences(runs[0], results, (names[0], name))
+        rows.append(f"| {name} minus {names[0]} | " + " | ".join(
+            f"{entry['mean']:+.4f} ± {entry['standard_error']:.4f} ({entry['folds_ahead']}/{folds} folds ahead)"
+            for entry in (comparison[f"{rule}_{score}"] for rule, score in SCORES)) + " |")
+    return "\n".join(rows)

@@ -1,9 +1,10 @@
 """k-fold cross-validation: the folds (deterministic, by document group, disjoint, covering the training and
 validation documents, the test split untouched), the learning curve's smaller training sets (nested, whole
 groups), and cross_validate.py (one model per fold, out-of-fold scores, a stopped run resumed at the fold where it
-stopped, a learning curve over shares of the training documents)."""
+stopped, a learning curve over shares of the training documents) and compare_cv.py (runs paired fold by fold)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,10 +150,16 @@ def training_documents(model_dir: Path) -> set[str]:
     return {document["document_id"] for document in cross_validation.split_documents(model_dir, "train")}
 
 
-def test_cross_validate_draws_a_learning_curve_over_shares_of_the_training_documents(tmp_path):
-    output_dir = tmp_path / "cv"
-    completed = cross_validate(output_dir, "--train_fractions", "1", "0.5", "--scale_time_budget",
-                               "--time_budget_minutes", "10")
+@pytest.fixture(scope="module")
+def learning_curve_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A 2-fold cross-validation at shares 1 and 0.5 of the training documents, budgets scaled: (folder, run)."""
+    output_dir = tmp_path_factory.mktemp("learning-curve") / "cv"
+    return output_dir, cross_validate(output_dir, "--train_fractions", "1", "0.5", "--scale_time_budget",
+                                      "--time_budget_minutes", "10")
+
+
+def test_cross_validate_draws_a_learning_curve_over_shares_of_the_training_documents(learning_curve_run):
+    output_dir, completed = learning_curve_run
     assert "4 folds to train, at most 5, 10 minutes each: about 30 minutes" in completed.stdout
     assert "/300 s of the time budget" in completed.stderr and "/600 s of the time budget" in completed.stderr  # scaled
     curve = json.loads((output_dir / learning_curve.CURVE_FILE).read_text(encoding="utf-8"))["points"]
@@ -173,7 +180,10 @@ def test_cross_validate_draws_a_learning_curve_over_shares_of_the_training_docum
         assert image.format == "PNG" and image.width > 400
     assert "| 0.5 |" in completed.stdout and str(output_dir / learning_curve.PLOT_FILE) in completed.stdout
 
-    # The folds' ensemble carries the cross-validated scores and the curve into its model card.
+
+def test_the_folds_ensemble_carries_the_cross_validated_scores_and_curve_into_its_model_card(learning_curve_run,
+                                                                                             tmp_path):
+    output_dir, _ = learning_curve_run
     ensemble_dir = tmp_path / "ensemble"
     run_script(["ensemble.py", "--members", str(output_dir / "fold-0"), str(output_dir / "fold-1"), "--output_dir",
                 str(ensemble_dir)])
@@ -184,3 +194,36 @@ def test_cross_validate_draws_a_learning_curve_over_shares_of_the_training_docum
     strict = (whole_results["mean"]["strict"]["f1"], whole_results["standard_deviation"]["strict"]["f1"])
     assert "2-fold cross-validation" in card and f"| strict micro-F1 | {strict[0]:.3f} ± {strict[1]:.3f} |" in card
     assert "(learning_curve.png)" in card and (tmp_path / "repo" / learning_curve.PLOT_FILE).is_file()
+
+
+def test_compare_cv_pairs_runs_fold_by_fold_and_refuses_runs_of_other_folds(learning_curve_run, tmp_path):
+    """The whole training split against its half, on the same folds: each run's mean ± sd, and the paired
+    difference (mean ± standard error, folds ahead) as the two runs' per-fold scores give it."""
+    output_dir, _ = learning_curve_run
+    half = output_dir / "fraction-0.5"
+    completed = run_script(["compare_cv.py", "--runs", str(output_dir), str(half)])
+    scores = [json.loads((folder / cross_validation.RESULTS_FILE).read_text(encoding="utf-8"))["folds"]
+              for folder in (output_dir, half)]
+    lines = completed.stdout.splitlines()
+    for results, folder in zip(scores, (output_dir, half), strict=True):
+        strict = [fold["strict"]["f1"] for fold in results]
+        mean, deviation = sum(strict) / 2, abs(strict[0] - strict[1]) / 2 ** 0.5
+        assert f"| {folder} | {mean:.4f} ± {deviation:.4f} |" in completed.stdout
+    differences = [ours["overlap"]["macro_f1"] - theirs["overlap"]["macro_f1"]
+                   for theirs, ours in zip(*scores, strict=True)]
+    mean, error = sum(differences) / 2, abs(differences[0] - differences[1]) / 2 ** 0.5 / 2 ** 0.5
+    ahead = sum(difference > 0 for difference in differences)
+    (paired,) = [line for line in lines if line.startswith(f"| {half} minus {output_dir} |")]
+    assert paired.endswith(f"| {mean:+.4f} ± {error:.4f} ({ahead}/2 folds ahead) |")
+
+    # The same run with its folds in the other order validated other documents in each fold: refused.
+    swapped = tmp_path / "swapped"
+    for fold in range(2):
+        shutil.copytree(cross_validation.fold_folder(output_dir, 1 - fold), cross_validation.fold_folder(swapped, fold))
+    shutil.copy(output_dir / cross_validation.RESULTS_FILE, swapped / cross_validation.RESULTS_FILE)
+    refused = run_script(["compare_cv.py", "--runs", str(output_dir), str(swapped)], succeeds=False)
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"compare_cv.py: {swapped} was cross-validated on other folds than {output_dir} (other --folds, --fold_seed or "
+        "corpus): a paired comparison needs the same documents in each fold")
+    unfinished = run_script(["compare_cv.py", "--runs", str(output_dir), str(tmp_path)], succeeds=False)
+    assert f"{tmp_path}: no {cross_validation.RESULTS_FILE}; run cross_validate.py" in unfinished.stderr
