@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 
 from dataset_script import ruijin_ner
-from dataset_script.brat import files_with_suffix, find_documents, read_text
+from dataset_script.brat import files_with_suffix, read_text
 from modeling_bert_bilstm_crf import CharacterEncoder, is_blank, split_into_windows, window_context
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def untagged_windows(folders, data_dir, tokenizer, data_args, skip_blanks, featu
     labelled ``UNTAGGED``. A file whose text is a document of the corpus at ``data_dir`` is refused: as unlabelled
     text it would put validation or test documents into training, or train documents twice."""
     corpus_texts = {read_text(txt): txt for folder in ruijin_ner.document_folders(Path(data_dir).resolve())
-                    for txt, _ in find_documents(folder)}
+                    for txt in files_with_suffix(folder, ".txt")}
     encoder = CharacterEncoder(tokenizer, skip_blanks)
     columns = {name: [] for name in ("id", "document_id", "offset", "input_ids", "labels", "characters",
                                      "blank_only_entities")}
@@ -93,7 +93,7 @@ def untagged_windows(folders, data_dir, tokenizer, data_args, skip_blanks, featu
         text = read_text(path)
         if text in corpus_texts:
             raise ValueError(f"--extra_text_dirs: {path} is the text of the corpus document {corpus_texts[text]}; "
-                             "unlabelled text must not be a document of --data_dir")
+                             "unlabelled text must not be a text of --data_dir")
         windows = split_into_windows(text, data_args.window_chars, cuts=ruijin_ner.TRAINING_CUTS)
         for index, (start, end) in enumerate(windows):
             window = text[start:end]
