@@ -362,17 +362,23 @@ class DistillationTrainer(DistillationTrainerMixin, Trainer):
     pass
 
 
-def test_a_distillation_loss_mixes_the_gold_nll_with_the_cross_entropy_from_the_teachers_crf(tmp_path):
+def distillation_step(labels, output_dir):
+    """(inputs, student, teacher, trainer, loss): a batch of two windows with ``labels``, a student and a teacher
+    of different random weights, and the training loss at teacher weight 0.25."""
     tokenizer = AutoTokenizer.from_pretrained(str(TINY_BERT))
     batch = tokenizer(["血糖升高", "糖尿病患者"], padding=True, return_tensors="pt")
-    labels = torch.tensor([[-100, 1, 2, 0, 0, -100, -100], [-100, 3, 4, 4, 0, 0, -100]])
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
     torch.manual_seed(1)
     student, teacher = dropout_free_model(0), dropout_free_model(0).eval()
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    args = TrainingArguments(output_dir=str(output_dir), use_cpu=True, report_to="none")
     trainer = DistillationTrainer(model=student, args=args, teacher=teacher, teacher_weight=0.25)
     student.train()
-    loss = trainer.compute_loss(student, dict(inputs))
+    return inputs, student, teacher, trainer, trainer.compute_loss(student, dict(inputs))
+
+
+def test_a_distillation_loss_mixes_the_gold_nll_with_the_cross_entropy_from_the_teachers_crf(tmp_path):
+    labels = torch.tensor([[-100, 1, 2, 0, 0, -100, -100], [-100, 3, 4, 4, 0, 0, -100]])
+    inputs, student, teacher, trainer, loss = distillation_step(labels, tmp_path)
 
     outputs = copy.deepcopy(student)(**inputs)
     counts = teacher.crf.expected_counts(teacher(**inputs).logits, labels != -100)
@@ -383,24 +389,15 @@ def test_a_distillation_loss_mixes_the_gold_nll_with_the_cross_entropy_from_the_
     student.eval()  # evaluation keeps the gold NLL, comparable across runs
     torch.testing.assert_close(trainer.compute_loss(student, dict(inputs)), student(**inputs).loss)
     with pytest.raises(ValueError, match="--teacher_weight must be between 0 and 1"):
-        DistillationTrainer(model=student, args=args, teacher=teacher, teacher_weight=1.5)
+        DistillationTrainer(model=student, args=trainer.args, teacher=teacher, teacher_weight=1.5)
 
 
 def test_windows_of_unlabelled_text_learn_from_the_teacher_alone(tmp_path):
     """A window of UNTAGGED positions (--extra_text_dirs) adds the teacher's cross-entropy and no gold NLL: the
     gold term is the tagged window's own; a batch of untagged windows only learns from the teacher."""
-    tokenizer = AutoTokenizer.from_pretrained(str(TINY_BERT))
-    batch = tokenizer(["血糖升高", "糖尿病患者"], padding=True, return_tensors="pt")
     labels = torch.tensor([[-100, 1, 2, 0, 0, -100, -100], [-100, UNTAGGED, UNTAGGED, UNTAGGED, UNTAGGED,
                                                              UNTAGGED, -100]])
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
-    torch.manual_seed(1)
-    student, teacher = dropout_free_model(0), dropout_free_model(0).eval()
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, teacher_weight=0.25)
-    student.train()
-    loss = trainer.compute_loss(student, dict(inputs))
-
+    inputs, student, teacher, trainer, loss = distillation_step(labels, tmp_path)
     visible = labels != -100
     logits = copy.deepcopy(student)(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
     counts = teacher.crf.expected_counts(teacher(input_ids=inputs["input_ids"],
