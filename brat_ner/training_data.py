@@ -44,11 +44,21 @@ def encode_batch(batch, tokenizer, label_names, skip_blanks=False):
         if skip_blanks:
             names, lost = blank_free_tags(characters, [label_names[tag] for tag in tags])
             tags = [label_ids[name] for name in names]
-        columns["input_ids"].append(encoder.window_ids(characters, before, after))
-        columns["labels"].append([-100] * (1 + len(encoder.fed(before))) + tags
-                                 + [-100] * (len(encoder.fed(after)) + 1))
-        columns["characters"].append(len(before) + len(characters) + len(after))
+        add_window(columns, encoder, characters, before, after, tags)
         columns["blank_only_entities"].append(lost)
+    return with_lengths(columns)
+
+
+def add_window(columns, encoder, characters, before, after, tags) -> None:
+    """A window's ``input_ids`` ([CLS], context, window, context, [SEP]), its ``labels`` (``tags`` on the window's
+    fed characters, -100 on the rest) and its ``characters``, appended to ``columns``."""
+    columns["input_ids"].append(encoder.window_ids(characters, before, after))
+    columns["labels"].append([-100] * (1 + len(encoder.fed(before))) + tags + [-100] * (len(encoder.fed(after)) + 1))
+    columns["characters"].append(len(before) + len(characters) + len(after))
+
+
+def with_lengths(columns: dict) -> dict:
+    """``columns`` with the ``attention_mask`` and ``length`` of its ``input_ids``."""
     columns["attention_mask"] = [[1] * len(ids) for ids in columns["input_ids"]]
     columns["length"] = [len(ids) for ids in columns["input_ids"]]
     return columns
@@ -97,21 +107,18 @@ def untagged_windows(folders, data_dir, tokenizer, data_args, skip_blanks, featu
         windows = split_into_windows(text, data_args.window_chars, cuts=ruijin_ner.TRAINING_CUTS)
         for index, (start, end) in enumerate(windows):
             window = text[start:end]
-            if not encoder.fed(window):  # nothing but blanks, with --skip_blanks: no position to learn
+            positions = len(encoder.fed(window))
+            if not positions:  # nothing but blanks, with --skip_blanks: no position to learn
                 continue
             before, after = window_context(text, start, end, data_args.context_chars)
             columns["id"].append(f"{path}-{index}")
             columns["document_id"].append(str(path))
             columns["offset"].append(start)
-            columns["input_ids"].append(encoder.window_ids(window, before, after))
-            columns["labels"].append([-100] * (1 + len(encoder.fed(before))) + [UNTAGGED] * len(encoder.fed(window))
-                                     + [-100] * (len(encoder.fed(after)) + 1))
-            columns["characters"].append(len(before) + len(window) + len(after))
+            add_window(columns, encoder, window, before, after, [UNTAGGED] * positions)
             columns["blank_only_entities"].append(0)
     if not columns["input_ids"]:
         raise ValueError(f"--extra_text_dirs {' '.join(map(str, folders))}: no text in any .txt file")
-    columns["attention_mask"] = [[1] * len(ids) for ids in columns["input_ids"]]
-    columns["length"] = [len(ids) for ids in columns["input_ids"]]
+    columns = with_lengths(columns)
     return datasets.Dataset.from_dict({name: columns[name] for name in features}, features=features)
 
 
