@@ -28,6 +28,12 @@ SHOWN_TRAINER_OPTIONS = {
 }
 
 
+class UsageError(Exception):
+    """A user's mistake (a refused option, folder, file or value): ``run_main`` prints its message on one line and
+    exits with status 2. Raise it for whatever the user can fix; any other exception is a bug and keeps its
+    traceback."""
+
+
 def exit_early_for_help(module_name: str, script: str) -> None:
     """``script --help`` prints the script's stored help page and exits, before the script imports torch and
     transformers (seconds that --help should not cost). The page is ``help_page`` of the script's parser,
@@ -133,12 +139,12 @@ def check_positive(**options) -> None:
 
 
 def run_main(main, script: str) -> None:
-    """Run ``main``; bad input files and this project's own checks (a ``ValueError`` raised in the project's
+    """Run ``main``; a ``UsageError``, bad input files and this project's own checks (a ``ValueError`` raised in the project's
     code) end it with one line ``script: message`` and exit status 2 instead of a traceback. A ``ValueError``
     raised inside a library keeps its traceback: that is a bug to report, not a message written for the user."""
     try:
         main()
-    except BratFormatError as error:
+    except (UsageError, BratFormatError) as error:
         fail(f"{script}: {error}")
     except ValueError as error:
         if not _raised_by_project(error):
