@@ -140,8 +140,9 @@ def check_positive(**options) -> None:
 
 def run_main(main, script: str) -> None:
     """Run ``main``; a ``UsageError``, bad input files and this project's own checks (a ``ValueError`` raised in
-    the project's code) end it with one line ``script: message`` and exit status 2 instead of a traceback. A ``ValueError``
-    raised inside a library keeps its traceback: that is a bug to report, not a message written for the user."""
+    the project's code) end it with one line ``script: message`` and exit status 2 instead of a traceback. A
+    ``ValueError`` raised inside a library keeps its traceback: that is a bug to report, not a message written for
+    the user."""
     try:
         main()
     except (UsageError, BratFormatError) as error:
