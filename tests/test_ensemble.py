@@ -3,14 +3,18 @@ predicts, by averaging and by votes; the folder saves, reloads through AutoModel
 the pipeline, predict.py (float and int8) and push_to_hub.py; voting keeps the entities with enough votes."""
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
 from brat_ner import fast_inference
-from conftest import SAMPLE, run_predict, run_script, sample_texts, tiny_model
+from conftest import REPO, SAMPLE, SCRIPT_ENVIRONMENT, run_predict, run_script, sample_texts, small_training, tiny_model
 from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, _winning_spans
 
 
@@ -156,3 +160,41 @@ def test_onnx_runs_an_averaging_ensemble_and_refuses_a_voting_one(member, tmp_pa
     spans = [[(e["entity_group"], e["start"], e["end"]) for e in averaging(text)] for text in texts]
     assert spans == [[(e["entity_group"], e["start"], e["end"]) for e in found] for found in tagged(module, model,
                                                                                                    tokenizer)]
+
+
+def test_seed_ensemble_script_resumes_after_a_kill_between_seeds(tmp_path):
+    """configs/cpu-recipe-ensemble.sh with a tiny recipe and two seeds: killed once the first member is finished,
+    rerun, it keeps that member as it was, trains the second and makes the ensemble of both; a third run has
+    nothing to do."""
+    training = small_training("OUT")
+    del training[training.index("--output_dir"):training.index("--output_dir") + 2]  # the script's --output_dir
+    recipe = tmp_path / "tiny-recipe.sh"
+    recipe.write_text('exec "$PYTHON" ' + " ".join(training) + ' --seed "$SEED" "$@"\n', encoding="utf-8")
+    out = tmp_path / "seeds"
+    environment = {**SCRIPT_ENVIRONMENT, "SEEDS": "1 2", "OUT_DIR": str(out), "RECIPE": str(recipe),
+                   "PYTHON": sys.executable}
+    command = ["bash", str(REPO / "configs" / "cpu-recipe-ensemble.sh")]
+    first_record = out / "seed-1" / "run_record.json"
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        try:
+            while not (first_record.is_file() and json.loads(first_record.read_text())["stage"] == "finished"):
+                assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+                time.sleep(0.2)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    weights = (out / "seed-1" / "model.safetensors").read_bytes()
+    assert not (out / "ensemble").exists()
+
+    again = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"{out / 'seed-1'} holds a finished run" in again.stdout
+    assert (out / "seed-1" / "model.safetensors").read_bytes() == weights
+    record = json.loads((out / "ensemble" / "ensemble_members.json").read_text(encoding="utf-8"))
+    assert [member["folder"] for member in record["members"]] == [str(out / "seed-1"), str(out / "seed-2")]
+    assert "| mean of the members |" in again.stdout
+
+    third = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0 and "is the ensemble of these members already" in third.stdout, third.stderr
