@@ -9,6 +9,7 @@
     echo "2 型糖尿病患者口服二甲双胍" | python predict.py --model_name_or_path outputs/ruijin --input_file -
     python predict.py ... --quantize int8           # CPU: int8 Linear layers; or --onnx ruijin.onnx (ONNX Runtime)
     python predict.py ... --onnx ruijin-int8.onnx --quantize int8          # ONNX Runtime with int8 weights
+    python predict.py ... --quantize auto           # CPU: int8 or bf16, whichever this CPU favours (one line says)
     torchrun --nproc_per_node 2 predict.py ...      # several processes, each tags its share of the documents
     python predict.py --model_name_or_path outputs/ruijin --input_dir new_docs/ --output_dir to_correct/ \
         --preannotate                               # a brat folder for annotators, least certain documents first
@@ -42,7 +43,7 @@ from accelerate.utils import gather_object
 from transformers import HfArgumentParser, pipeline
 
 from brat_ner import fast_inference
-from brat_ner.cli import check_at_least, parse_arguments, run_main
+from brat_ner.cli import UsageError, check_at_least, parse_arguments, run_main
 from brat_ner.evaluation import reports_to_markdown, score_against_gold, write_reports
 from brat_ner.files import OutputLock, atomic_write, check_writable_folder
 from brat_ner.runs import check_model_weights
@@ -98,8 +99,9 @@ class PredictArguments:
     num_threads: int | None = field(default=None, metadata={"help": fast_inference.NUM_THREADS_HELP})
     quantize: str | None = field(
         default=None, metadata={"help": "int8: int8 weights for the Linear layers (CPU; slightly different scores); "
-                                        "with --onnx, ONNX Runtime's int8 quantisation of the exported graph.",
-                                "choices": ["int8"]}
+                                        "with --onnx, ONNX Runtime's int8 quantisation of the exported graph. auto: "
+                                        "int8 or bf16, whichever this CPU's instructions favour (said in one line).",
+                                "choices": ["int8", "auto"]}
     )
     onnx: str | None = field(
         default=None, metadata={"help": "Run encoder + BiLSTM + linear in ONNX Runtime (CPU) from this .onnx file, "
@@ -125,6 +127,8 @@ def main():
         raise ValueError("--preannotate writes a folder: give --output_dir and --input_dir or --data_dir")
     if (args.quantize or args.onnx) and args.device not in (None, "cpu"):
         raise ValueError(f"--quantize and --onnx run on the CPU, not on --device {args.device}")
+    if args.quantize == "auto":
+        take_cpu_fast_path(args, fast_inference.cpu_flags())
     # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
     if args.input_file:
         text = read_standard_input() if args.input_file == "-" else read_text(Path(args.input_file))
@@ -180,6 +184,19 @@ def main():
         if args.output_dir:
             write_reports(reports, Path(args.output_dir) / "brat_scores")
         print(reports_to_markdown(reports))
+
+
+def take_cpu_fast_path(args, cpu_flags: set[str]) -> None:
+    """``--quantize auto``: set ``args`` to the fast path that ``cpu_flags`` favour (``choose_fast_path``) and say
+    which on standard error. bfloat16 is the torch path's only (an ONNX file runs int8 or float)."""
+    if args.bf16 is not None:
+        raise UsageError("--quantize auto chooses between int8 and bf16 itself: give it or --bf16, not both")
+    path, reason = fast_inference.choose_fast_path(cpu_flags)
+    if path == "bf16" and args.onnx:
+        path, reason = "float", f"{reason}, but --onnx runs int8 or float32, not bfloat16"
+    args.quantize = "int8" if path == "int8" else None
+    args.bf16 = path == "bf16"
+    print(f"predict.py: --quantize auto: {'float32' if path == 'float' else path} ({reason})", file=sys.stderr)
 
 
 def tagging_device(args) -> str:

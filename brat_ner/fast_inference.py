@@ -12,7 +12,8 @@
 Both keep the pipeline's windows, CRF (Viterbi and confidence scores, in torch) and entity dicts; only the
 emission scores change, by int8 rounding (``quantize_int8``, ``int8=True``) or by float32 summation order
 (``use_onnx``). ``predict.py`` exposes them as ``--quantize int8``, ``--onnx PATH`` (with ``--quantize int8``:
-ONNX Runtime's int8) and ``--num_threads N``.
+ONNX Runtime's int8) and ``--num_threads N``; ``--quantize auto`` takes int8 or bfloat16 as this CPU's
+instructions favour (``choose_fast_path``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,38 @@ def int8_engine() -> str:
     if amx and "onednn" in torch.backends.quantized.supported_engines:
         return "onednn"
     return torch.backends.quantized.engine
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this machine's CPU as Linux lists them (``flags`` on x86, ``Features`` on Arm,
+    in ``/proc/cpuinfo``); empty where they cannot be read."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def choose_fast_path(flags: set[str]) -> tuple[str, str]:
+    """``(path, reason)``: the CPU path ``--quantize auto`` takes on a CPU with these ``flags`` (``cpu_flags()``),
+    ``int8``, ``bf16`` or ``float``, and why, in words for the one line that says it. The order follows what was
+    measured per CPU family (benchmarks/README.md): AMX tiles run bfloat16 matrix products faster than int8
+    dynamic quantisation does; without AMX, int8 dot-product instructions (VNNI) make int8 the faster; AVX2 alone
+    still has int8 kernels (fbgemm) while bfloat16 without BF16 instructions is emulated, slowly."""
+    if "amx_bf16" in flags:
+        return "bf16", "this CPU has AMX bfloat16 tiles (amx_bf16)"
+    vnni = sorted(flags & {"avx512_vnni", "avx_vnni"})
+    if vnni:
+        return "int8", f"this CPU has int8 dot-product instructions ({', '.join(vnni)})"
+    if "avx512_bf16" in flags:
+        return "bf16", "this CPU has AVX-512 bfloat16 instructions (avx512_bf16) and no int8 dot-product ones"
+    if "avx2" in flags:
+        return "int8", "this CPU has AVX2 int8 kernels (avx2) and no bfloat16 instructions"
+    return "float", "no AMX, VNNI, AVX-512 BF16 or AVX2 flags found on this CPU, so no fast path is known to pay"
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 import modeling_bert_bilstm_crf as modeling
 import predict
 from brat_ner import fast_inference
-from conftest import REPO, TINY_BERT, predict_error, run_script, small_training
+from conftest import REPO, TINY_BERT, predict_error, run_predict, run_script, small_training
 from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification, BertBiLstmCrfNerPipeline
 
 SAMPLE = REPO / "data" / "sample"
@@ -355,3 +355,58 @@ def test_int8_works_with_each_engine_and_leaves_the_global_engine_alone(trained_
         error = (output - float_layer(inputs)).abs().double()
         bound = int8_rounding_bound(inputs, float_layer.weight, INT8_WEIGHT_LEVELS["torch"])
         assert error.max() > 0 and bool((error <= bound).all()), f"{name}: {(error / bound).max():.2f} x the bound"
+
+
+# Flags as /proc/cpuinfo lists them, cut to what matters: a Xeon with AMX (Sapphire Rapids on), an EPYC with
+# AVX-512 VNNI and BF16 (Zen 4), an older EPYC (Zen 2: AVX2 only), an Arm server, and an unreadable cpuinfo.
+CPU_FLAGS = {
+    "xeon-amx": {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"},
+    "epyc-zen4": {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"},
+    "epyc-zen2": {"avx", "avx2", "fma"},
+    "arm": {"fp", "asimd", "asimddp", "bf16"},
+    "unknown": set(),
+}
+
+
+@pytest.mark.parametrize("cpu, expected", [("xeon-amx", "bf16"), ("epyc-zen4", "int8"), ("epyc-zen2", "int8"),
+                                           ("arm", "float"), ("unknown", "float")])
+def test_quantize_auto_takes_the_path_the_cpu_flags_favour(trained_model, threads, cpu, expected):
+    model_dir, _ = trained_model
+    flags = CPU_FLAGS[cpu]
+    path, reason = fast_inference.choose_fast_path(flags)
+    assert path == expected and reason
+    assert all(fast_inference.choose_fast_path(set(flags)) == (path, reason) for _ in range(3))  # deterministic
+    args = predict.PredictArguments(model_name_or_path=str(model_dir), quantize="auto", num_threads=1)
+    predict.take_cpu_fast_path(args, flags)
+    tagger = predict.load_tagger(args, "cpu")
+    int8_layers = any(type(layer) is torch.ao.nn.quantized.dynamic.Linear for layer in tagger.model.modules())
+    assert int8_layers == (expected == "int8")
+    if expected != "int8":
+        assert tagger.model.classifier.weight.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+    entities = tagger(SAMPLE_TEXTS[0])
+    assert entities and all(SAMPLE_TEXTS[0][e["start"]:e["end"]] == e["word"] for e in entities)
+
+
+def test_quantize_auto_says_its_choice_in_one_line_and_leaves_onnx_int8_or_float(trained_model, monkeypatch, capsys,
+                                                                                   threads, tmp_path):
+    model_dir, _ = trained_model
+    monkeypatch.setattr(fast_inference, "cpu_flags", lambda: CPU_FLAGS["epyc-zen4"])
+    run_predict(monkeypatch, "--model_name_or_path", str(model_dir), "--input_file", str(SAMPLE / "01.txt"),
+                "--quantize", "auto", "--num_threads", "1")
+    captured = capsys.readouterr()
+    said = [line for line in captured.err.splitlines() if line.startswith("predict.py: --quantize auto")]
+    assert said == ["predict.py: --quantize auto: int8 (this CPU has int8 dot-product instructions (avx512_vnni))"]
+    assert json.loads(captured.out)  # the entities, on standard output alone
+    args = predict.PredictArguments(model_name_or_path=str(model_dir), quantize="auto", onnx=str(tmp_path / "m.onnx"))
+    predict.take_cpu_fast_path(args, CPU_FLAGS["xeon-amx"])
+    assert (args.quantize, args.bf16) == (None, False)  # ONNX runs float32 where bf16 is favoured
+    refused = predict_error(monkeypatch, capsys, "--model_name_or_path", str(model_dir), "--input_file",
+                            str(SAMPLE / "01.txt"), "--quantize", "auto", "--bf16", "true", model_loads=False)
+    assert "give it or --bf16, not both" in refused
+
+
+def test_cpu_flags_are_read_from_this_machine():
+    flags = fast_inference.cpu_flags()
+    assert isinstance(flags, set)
+    if os.path.exists("/proc/cpuinfo") and os.uname().machine in ("x86_64", "aarch64"):
+        assert flags & {"sse2", "fp"}  # every x86-64 CPU has SSE2; every Arm64 Linux lists fp
