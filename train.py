@@ -42,7 +42,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from brat_ner import fast_inference
+from brat_ner import augmentation, fast_inference
 from brat_ner.cli import check_at_least, check_positive, parse_arguments, run_main
 from brat_ner.encoders import adopt_trained_head, adopt_trained_windows, build_model, encoder_positions
 from brat_ner.evaluation import reports_to_markdown, write_reports
@@ -175,6 +175,14 @@ class DataArguments:
                                      "times per epoch (1: no oversampling; 3 raised validation macro-F1 in the "
                                      "README's CPU runs)."}
     )
+    augment: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Augmented copies of the training windows that hold a rare type, by these methods with "
+                          "their rates: mention=R (entities replaced by other mentions of their type), token=R "
+                          "(characters replaced by characters of the same tag), shuffle=R (segments shuffled); "
+                          "rarer types at higher rates (brat_ner/augmentation.py). E.g. --augment mention=0.5"}
+    )
+    augment_copies: int = field(default=1, metadata={"help": "With --augment: copies made of each such window."})
     early_stopping_patience: int = field(
         default=3, metadata={"help": "Stop after this many evaluations without a better validation F1 (0: never)."}
     )
@@ -202,6 +210,8 @@ class DataArguments:
                              f"{self.fold} of --folds {self.folds}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"--train_fraction must be above 0 and at most 1, got {self.train_fraction}")
+        augmentation.parse_rates(self.augment)
+        check_at_least(1, augment_copies=self.augment_copies)
 
 
 @dataclass
@@ -301,6 +311,8 @@ def main():
                                                fold=data_args.fold, fold_seed=data_args.fold_seed,
                                                train_fraction=data_args.train_fraction, return_stats=True)
         check_splits_have_text(corpus_stats, data_args.data_dir)
+        if data_args.augment:
+            corpus["train"] = augmentation.with_augmented_windows(corpus["train"], data_args, training_args.seed)
         label_names = corpus["train"].features["ner_tags"].feature.names
         encoded = corpus.map(
             encode_batch, batched=True,

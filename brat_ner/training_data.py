@@ -79,14 +79,19 @@ def oversample_rare_types(train_set, label_names, data_args):
         return train_set
     begin_types = {index: name[2:] for index, name in enumerate(label_names) if name.startswith("B-")}
     window_types = [{begin_types[tag] for tag in labels if tag in begin_types} for labels in train_set["labels"]]
-    counts = Counter(entity_type for labels in train_set["labels"] for tag in labels
-                     if (entity_type := begin_types.get(tag)))
-    total = sum(counts.values())
-    rare = {entity_type for entity_type, count in counts.items() if count < data_args.rare_type_share * total}
+    rare = rare_types(Counter(entity_type for labels in train_set["labels"] for tag in labels
+                              if (entity_type := begin_types.get(tag))), data_args.rare_type_share)
     repeats = [data_args.rare_type_oversampling if types & rare else 1 for types in window_types]
     logger.info("Rare types %s: %d windows repeated %d times", sorted(rare), sum(r > 1 for r in repeats),
                 data_args.rare_type_oversampling)
     return train_set.select([index for index, repeat in enumerate(repeats) for _ in range(repeat)])
+
+
+def rare_types(type_counts: Counter, share: float) -> set[str]:
+    """The entity types with less than ``share`` of all entities (``--rare_type_share``): the types that
+    oversampling repeats and augmentation (``brat_ner/augmentation.py``) copies."""
+    total = sum(type_counts.values())
+    return {entity_type for entity_type, count in type_counts.items() if count < share * total}
 
 
 def untagged_windows(folders, data_dir, tokenizer, data_args, skip_blanks, features) -> datasets.Dataset:
