@@ -12,12 +12,14 @@ import pytest
 import torch
 import torch.distributed
 import torch.multiprocessing
+from datasets import Dataset
 from safetensors.torch import load_file
 from torch import nn
 from transformers import (
     AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
+    DataCollatorForTokenClassification,
     EvalPrediction,
     Trainer,
     TrainerCallback,
@@ -410,6 +412,45 @@ def test_windows_of_unlabelled_text_learn_from_the_teacher_alone(tmp_path):
     only_soft = student.crf.cross_entropy(logits[1:], teacher.crf.expected_counts(
         teacher(input_ids=untagged_only["input_ids"]).logits, visible[1:]), visible[1:])
     torch.testing.assert_close(trainer.compute_loss(student, untagged_only), 0.25 * only_soft)
+
+
+def test_the_teachers_counts_computed_once_before_training_equal_its_counts_online(tmp_path):
+    """``TeacherCounts``: the training windows' counts, computed once per window (windows of each length in a
+    batch of their own), are what the teacher gives online on a padded batch of them, and training steps then
+    never run the teacher; a window outside the training set is counted online."""
+    tokenizer = AutoTokenizer.from_pretrained(str(TINY_BERT))
+    texts = ["血糖升高", "糖尿病患者", "口服二甲双胍", "血糖", "患者血糖升高"]
+    ids = [tokenizer(text)["input_ids"] for text in texts]
+    rows = [{"input_ids": window, "attention_mask": [1] * len(window),
+             "labels": [-100] + [index % 5 for index in range(len(window) - 2)] + [-100]} for window in ids]
+    rows[4]["labels"][1:3] = [-100, -100]  # a window whose first characters are context
+    torch.manual_seed(1)
+    student, teacher = dropout_free_model(0), dropout_free_model(0).eval()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, teacher_weight=0.5,
+                                  train_dataset=Dataset.from_list(rows + rows[:2]))  # oversampled copies
+    assert len(trainer.precomputed_counts.by_window) == len(rows)
+    batch = DataCollatorForTokenClassification(tokenizer)(rows)
+    visible = batch["labels"] != -100
+    online = teacher.crf.expected_counts(
+        teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float(), visible)
+    precomputed = trainer.precomputed_counts.of_batch(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    for offline_part, online_part in zip(precomputed, online, strict=True):
+        torch.testing.assert_close(offline_part, online_part)
+
+    teacher_calls = []
+    teacher.register_forward_hook(lambda *args: teacher_calls.append(1))
+    student.train()
+    loss = trainer.compute_loss(student, dict(batch))
+    assert not teacher_calls
+    online_trainer = DistillationTrainer(model=student, args=args, teacher=teacher, teacher_weight=0.5)
+    torch.testing.assert_close(loss, online_trainer.compute_loss(student, dict(batch)))
+    assert teacher_calls  # no training set: the teacher ran on the batch
+    other = tokenizer("高血糖")["input_ids"]
+    unseen = DataCollatorForTokenClassification(tokenizer)([{"input_ids": other, "attention_mask": [1] * len(other),
+                                                             "labels": [-100, 0, 0, 0, -100]}])
+    assert trainer.precomputed_counts.of_batch(unseen["input_ids"], unseen["attention_mask"], unseen["labels"]) \
+        is None
 
 
 def test_a_teacher_folder_loads_as_this_projects_model_or_ensemble_and_must_share_labels(trained_model, tmp_path):

@@ -6,11 +6,15 @@ The soft target is the teacher's whole CRF, not one tag per position: ``CRF.expe
 of each tag at each position and its expected transitions, and ``CRF.cross_entropy`` is the exact cross-entropy
 from the teacher's distribution over paths to the student's. The loss of a training step is
 ``(1 - teacher_weight) * gold NLL + teacher_weight * that cross-entropy``; with weight 0 the teacher is never run
-and training is plain training. Windows of unlabelled text (train.py's ``--extra_text_dirs``, labels
-``UNTAGGED``) have no gold NLL: they learn from the teacher alone.
+and training is plain training. The teacher runs once over the training windows before training starts
+(``TeacherCounts``), not at every step, so its cost takes nothing from a time budget. Windows of unlabelled text
+(train.py's ``--extra_text_dirs``, labels ``UNTAGGED``) have no gold NLL: they learn from the teacher alone.
 """
 
 from __future__ import annotations
+
+import logging
+import time
 
 import torch
 from transformers import PretrainedConfig
@@ -18,6 +22,8 @@ from transformers import PretrainedConfig
 from brat_ner.training_data import UNTAGGED
 from brat_ner.trust import is_project_folder
 from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
+
+logger = logging.getLogger(__name__)
 
 WINDOW_SETTINGS = ("window_chars", "context_chars", "skip_blanks")  # train.py's options of the same names
 TOKENIZER_SETTINGS = ("vocab_size", "cls_token_id", "sep_token_id")
@@ -50,9 +56,63 @@ def load_teacher(folder: str, label_names: list[str], student_config):
     return teacher.float().eval()
 
 
+class TeacherCounts:
+    """The teacher's ``expected_counts`` of each training window, computed once before training (offline), so
+    that training runs the student alone: a teacher as costly as a five-model ensemble then takes none of the
+    time budget's steps. Kept per window, found again by the window's input ids and visible positions (windows
+    alike in both have the same counts, so the oversampled copies of a window share them)."""
+
+    def __init__(self):
+        self.by_window: dict[tuple[bytes, bytes], tuple[torch.Tensor, ...]] = {}
+
+    @classmethod
+    @torch.no_grad()
+    def of_windows(cls, teacher, windows, batch_size: int = 64) -> TeacherCounts:
+        """The counts of every window of ``windows`` (rows with ``input_ids`` and ``labels``), the teacher run on
+        batches of windows of one length (no padding)."""
+        counts = cls()
+        by_length = {}
+        for row in windows:
+            key = _window_key(torch.tensor(row["input_ids"]), torch.tensor(row["labels"]) != -100)
+            if key not in counts.by_window:
+                counts.by_window[key] = None
+                by_length.setdefault(len(row["input_ids"]), []).append((key, row))
+        device = next(teacher.parameters()).device
+        for rows in by_length.values():
+            for first in range(0, len(rows), batch_size):
+                batch = rows[first:first + batch_size]
+                input_ids = torch.tensor([row["input_ids"] for _, row in batch], device=device)
+                visible = torch.tensor([row["labels"] for _, row in batch], device=device) != -100
+                logits = teacher(input_ids=input_ids).logits.float()
+                for index, (key, _) in enumerate(batch):  # start, end and transitions are per window
+                    node, *totals = teacher.crf.expected_counts(logits[index:index + 1], visible[index:index + 1])
+                    counts.by_window[key] = (node[0], *totals)
+        return counts
+
+    def of_batch(self, input_ids, attention_mask, labels) -> tuple[torch.Tensor, ...] | None:
+        """The counts of a padded batch as ``expected_counts`` gives them (node posteriors per window and
+        position, the rest summed over the batch), or None when a window of it was not counted."""
+        full = [input_ids.shape[1]] * len(input_ids)
+        lengths = attention_mask.sum(1).tolist() if attention_mask is not None else full
+        found = [self.by_window.get(_window_key(ids[:length], visible[:length]))
+                 for ids, visible, length in zip(input_ids, labels != -100, lengths)]
+        if any(window is None for window in found):
+            return None
+        node = found[0][0].new_zeros((*input_ids.shape, found[0][0].shape[-1]))
+        for row, (window_node, *_), length in zip(node, found, lengths):
+            row[:length] = window_node
+        return (node, *(sum(window[part] for window in found) for part in (1, 2, 3)))
+
+
+def _window_key(input_ids: torch.Tensor, visible: torch.Tensor) -> tuple[bytes, bytes]:
+    return input_ids.cpu().numpy().tobytes(), visible.cpu().numpy().tobytes()
+
+
 class DistillationTrainerMixin:
     """For a ``Trainer`` subclass: with a ``teacher`` and a positive ``teacher_weight``, the training loss mixes the
-    gold NLL with the cross-entropy from the teacher's CRF (evaluation keeps the gold NLL)."""
+    gold NLL with the cross-entropy from the teacher's CRF (evaluation keeps the gold NLL). The teacher's counts
+    of the training windows are computed once, when the trainer is made (``TeacherCounts``); a batch of other
+    windows has its counts computed then and there."""
 
     def __init__(self, *args, teacher=None, teacher_weight: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -61,6 +121,13 @@ class DistillationTrainerMixin:
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
         self.teacher_weight = teacher_weight
         self._teacher_cache = None  # (input_ids, counts): FGM's second pass reuses the first's
+        self.precomputed_counts = None
+        if self.teacher is not None and teacher_weight and self.train_dataset is not None:
+            started = time.perf_counter()
+            self.precomputed_counts = TeacherCounts.of_windows(self.teacher, self.train_dataset,
+                                                               self.args.per_device_eval_batch_size)
+            logger.info("--teacher: its CRF's expected counts of the %d distinct training windows computed once, in "
+                        "%.0f s", len(self.precomputed_counts.by_window), time.perf_counter() - started)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.teacher is None or not self.teacher_weight or not model.training:
@@ -76,6 +143,10 @@ class DistillationTrainerMixin:
     @torch.no_grad()
     def _teacher_counts(self, inputs):
         input_ids = inputs["input_ids"]
+        if self.precomputed_counts is not None:
+            counts = self.precomputed_counts.of_batch(input_ids, inputs.get("attention_mask"), inputs["labels"])
+            if counts is not None:
+                return counts
         if self._teacher_cache is not None and torch.equal(self._teacher_cache[0], input_ids):
             return self._teacher_cache[1]
         logits = self.teacher(input_ids=input_ids, attention_mask=inputs.get("attention_mask"),
