@@ -65,6 +65,7 @@ from brat_ner.runs import (
     resume_checkpoint,
     training_arguments,
 )
+from brat_ner.self_training import silver_windows
 from brat_ner.trainer import BertBiLstmCrfTrainer, NerMetrics, TimeBudgetTrainingArguments
 from brat_ner.trainer.distillation import load_teacher
 from brat_ner.training_data import (
@@ -270,17 +271,34 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
     )
     extra_text_dirs: list[str] = field(
         default_factory=list,
-        metadata={"help": "With --teacher: folders of unlabelled .txt files (e.g. ../shared/data/ruijin_round1/"
-                          "unlabeled) whose windows join the training windows and learn from the teacher's CRF "
-                          "alone (no gold tags). Never evaluation text: a document of --data_dir is refused."},
+        metadata={"help": "With --teacher or --silver_model: folders of unlabelled .txt files (e.g. ../shared/data/"
+                          "ruijin_round1/unlabeled) whose windows join the training windows: with a teacher they "
+                          "learn from its CRF alone (no gold tags), with a silver model from its sure Viterbi tags. "
+                          "Never evaluation text: a document of --data_dir is refused."},
     )
+    silver_model: str | None = field(
+        default=None,
+        metadata={"help": "Self-training: a model folder (train.py's or ensemble.py's, same labels and windows) "
+                          "that tags the windows of --extra_text_dirs once before training; those whose every "
+                          "character's tag has a CRF marginal above --silver_threshold train with its tags."},
+    )
+    silver_threshold: float = field(default=0.95, metadata={"help": "See --silver_model (1: no window joins)."})
+    silver_weight: float = field(
+        default=0.5, metadata={"help": "With --silver_model, the weight of a silver window's loss (gold: 1)."})
 
     def __post_init__(self):
         if not 0 <= self.teacher_weight <= 1:
             raise ValueError(f"--teacher_weight must be between 0 and 1, got {self.teacher_weight}")
-        if self.extra_text_dirs and not (self.teacher and self.teacher_weight):
-            raise ValueError("--extra_text_dirs adds text without gold tags, which only a teacher can train: give "
-                             "--teacher DIR (and a --teacher_weight above 0)")
+        if self.teacher and self.silver_model:
+            raise ValueError("give --teacher (distillation) or --silver_model (self-training), not both")
+        if self.extra_text_dirs and not ((self.teacher and self.teacher_weight) or self.silver_model):
+            raise ValueError("--extra_text_dirs adds text without gold tags, which only a teacher or a silver model "
+                             "can train: give --teacher DIR (and a --teacher_weight above 0) or --silver_model DIR")
+        if self.silver_model and not self.extra_text_dirs:
+            raise ValueError("--silver_model tags unlabelled text: give it with --extra_text_dirs DIR")
+        if not 0 <= self.silver_threshold <= 1 or not 0 <= self.silver_weight <= 1:
+            raise ValueError(f"--silver_threshold and --silver_weight must be between 0 and 1, got "
+                             f"{self.silver_threshold} and {self.silver_weight}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"--ema_decay must be between 0 and 1, got {self.ema_decay}")
         check_at_least(0, fgm_epsilon=self.fgm_epsilon)
@@ -324,11 +342,19 @@ def main():
     if training_args.extra_text_dirs:
         untagged = untagged_windows(training_args.extra_text_dirs, data_args.data_dir, tokenizer, data_args,
                                     model_args.skip_blanks, train_set.features)
+    model = build_model(model_args, tokenizer, label_names, data_args, corpus["train"][:200]["tokens"])
+    silver = None
+    if training_args.silver_model:
+        silver, counts = silver_windows(training_args.silver_model, untagged, label_names, model.config,
+                                        training_args.silver_threshold, training_args.per_device_eval_batch_size)
+        logger.info("--silver_model: %d of %d windows of unlabelled text (%d entities) are sure above %g and join "
+                    "the %d training windows at weight %g", counts["windows kept"], counts["windows read"],
+                    counts["entities"], training_args.silver_threshold, len(train_set), training_args.silver_weight)
+        train_set = concatenate_datasets([train_set, silver])
+    elif training_args.extra_text_dirs:
         logger.info("--extra_text_dirs: %d windows of unlabelled text join the %d training windows; they learn "
                     "from the teacher only", len(untagged), len(train_set))
         train_set = concatenate_datasets([train_set, untagged])
-
-    model = build_model(model_args, tokenizer, label_names, data_args, corpus["train"][:200]["tokens"])
     teacher = load_teacher(training_args.teacher, label_names, model.config) if training_args.teacher else None
     metric = NerMetrics(label_names)
     callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience else []
@@ -340,6 +366,8 @@ def main():
         fgm_epsilon=training_args.fgm_epsilon,
         teacher=teacher,
         teacher_weight=training_args.teacher_weight,
+        silver_windows=silver,
+        silver_weight=training_args.silver_weight,
         train_dataset=train_set,
         eval_dataset=encoded["validation"],
         data_collator=DataCollatorForTokenClassification(

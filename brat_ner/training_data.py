@@ -87,6 +87,12 @@ def oversample_rare_types(train_set, label_names, data_args):
     return train_set.select([index for index, repeat in enumerate(repeats) for _ in range(repeat)])
 
 
+def window_key(input_ids, visible) -> tuple[bytes, bytes]:
+    """A window found again by its input ids and the positions its labels cover (unpadded tensors): two windows
+    alike in both are one window to the model, whatever their row."""
+    return input_ids.cpu().numpy().tobytes(), visible.cpu().numpy().tobytes()
+
+
 def rare_types(type_counts: Counter, share: float) -> set[str]:
     """The entity types with less than ``share`` of all entities (``--rare_type_share``): the types that
     oversampling repeats and augmentation (``brat_ner/augmentation.py``) copies."""

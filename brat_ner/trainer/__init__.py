@@ -1,12 +1,13 @@
 """``Trainer`` for this model, with its add-ons: a wall-clock budget (``time_budget``), a moving average of
-the weights (``weight_average``), FGM adversarial training (``adversarial``) and a teacher's soft targets
-(``distillation``)."""
+the weights (``weight_average``), FGM adversarial training (``adversarial``), a teacher's soft targets
+(``distillation``) and silver windows of less weight (``silver_data``)."""
 
 from __future__ import annotations
 
 from brat_ner.trainer.adversarial import FgmTrainerMixin
 from brat_ner.trainer.distillation import DistillationTrainerMixin
 from brat_ner.trainer.metrics import NerMetrics
+from brat_ner.trainer.silver_data import SilverDataTrainerMixin
 from brat_ner.trainer.time_budget import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
 from brat_ner.trainer.weight_average import WeightAverageTrainerMixin
 
@@ -14,13 +15,15 @@ __all__ = ["BertBiLstmCrfTrainer", "NerMetrics", "TimeBudgetTrainer", "TimeBudge
            "measured_throughput"]
 
 
-class BertBiLstmCrfTrainer(DistillationTrainerMixin, FgmTrainerMixin, WeightAverageTrainerMixin, TimeBudgetTrainer):
+class BertBiLstmCrfTrainer(DistillationTrainerMixin, SilverDataTrainerMixin, FgmTrainerMixin, WeightAverageTrainerMixin,
+                           TimeBudgetTrainer):
     """``Trainer`` with two learning rates: ``args.learning_rate`` for the pretrained encoder and
     ``head_learning_rate`` for the BiLSTM, linear and CRF layers, which start from random weights and need a
     far larger step. Biases, LayerNorm weights and the CRF transitions get no weight decay. With ``ema_decay``,
     a moving average of the weights is what gets evaluated and saved (``weight_average.py``); with
     ``fgm_epsilon``, every step adds an adversarial pass (``adversarial.py``); with a ``teacher``, the loss
-    also learns the teacher's CRF (``distillation.py``)."""
+    also learns the teacher's CRF (``distillation.py``); with ``silver_windows``, those weigh ``silver_weight``
+    (``silver_data.py``)."""
 
     def __init__(self, *args, head_learning_rate: float, **kwargs):
         super().__init__(*args, **kwargs)

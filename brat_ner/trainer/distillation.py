@@ -19,7 +19,7 @@ import time
 import torch
 from transformers import PretrainedConfig
 
-from brat_ner.training_data import UNTAGGED
+from brat_ner.training_data import UNTAGGED, window_key
 from brat_ner.trust import is_project_folder
 from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
 
@@ -30,27 +30,27 @@ TOKENIZER_SETTINGS = ("vocab_size", "cls_token_id", "sep_token_id")
 """What a teacher must share with the student to read the same windows as the same input ids."""
 
 
-def load_teacher(folder: str, label_names: list[str], student_config):
+def load_teacher(folder: str, label_names: list[str], student_config, option: str = "--teacher"):
     """The teacher model in ``folder``, a folder this project wrote (train.py or ensemble.py), built with this
     version's classes, which load every earlier version's folders and have what distillation needs; checked
     against the student: the same labels in the same order and the same windows and tokenizer ids. Frozen, in
-    evaluation mode."""
+    evaluation mode. ``option`` names the folder in refusals."""
     if not is_project_folder(folder):
-        raise ValueError(f"--teacher {folder} is not a model folder written by this project (train.py or ensemble.py)")
+        raise ValueError(f"{option} {folder} is not a model folder written by this project (train.py or ensemble.py)")
     config, _ = PretrainedConfig.get_config_dict(folder)
     model_class = (BertBiLstmCrfEnsembleForTokenClassification if config.get("ensemble_members")
                    else BertBiLstmCrfForTokenClassification)
     teacher = model_class.from_pretrained(folder)
     teacher_labels = [teacher.config.id2label[index] for index in range(len(teacher.config.id2label))]
     if teacher_labels != list(label_names):
-        raise ValueError(f"--teacher {folder} tags {len(teacher_labels)} labels {teacher_labels[:5]}..., the corpus "
+        raise ValueError(f"{option} {folder} tags {len(teacher_labels)} labels {teacher_labels[:5]}..., the corpus "
                          f"{len(label_names)} labels {list(label_names)[:5]}...: a teacher must have the student's "
                          "labels in the same order")
     for name in WINDOW_SETTINGS + TOKENIZER_SETTINGS:
         mine, theirs = getattr(student_config, name), getattr(teacher.config, name)
         if mine != theirs:
             fix = f"give --{name} {theirs}" if name in WINDOW_SETTINGS else "the teacher's tokenizer"
-            raise ValueError(f"--teacher {folder} has {name} {theirs} and this run {mine}: the teacher must read the "
+            raise ValueError(f"{option} {folder} has {name} {theirs} and this run {mine}: the teacher must read the "
                              f"same windows as the same ids ({fix})")
     teacher.requires_grad_(False)
     return teacher.float().eval()
@@ -73,7 +73,7 @@ class TeacherCounts:
         counts = cls()
         by_length = {}
         for row in windows:
-            key = _window_key(torch.tensor(row["input_ids"]), torch.tensor(row["labels"]) != -100)
+            key = window_key(torch.tensor(row["input_ids"]), torch.tensor(row["labels"]) != -100)
             if key not in counts.by_window:
                 counts.by_window[key] = None
                 by_length.setdefault(len(row["input_ids"]), []).append((key, row))
@@ -94,7 +94,7 @@ class TeacherCounts:
         position, the rest summed over the batch), or None when a window of it was not counted."""
         full = [input_ids.shape[1]] * len(input_ids)
         lengths = attention_mask.sum(1).tolist() if attention_mask is not None else full
-        found = [self.by_window.get(_window_key(ids[:length], visible[:length]))
+        found = [self.by_window.get(window_key(ids[:length], visible[:length]))
                  for ids, visible, length in zip(input_ids, labels != -100, lengths)]
         if any(window is None for window in found):
             return None
@@ -102,10 +102,6 @@ class TeacherCounts:
         for row, (window_node, *_), length in zip(node, found, lengths):
             row[:length] = window_node
         return (node, *(sum(window[part] for window in found) for part in (1, 2, 3)))
-
-
-def _window_key(input_ids: torch.Tensor, visible: torch.Tensor) -> tuple[bytes, bytes]:
-    return input_ids.cpu().numpy().tobytes(), visible.cpu().numpy().tobytes()
 
 
 class DistillationTrainerMixin:
