@@ -139,7 +139,7 @@ def test_only_train_folder_is_the_corpus_and_partial_split_folders_are_an_error(
 def test_split_folders_beside_documents_are_an_error(tmp_path, split_folder):
     folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n")})
     write_corpus(folder / split_folder, {"b": ("糖尿病", "")})
-    with pytest.raises(BratFormatError, match=rf"has both split folders \['{split_folder}'\] and \.txt/\.ann files"):
+    with pytest.raises(BratFormatError, match=rf"has both split folders \['{split_folder}'\] and annotation files"):
         load_corpus(folder)
 
 
