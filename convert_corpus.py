@@ -27,8 +27,8 @@ from transformers import HfArgumentParser
 from brat_ner.cli import UsageError, parse_arguments, run_main
 from brat_ner.files import atomic_write, check_writable_folder
 from dataset_script import ruijin_ner
-from dataset_script.formats import OFFSET_UNITS
-from dataset_script.formats.registry import FORMATS, detect_format, read_documents, write_documents
+from dataset_script.formats import FORMATS, OFFSET_UNITS
+from dataset_script.formats.registry import detect_format, read_documents, write_documents
 
 
 @dataclass

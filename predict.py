@@ -58,8 +58,8 @@ from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, Document, Entity, files_with_suffix, read_text
-from dataset_script.formats import labelstudio
-from dataset_script.formats.registry import FORMATS, write_documents
+from dataset_script.formats import FORMATS, labelstudio
+from dataset_script.formats.registry import write_documents
 from modeling_bert_bilstm_crf import brat_annotations
 
 SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))

@@ -76,7 +76,7 @@ from brat_ner.training_data import (
 )
 from brat_ner.trust import is_project_folder
 from dataset_script import ruijin_ner
-from dataset_script.formats.registry import FORMATS
+from dataset_script.formats import FORMATS
 from modeling_bert_bilstm_crf import check_window_fits
 
 logger = logging.getLogger(__name__)

@@ -67,7 +67,7 @@ from .brat import (
     texts_without_annotations,
 )
 from .brat import logger as brat_logger
-from .formats import OFFSET_UNITS, registry
+from .formats import FORMATS, OFFSET_UNITS, registry
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ class BratNerConfig(datasets.BuilderConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data_format not in (None, *registry.FORMATS):
-            raise ValueError(f"data_format must be one of {', '.join(registry.FORMATS)}, got {self.data_format!r}")
+        if self.data_format not in (None, *FORMATS):
+            raise ValueError(f"data_format must be one of {', '.join(FORMATS)}, got {self.data_format!r}")
         if self.offset_unit not in (None, *OFFSET_UNITS):
             raise ValueError(f"offset_unit must be one of {', '.join(OFFSET_UNITS)}, got {self.offset_unit!r}")
         if self.window_chars < 1:

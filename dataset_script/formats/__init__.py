@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from itertools import accumulate
 
+FORMATS = ("brat", "labelstudio", "doccano", "conll", "cmeee")  # the modules of ``registry``
 OFFSET_UNITS = ("code_point", "utf16")
 
 

@@ -21,8 +21,7 @@ from ..brat import Document
 from . import AnnotationFormatError, cmeee, conll, doccano, labelstudio
 from .records import read_json
 
-FORMAT_MODULES = {"labelstudio": labelstudio, "doccano": doccano, "conll": conll, "cmeee": cmeee}
-FORMATS = ("brat", *FORMAT_MODULES)
+FORMAT_MODULES = {"labelstudio": labelstudio, "doccano": doccano, "conll": conll, "cmeee": cmeee}  # brat's: brat.py
 EXPECTED = ("brat .txt + .ann files, Label Studio JSON (tasks with 'data' and 'annotations'), doccano JSONL "
             "({'text', 'label': [[start, end, type]]}), CoNLL .conll/.bio files ('CHARACTER TAG' lines) or CMeEE JSON "
             "({'text', 'entities': [{'start_idx', 'end_idx', 'type'}]})")
