@@ -23,7 +23,6 @@ from pathlib import Path
 
 from modeling_bert_bilstm_crf import bio_to_spans, is_blank
 
-from .. import ruijin_ner  # spans_to_bio, the one BIO encoder (imported as a module: the builder reads all formats)
 from ..brat import Document, Entity, read_text
 from . import AnnotationFormatError
 
@@ -101,9 +100,12 @@ def _document(lines: list, document_id: str, where: str, has_starts: bool) -> Do
 
 def write(documents: list[Document], offset_unit: str = DEFAULT_OFFSET_UNIT):
     """The documents as CoNLL lines, and what could not be written (``losses``: kind -> count)."""
+    # The one BIO encoder is the builder's; imported here because the builder imports every format (a cycle).
+    from ..ruijin_ner import spans_to_bio
+
     out, losses = [], Counter()
     for document in documents:
-        tags, not_encoded = ruijin_ner.spans_to_bio(len(document.text), [(e.type, e.start, e.end)
+        tags, not_encoded = spans_to_bio(len(document.text), [(e.type, e.start, e.end)
                                                                          for e in document.entities])
         losses["overlapping entity"] += len(not_encoded)
         encoded = Counter((e.type, e.start, e.end) for e in document.entities) - Counter(not_encoded)
