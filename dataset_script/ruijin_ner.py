@@ -68,6 +68,7 @@ from .brat import (
 )
 from .brat import logger as brat_logger
 from .formats import FORMATS, OFFSET_UNITS, registry
+from .formats.records import check_unique_ids
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ def split_corpus(data_dir: Path, config: BratNerConfig) -> dict[str, list[Docume
     folders = split_folders(data_dir)
     if folders:
         documents = {split: read_corpus_documents_of(folder, data_dir, config) for split, folder in folders.items()}
-        check_unique_document_ids([document for split in SPLITS for document in documents[split]])
+        check_unique_ids([document for split in SPLITS for document in documents[split]])  # across splits
     else:
         documents = {split: [] for split in SPLITS}
         for document in read_corpus_documents_of(corpus_folder(data_dir), data_dir, config):
@@ -426,16 +427,6 @@ def read_corpus_documents_of(path: Path, data_dir: Path, config: BratNerConfig) 
     conf = find_annotation_conf(data_dir)
     return registry.read_documents(path, config.data_format, config.strict, config.offset_unit,
                                    conf.event_types if conf else None, config.event_triggers)
-
-
-def check_unique_document_ids(documents: list[Document]) -> None:
-    """Two documents with one id (in two split folders) would share a group and a cache key: an error."""
-    seen = {}
-    for document in documents:
-        if document.document_id in seen:
-            raise BratFormatError(f"{document.source}: document id {document.document_id!r} is also that of "
-                                  f"{seen[document.document_id]}")
-        seen[document.document_id] = document.source
 
 
 def document_folders(data_dir: Path) -> list[Path]:

@@ -20,7 +20,8 @@ def document(document_id, text, *entities):
 
 
 def test_lines_entities_across_line_breaks_and_empty_lines_come_back_exactly(tmp_path):
-    original = [document("12_1", "𠀀糖\n尿病\n\n无", ("Disease", 1, 5)), document("x", "\n口服二甲双胍\n", ("Drug", 3, 7))]
+    original = [document("12_1", "𠀀糖\n尿病\n\n无", ("Disease", 1, 5)),
+                document("x", "\n口服二甲双胍\n", ("Drug", 3, 7))]
     content, losses = conll.write(original)
     assert content.startswith("-DOCSTART- -X- 12_1 O\n\n𠀀 O\n糖 B-Disease\n\n尿 I-Disease\n病 I-Disease\n\n\n无 O\n\n")
     assert losses == {}

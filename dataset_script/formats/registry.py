@@ -19,7 +19,7 @@ from modeling_bert_bilstm_crf import brat_annotations
 from .. import brat
 from ..brat import Document
 from . import AnnotationFormatError, cmeee, conll, doccano, labelstudio
-from .records import read_json
+from .records import check_unique_ids, read_json
 
 FORMAT_MODULES = {"labelstudio": labelstudio, "doccano": doccano, "conll": conll, "cmeee": cmeee}  # brat's: brat.py
 EXPECTED = ("brat .txt + .ann files, Label Studio JSON (tasks with 'data' and 'annotations'), doccano JSONL "
@@ -100,7 +100,7 @@ def read_documents(path: Path, data_format: str | None = None, strict: bool = Fa
         raise AnnotationFormatError(f"{path}: no {data_format} files ({', '.join(module.SUFFIXES)})")
     documents = [document for file in files
                  for document in module.read(file, strict, offset_unit or module.DEFAULT_OFFSET_UNIT)]
-    return sorted(documents, key=lambda document: document.document_id)
+    return sorted(check_unique_ids(documents), key=lambda document: document.document_id)
 
 
 def write_documents(documents: list[Document], data_format: str, name: str = "corpus",
