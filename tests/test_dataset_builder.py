@@ -281,3 +281,49 @@ def test_builder_keeps_the_centre_and_caches_per_setting(tmp_path):
     assert set(plain["context_before"]) == {""} and any(with_context["context_before"])
     assert max(map(len, with_context["context_after"])) == 15
     assert plain.cache_files[0]["filename"] != with_context.cache_files[0]["filename"]
+
+
+# ----- the same corpus in every annotation format -----
+
+
+def corpus_in_format(folder, data_format):
+    """The sample corpus written in ``data_format`` (one file, or brat files) in ``folder``."""
+    from dataset_script.formats import registry
+
+    folder.mkdir(parents=True)
+    for name, content in registry.write_documents(registry.read_documents(SAMPLE), data_format)[0].items():
+        (folder / name).write_text(content, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("data_format", ["labelstudio", "doccano", "cmeee"])
+def test_the_sample_in_another_format_builds_the_very_same_examples(tmp_path, sample, data_format):
+    folder = corpus_in_format(tmp_path / data_format, data_format)
+    path = next(folder.iterdir())
+    for data_dir in (folder, path):  # a folder of the format's files, or the file itself
+        corpus, stats = load_corpus(data_dir)
+        assert {split: corpus[split].to_list() for split in corpus} == {split: sample[0][split].to_list()
+                                                                       for split in sample[0]}
+        assert (stats.entities_read, stats.entities_encoded, stats.dropped) == (
+            sample[2].entities_read, sample[2].entities_encoded, sample[2].dropped)
+    forced, _ = load_corpus(path, data_format=data_format)
+    assert forced["train"]["id"] == sample[0]["train"]["id"]
+
+
+def test_conll_builds_the_same_windows_but_for_what_it_cannot_hold(tmp_path, sample):
+    corpus, stats = load_corpus(corpus_in_format(tmp_path / "conll", "conll"))
+    assert sorted(corpus["train"]["document_id"]) == sorted(sample[0]["train"]["document_id"])
+    assert stats.entities_read == sample[2].entities_encoded  # CoNLL held the entities that BIO can hold
+
+
+def test_a_corpus_file_that_fits_no_format_or_the_named_one_is_refused(tmp_path):
+    from dataset_script.formats import AnnotationFormatError
+
+    (tmp_path / "notes.json").write_text('[{"title": "x"}]', encoding="utf-8")
+    with pytest.raises(AnnotationFormatError, match="notes.json: not an annotation file of a known format"):
+        load_corpus(tmp_path / "notes.json")
+    folder = corpus_in_format(tmp_path / "ls", "labelstudio")
+    with pytest.raises(AnnotationFormatError, match=r"ls: no doccano files \(.jsonl\)"):
+        load_corpus(folder, data_format="doccano")
+    with pytest.raises(ValueError, match="data_format must be one of brat, labelstudio"):
+        load_corpus(folder, data_format="excel")
