@@ -9,7 +9,8 @@ count UTF-16 code units (label-studio issue 1347). Each result also stores its `
 against the document: a file counted in the other unit fails that check on every entity after a character
 outside the BMP, with a warning saying so (read it with ``offset_unit="utf16"``).
 
-Reading: a task's first annotation that was not cancelled is its document's entities; further annotations (other
+Reading: a task's first annotation that was not cancelled is its document's entities (or, with
+``results_from="predictions"``, its first prediction: pre-annotations read back); further annotations (other
 annotators) are counted in ``skipped_lines``, and so are results that are not spans (choices, relations ...). A
 task without such an annotation is not a document (a warning): its text would train as all ``O``. The document
 id is ``data.document_id`` (what the writer stores), else the task's ``id``.
@@ -36,16 +37,19 @@ def is_labelstudio(value) -> bool:
     return isinstance(first.get("data"), dict) or bool(_min_label_keys(first))
 
 
-def read(path: Path, strict: bool = False, offset_unit: str = DEFAULT_OFFSET_UNIT) -> list[Document]:
+def read(path: Path, strict: bool = False, offset_unit: str = DEFAULT_OFFSET_UNIT,
+         results_from: str = "annotations") -> list[Document]:
     tasks = read_json(path)
     if not isinstance(tasks, list):
         raise AnnotationFormatError(f"{path}: expected a list of Label Studio tasks")
-    return tasks_to_documents(tasks, path, strict, offset_unit)
+    return tasks_to_documents(tasks, path, strict, offset_unit, results_from)
 
 
-def tasks_to_documents(tasks: list, path: Path, strict: bool = False,
-                       offset_unit: str = DEFAULT_OFFSET_UNIT) -> list[Document]:
-    """The documents of Label Studio tasks (JSON or JSON_MIN), read from ``path`` (named in messages)."""
+def tasks_to_documents(tasks: list, path: Path, strict: bool = False, offset_unit: str = DEFAULT_OFFSET_UNIT,
+                       results_from: str = "annotations") -> list[Document]:
+    """The documents of Label Studio tasks (JSON or JSON_MIN), read from ``path`` (named in messages).
+    ``results_from``: ``"annotations"`` (what annotators made: the corpus) or ``"predictions"`` (a model's
+    pre-annotations, such as ``predict.py --output_format labelstudio`` writes)."""
     documents = []
     for index, task in enumerate(tasks):
         where = f"{path}: task {index}" + (f" (id {task['id']})" if isinstance(task, dict) and "id" in task else "")
@@ -55,7 +59,7 @@ def tasks_to_documents(tasks: list, path: Path, strict: bool = False,
         document = Document(record_id(data, ("document_id",), path, index) if "document_id" in data
                             else record_id(task, ("id",), path, index), _task_text(data, where), source=where)
         if "data" in task:
-            results = _annotation_results(task, document, where, strict)
+            results = _annotation_results(task, results_from, document, where, strict)
         else:
             results = [{"type": "labels", "value": value} for key in _min_label_keys(task) for value in task[key]]
         if results is None:
@@ -84,17 +88,21 @@ def _min_label_keys(record: dict) -> list[str]:
             and all(isinstance(item, dict) and {"start", "end", "labels"} <= set(item) for item in value)]
 
 
-def _annotation_results(task: dict, document: Document, where: str, strict: bool) -> list | None:
-    annotations = [annotation for annotation in task.get("annotations") or []
+def _annotation_results(task: dict, results_from: str, document: Document, where: str, strict: bool) -> list | None:
+    """The results of the task's first annotation that was not cancelled (or first prediction); None without."""
+    if results_from not in ("annotations", "predictions"):
+        raise ValueError(f"results_from must be 'annotations' or 'predictions', got {results_from!r}")
+    annotations = [annotation for annotation in task.get(results_from) or []
                    if isinstance(annotation, dict) and not annotation.get("was_cancelled")]
+    kind = results_from[:-1]
     if not annotations:
-        warn(f"{where}: no annotation (that was not cancelled); task not used (its text would train as all O)", strict)
+        warn(f"{where}: no {kind} (that was not cancelled); task not used (its text would train as all O)", strict)
         return None
     if len(annotations) > 1:
-        document.skipped_lines["further annotation of the task"] += len(annotations) - 1
+        document.skipped_lines[f"further {kind} of the task"] += len(annotations) - 1
     results = annotations[0].get("result")
     if not isinstance(results, list):
-        raise AnnotationFormatError(f"{where}: its annotation has no 'result' list")
+        raise AnnotationFormatError(f"{where}: its {kind} has no 'result' list")
     return results
 
 
