@@ -59,7 +59,7 @@ from brat_ner.trust import trust_remote_code
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, Document, Entity, files_with_suffix, read_text
 from dataset_script.formats import FORMATS, labelstudio
-from dataset_script.formats.registry import write_documents
+from dataset_script.formats.registry import check_file_name, write_documents
 from modeling_bert_bilstm_crf import brat_annotations
 
 SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))
@@ -159,7 +159,9 @@ def main():
             raise ValueError(f"the {args.split} split of {args.data_dir} has no documents")
         documents = dict(zip(split["document_id"], split["text"]))
         gold_documents = list(split)
-        input_folders = {"--data_dir": [Path(args.data_dir), *ruijin_ner.document_folders(Path(args.data_dir))]}
+        data_dir = Path(args.data_dir)  # a folder, or a file of another format: its folder is the input's too
+        input_folders = {"--data_dir": [data_dir, *([data_dir.parent] if data_dir.is_file() else []),
+                                        *ruijin_ner.document_folders(data_dir)]}
     else:
         documents = read_texts(Path(args.input_dir))
         gold_documents = ruijin_ner.read_corpus_documents(args.gold_dir) if args.gold_dir else None
@@ -237,6 +239,8 @@ def planned_output_files(output_dir: Path, documents: dict[str, str], scored: bo
                          output_format: str = "brat") -> list[Path]:
     """Every file this run will write in ``output_dir`` (``annotation.conf`` aside: an existing one is kept)."""
     if output_format == "brat":
+        for document_id in documents:  # ids of another format's file become file names
+            check_file_name(document_id, "--data_dir")
         suffixes = (".ann", ".txt") if preannotate else (".ann",)
         files = [output_dir / f"{document_id}{suffix}" for document_id in documents for suffix in suffixes]
     else:

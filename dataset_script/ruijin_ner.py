@@ -1,4 +1,5 @@
-"""The Ruijin diabetes NER corpus, or any brat corpus, as a Hugging Face ``datasets`` builder.
+"""The Ruijin diabetes NER corpus, or any corpus in an annotation format (brat, Label Studio, doccano, CoNLL, CMeEE:
+``formats.registry``), as a Hugging Face ``datasets`` builder.
 
     from dataset_script import ruijin_ner
     corpus = ruijin_ner.load("../shared/data/ruijin_round1/train")          # DatasetDict, config "bio"

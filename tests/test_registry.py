@@ -70,3 +70,14 @@ def test_a_named_format_reads_what_detection_cannot_tell(tmp_path):
         registry.detect_format(empty)
     (document,) = registry.read_documents(empty, "cmeee")
     assert document.text == "无" and not document.entities
+
+
+@pytest.mark.parametrize("document_id", ["../notes", "a/b", ".hidden", ""])
+def test_an_id_that_is_no_plain_file_name_is_refused_before_brat_files_are_named_after_it(tmp_path, document_id):
+    path = tmp_path / "ids.jsonl"
+    path.write_text(json.dumps({"document_id": document_id, "text": "糖尿病", "label": [[0, 3, "Disease"]]}) + "\n",
+                    encoding="utf-8")
+    documents = registry.read_documents(path)
+    with pytest.raises(AnnotationFormatError, match=rf"{path}:1: document id .* cannot be a brat file name"):
+        registry.write_documents(documents, "brat")
+    assert registry.write_documents(documents, "cmeee")[0]  # other formats hold any id

@@ -103,6 +103,14 @@ def read_documents(path: Path, data_format: str | None = None, strict: bool = Fa
     return sorted(check_unique_ids(documents), key=lambda document: document.document_id)
 
 
+def check_file_name(document_id: str, source: str) -> None:
+    """A document id that becomes a file name (brat's ``ID.txt``/``ID.ann``) must be a plain name: an id read
+    from a file of another format (``../notes``, ``a/b``) must not write outside the output folder, nor hide it."""
+    if not document_id or document_id.startswith(".") or any(c in document_id for c in "/\\\0"):
+        raise AnnotationFormatError(f"{source}: document id {document_id!r} cannot be a brat file name (empty, "
+                                    "starting with '.', or holding a path separator)")
+
+
 def write_documents(documents: list[Document], data_format: str, name: str = "corpus",
                     offset_unit: str | None = None) -> tuple[dict[str, str], dict[str, int]]:
     """The files (name -> content) that hold ``documents`` in ``data_format`` (brat: a ``.txt`` and an ``.ann``
@@ -111,6 +119,7 @@ def write_documents(documents: list[Document], data_format: str, name: str = "co
     if data_format == "brat":
         files = {}
         for document in documents:
+            check_file_name(document.document_id, document.source)
             files[f"{document.document_id}.txt"] = document.text
             files[f"{document.document_id}.ann"] = brat_annotations(document.text, [
                 {"entity_group": entity.type, "start": entity.start, "end": entity.end}
