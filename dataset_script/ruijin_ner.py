@@ -64,7 +64,10 @@ from .brat import (
     AnnotationConf,
     BratFormatError,
     Document,
+    files_with_suffix,
+    has_brat_files,
     read_annotation_conf,
+    read_text,
     texts_without_annotations,
 )
 from .brat import logger as brat_logger
@@ -449,6 +452,17 @@ def hash_split(document_id: str, fractions=(0.8, 0.1, 0.1), split_by: str = "gro
     if position < fractions[0]:
         return datasets.Split.TRAIN
     return datasets.Split.VALIDATION if position < fractions[0] + fractions[1] else datasets.Split.TEST
+
+
+def corpus_texts(data_dir: Path) -> dict[str, str]:
+    """Every text of the corpus (a brat ``.txt`` without its ``.ann`` too), with where it is."""
+    texts = {}
+    for path in document_folders(data_dir) or [data_dir]:
+        if path.is_dir() and has_brat_files(path):
+            texts.update({read_text(txt): str(txt) for txt in files_with_suffix(path, ".txt")})
+        else:
+            texts.update({document.text: document.source for document in registry.read_documents(path)})
+    return texts
 
 
 def find_annotation_conf(data_dir: Path) -> AnnotationConf | None:

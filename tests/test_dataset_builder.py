@@ -8,7 +8,7 @@ import datasets
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import REAL_CORPUS, SAMPLE, SHARED_DATA, load_corpus, write_corpus
+from conftest import REAL_CORPUS, SAMPLE, SHARED_DATA, load_corpus, sample_texts, write_corpus
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, find_documents, read_document
 from dataset_script.ruijin_ner import spans_to_bio
@@ -327,3 +327,11 @@ def test_a_corpus_file_that_fits_no_format_or_the_named_one_is_refused(tmp_path)
         load_corpus(folder, data_format="doccano")
     with pytest.raises(ValueError, match="data_format must be one of brat, labelstudio"):
         load_corpus(folder, data_format="excel")
+
+
+def test_corpus_texts_are_every_text_of_any_format(tmp_path):
+    """What --extra_text_dirs must not repeat: brat texts with or without .ann, and the texts inside other files."""
+    folder = write_corpus(tmp_path / "brat", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n"), "b": ("无", None)})
+    assert ruijin_ner.corpus_texts(folder) == {"糖尿病": str(folder / "a.txt"), "无": str(folder / "b.txt")}
+    path = next(corpus_in_format(tmp_path / "ls", "labelstudio").iterdir())
+    assert sorted(ruijin_ner.corpus_texts(path)) == sorted(sample_texts(SAMPLE))
