@@ -2,6 +2,7 @@
 windows and context windows exact to the character, splits by document hash or by folder, caching per setting,
 and the real corpus (under ../shared) round-tripped entity for entity."""
 
+import logging
 from collections import Counter
 
 import datasets
@@ -98,10 +99,12 @@ def test_document_shorter_than_a_window_and_empty_document(tmp_path):
     assert stats.documents["train"] == 2 and stats.windows["train"] == 1
 
 
-def test_warnings_are_counted_in_the_statistics(tmp_path):
+def test_warnings_are_counted_in_the_statistics(tmp_path, caplog):
     folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿\n"), "b": ("糖", None)})
-    _, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    with caplog.at_level(logging.WARNING):
+        _, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
     assert stats.warnings == {"text_mismatch": 1, "no_usable_entity": 1, "txt_without_ann": 1}
+    assert len(caplog.records) == 3  # each said once
     assert "warnings: 3" in stats.format() and "not encoded (text_mismatch): 1 {'Disease': 1}" in stats.format()
 
 

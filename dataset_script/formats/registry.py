@@ -77,8 +77,10 @@ def detect_format(path: Path) -> str:
 
 def source_files(path: Path, data_format: str) -> list[Path]:
     """The files a corpus of ``data_format`` at ``path`` (a file, or a folder of them) is read from."""
-    if data_format == "brat":
-        return [file for pair in brat.find_documents(path) for file in pair]
+    if data_format == "brat":  # the .txt and .ann of each document (``find_documents`` without its warnings)
+        annotated = {file.stem for file in brat.files_with_suffix(path, ".ann")}
+        return [file for txt in brat.files_with_suffix(path, ".txt") if txt.stem in annotated
+                for file in (txt, txt.with_suffix(".ann"))]
     if path.is_file():
         return [path]
     suffixes = FORMAT_MODULES[data_format].SUFFIXES
