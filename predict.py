@@ -13,8 +13,16 @@
     torchrun --nproc_per_node 2 predict.py ...      # several processes, each tags its share of the documents
     python predict.py --model_name_or_path outputs/ruijin --input_dir new_docs/ --output_dir to_correct/ \
         --preannotate                               # a brat folder for annotators, least certain documents first
+    python predict.py ... --output_format labelstudio --preannotate   # Label Studio tasks to import, scored
 
-One .ann per .txt: a ``T`` line per entity with its type, document offsets and covered text. An entity that
+--output_format: brat (the default), labelstudio, doccano, conll or cmeee (``dataset_script.formats``; the
+last four write one file, ``predictions.json``/``.jsonl``/``.conll``, holding the texts and their entities).
+Label Studio tasks carry the entities as ``predictions``, each with its score; with --preannotate each task's
+prediction also has the task's score (its least certain entity's, 0 for a task without entities) and the
+tasks are in the order of uncertainty.tsv, and ``labeling_config.xml`` is the project's config for the model's
+types.
+
+Brat: one .ann per .txt: a ``T`` line per entity with its type, document offsets and covered text. An entity that
 crosses line breaks is written as fragments split at the breaks (``T3 Disease 106 107;108 114``), as brat
 requires and as the Ruijin corpus does. The model runs through its own token-classification pipeline
 (``modeling_bert_bilstm_crf.BertBiLstmCrfNerPipeline``), so this script, the pipeline and the Hub widget
@@ -50,11 +58,15 @@ from brat_ner.runs import check_model_weights
 from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
 from dataset_script import ruijin_ner
-from dataset_script.brat import BratFormatError, files_with_suffix, read_text
+from dataset_script.brat import BratFormatError, Document, Entity, files_with_suffix, read_text
+from dataset_script.formats import FORMATS, labelstudio
+from dataset_script.formats.registry import check_file_name, write_documents
 from modeling_bert_bilstm_crf import brat_annotations
 
 SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))
 UNCERTAINTY_FILE = "uncertainty.tsv"
+LABELING_CONFIG_FILE = "labeling_config.xml"
+PREDICTIONS_NAME = "predictions"  # the file of every format but brat: predictions.json ...
 
 
 @dataclass
@@ -68,7 +80,12 @@ class PredictArguments:
     input_file: str | None = field(
         default=None, metadata={"help": "One .txt file, or - for standard input: prints entities as JSON."}
     )
-    output_dir: str | None = field(default=None, metadata={"help": "Where to write one .ann per .txt."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write one .ann per .txt (brat), or "
+                                                                   "the one file of --output_format."})
+    output_format: str = field(
+        default="brat", metadata={"help": "brat, or one file of Label Studio tasks (with each entity's score), "
+                                          "doccano JSONL, CoNLL or CMeEE JSON.", "choices": list(FORMATS)}
+    )
     gold_dir: str | None = field(
         default=None, metadata={"help": "Folder of gold .ann files: score the predictions (entity F1, strict and "
                                         "overlap)."}
@@ -85,7 +102,8 @@ class PredictArguments:
         default=False,
         metadata={"help": "Make --output_dir a brat folder for annotators to correct: each .txt beside its .ann, "
                           "each entity's confidence as an AnnotatorNotes line, an annotation.conf of the model's "
-                          "types and uncertainty.tsv, the documents least certain first."},
+                          "types and uncertainty.tsv, the documents least certain first. With --output_format "
+                          "labelstudio: tasks scored and ordered least certain first, and labeling_config.xml."},
     )
     trust_remote_code: bool = field(
         default=False,
@@ -125,6 +143,10 @@ def main():
         raise ValueError("give exactly one of --input_dir, --input_file and --data_dir")
     if args.preannotate and not (args.output_dir and not args.input_file):
         raise ValueError("--preannotate writes a folder: give --output_dir and --input_dir or --data_dir")
+    if args.preannotate and args.output_format not in ("brat", "labelstudio"):
+        raise UsageError(f"--preannotate writes brat or labelstudio, not --output_format {args.output_format}")
+    if args.output_format != "brat" and not args.output_dir:
+        raise UsageError(f"--output_format {args.output_format} writes a file: give --output_dir")
     if (args.quantize or args.onnx) and args.device not in (None, "cpu"):
         raise ValueError(f"--quantize and --onnx run on the CPU, not on --device {args.device}")
     if args.quantize == "auto":
@@ -141,7 +163,9 @@ def main():
             raise ValueError(f"the {args.split} split of {args.data_dir} has no documents")
         documents = dict(zip(split["document_id"], split["text"]))
         gold_documents = list(split)
-        input_folders = {"--data_dir": [Path(args.data_dir), *ruijin_ner.document_folders(Path(args.data_dir))]}
+        data_dir = Path(args.data_dir)  # a folder, or a file of another format: its folder is the input's too
+        input_folders = {"--data_dir": [data_dir, *([data_dir.parent] if data_dir.is_file() else []),
+                                        *ruijin_ner.document_folders(data_dir)]}
     else:
         documents = read_texts(Path(args.input_dir))
         gold_documents = ruijin_ner.read_corpus_documents(args.gold_dir) if args.gold_dir else None
@@ -157,7 +181,7 @@ def main():
         device = str(state.device)
     if args.output_dir:  # checked before the model loads: a refused folder costs seconds, not a tagging run
         output_files = planned_output_files(Path(args.output_dir), documents, gold_documents is not None,
-                                            args.preannotate)
+                                            args.preannotate, args.output_format)
         replaced = check_output_dir(Path(args.output_dir), input_folders, output_files, args.overwrite)
         if state.is_main_process:  # one run per folder: the temporary files that killed runs left there go
             OutputLock(Path(args.output_dir)).acquire()
@@ -166,7 +190,7 @@ def main():
     with state.main_process_first():  # one process exports --onnx, the others load the file
         tagger = load_tagger(args, device)
     predictions = tag_texts(tagger, list(share.values()), args.batch_size, progress=state.is_main_process)
-    if args.output_dir:
+    if args.output_dir and args.output_format == "brat":  # one file per document: each process writes its own
         write_annotations(Path(args.output_dir), share, predictions, args.preannotate)
     predictions = dict(zip(share, predictions))
     if state.num_processes > 1:
@@ -175,9 +199,13 @@ def main():
     if not state.is_main_process:
         return
     if args.output_dir:
+        in_order = [predictions[key] for key in documents]
+        if args.output_format != "brat":
+            write_predictions_file(Path(args.output_dir), args.output_format, documents, in_order, args.preannotate,
+                                   tagger.model.config)
         if args.preannotate:
-            write_preannotation_files(Path(args.output_dir), documents, [predictions[key] for key in documents],
-                                      tagger.model.config, args.overwrite)
+            write_preannotation_files(Path(args.output_dir), documents, in_order, tagger.model.config,
+                                      args.overwrite, args.output_format)
         report_written(Path(args.output_dir), output_files, replaced)
     if gold_documents is not None:
         reports = score_against_gold(gold_documents, predictions)
@@ -224,10 +252,18 @@ def load_tagger(args, device: str | None = None):
     return tagger
 
 
-def planned_output_files(output_dir: Path, documents: dict[str, str], scored: bool, preannotate: bool) -> list[Path]:
+def planned_output_files(output_dir: Path, documents: dict[str, str], scored: bool, preannotate: bool,
+                         output_format: str = "brat") -> list[Path]:
     """Every file this run will write in ``output_dir`` (``annotation.conf`` aside: an existing one is kept)."""
-    suffixes = (".ann", ".txt") if preannotate else (".ann",)
-    files = [output_dir / f"{document_id}{suffix}" for document_id in documents for suffix in suffixes]
+    if output_format == "brat":
+        for document_id in documents:  # ids of another format's file become file names
+            check_file_name(document_id, "--data_dir")
+        suffixes = (".ann", ".txt") if preannotate else (".ann",)
+        files = [output_dir / f"{document_id}{suffix}" for document_id in documents for suffix in suffixes]
+    else:
+        files = [output_dir / name for name in write_documents([], output_format, PREDICTIONS_NAME)[0]]
+        if preannotate:
+            files.append(output_dir / LABELING_CONFIG_FILE)
     if scored:
         files += [output_dir / f"{stem}{suffix}" for stem in ("brat_scores", "brat_scores_overlap")
                   for suffix in (".json", ".md")]
@@ -262,10 +298,40 @@ def write_annotations(output_dir: Path, documents: dict[str, str], predictions: 
         atomic_write(output_dir / f"{document_id}.ann", brat_annotations(text, entities, confidence))
 
 
+def write_predictions_file(output_dir: Path, output_format: str, documents: dict[str, str],
+                           predictions: list[list[dict]], preannotate: bool, config) -> None:
+    """The one file of a format other than brat. Label Studio's tasks carry each entity's score as a prediction;
+    with ``preannotate``, also the task's score, least certain tasks first, and the labeling config."""
+    if output_format != "labelstudio":
+        predicted = [Document(document_id, text, [Entity(f"T{number}", entity["entity_group"], entity["start"],
+                                                         entity["end"], text[entity["start"]:entity["end"]],
+                                                         [(entity["start"], entity["end"])])
+                                                  for number, entity in enumerate(entities, start=1)])
+                     for (document_id, text), entities in zip(documents.items(), predictions)]
+        for name, content in write_documents(predicted, output_format, PREDICTIONS_NAME)[0].items():
+            atomic_write(output_dir / name, content)
+        return
+    tasks = []
+    for (document_id, text), entities in zip(documents.items(), predictions):
+        spans = [(entity["entity_group"], entity["start"], entity["end"], round(float(entity["score"]), 4))
+                 for entity in entities]
+        score = round(document_uncertainty(entities)[0], 4) if preannotate else None
+        tasks.append(labelstudio.task(document_id, text, predictions=[labelstudio.prediction(text, spans, score)]))
+    if preannotate:  # least certain first, as uncertainty.tsv ranks them
+        order = {document_id: rank for rank, document_id in enumerate(uncertainty_order(list(documents), predictions))}
+        tasks.sort(key=lambda task: order[task["data"]["document_id"]])
+        atomic_write(output_dir / LABELING_CONFIG_FILE, labelstudio.labeling_config(model_entity_types(config)))
+    atomic_write(output_dir / f"{PREDICTIONS_NAME}{labelstudio.SUFFIXES[0]}", labelstudio.dumps(tasks))
+
+
 def report_written(output_dir: Path, output_files: list[Path], replaced: list[Path]) -> None:
     """Say what was written and replaced, and which .ann files there this run did not write (an earlier run's)."""
     annotations = {path for path in output_files if path.suffix == ".ann"}
     others = [path for path in files_with_suffix(output_dir, ".ann") if path not in annotations]
+    if not annotations:
+        print(f"Wrote {', '.join(path.name for path in output_files)} to {output_dir}"
+              + (f"; replaced {len(replaced)} files that were there" if replaced else ""))
+        return
     message = f"Wrote {len(annotations)} .ann files to {output_dir}"
     if replaced:
         message += f"; replaced {len(replaced)} files that were there"
@@ -275,9 +341,13 @@ def report_written(output_dir: Path, output_files: list[Path], replaced: list[Pa
 
 
 def write_preannotation_files(output_dir: Path, documents: dict[str, str], predictions: list[list[dict]], config,
-                              overwrite: bool) -> None:
+                              overwrite: bool, output_format: str = "brat") -> None:
     """What makes ``output_dir`` a brat folder to correct: the texts (byte for byte: ``read_text`` keeps every
-    character, so UTF-8 gives the file back), the model's types in annotation.conf, and the ranking."""
+    character, so UTF-8 gives the file back), the model's types in annotation.conf, and the ranking (Label
+    Studio's tasks hold their texts and config: the ranking alone)."""
+    atomic_write(output_dir / UNCERTAINTY_FILE, uncertainty_table(list(documents), predictions))
+    if output_format != "brat":
+        return
     for document_id, text in documents.items():
         atomic_write(output_dir / f"{document_id}.txt", text)
     conf = output_dir / "annotation.conf"
@@ -285,7 +355,6 @@ def write_preannotation_files(output_dir: Path, documents: dict[str, str], predi
         print(f"Kept the existing {conf} (--overwrite replaces it with the model's types)")
     else:
         atomic_write(conf, annotation_conf(model_entity_types(config)))
-    atomic_write(output_dir / UNCERTAINTY_FILE, uncertainty_table(list(documents), predictions))
 
 
 def model_entity_types(config) -> list[str]:
@@ -297,16 +366,28 @@ def annotation_conf(entity_types: list[str]) -> str:
     return "\n".join(["[entities]", *entity_types, "", "[relations]", "", "[events]", "", "[attributes]", ""])
 
 
+def document_uncertainty(entities: list[dict]) -> tuple[float, float]:
+    """(lowest, mean) confidence of a document's entities; (0, 0) without entities: nothing to confirm, all to
+    find, so it ranks first."""
+    scores = [float(entity["score"]) for entity in entities]
+    return (min(scores), sum(scores) / len(scores)) if scores else (0.0, 0.0)
+
+
+def uncertainty_order(document_ids: list[str], predictions: list[list[dict]]) -> list[str]:
+    """The documents least certain first: by the confidence of the least certain entity, then the mean, then id;
+    a document without entities first of all."""
+    return [document_id for *_, document_id in sorted(
+        (bool(entities), *document_uncertainty(entities), document_id)
+        for document_id, entities in zip(document_ids, predictions))]
+
+
 def uncertainty_table(document_ids: list[str], predictions: list[list[dict]]) -> str:
-    """uncertainty.tsv: one row per document, least certain first, by the confidence of its least certain
-    entity (then the mean). A document without entities comes first: nothing to confirm, all to find."""
-    rows = []
-    for document_id, entities in zip(document_ids, predictions):
-        scores = [entity["score"] for entity in entities]
-        rows.append((min(scores, default=-1.0), sum(scores) / len(scores) if scores else -1.0, document_id,
-                     len(scores)))
+    """uncertainty.tsv: one row per document, least certain first (``uncertainty_order``)."""
+    by_id = dict(zip(document_ids, predictions))
+    rows = [(*document_uncertainty(by_id[document_id]), document_id, len(by_id[document_id]))
+            for document_id in uncertainty_order(document_ids, predictions)]
     lines = ["rank\tdocument_id\tmin_confidence\tmean_confidence\tentities"]
-    for rank, (lowest, mean, document_id, count) in enumerate(sorted(rows), start=1):
+    for rank, (lowest, mean, document_id, count) in enumerate(rows, start=1):
         shown = (f"{lowest:.4f}", f"{mean:.4f}") if count else ("", "")
         lines.append(f"{rank}\t{document_id}\t{shown[0]}\t{shown[1]}\t{count}")
     return "\n".join(lines) + "\n"

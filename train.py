@@ -77,6 +77,7 @@ from brat_ner.training_data import (
 )
 from brat_ner.trust import is_project_folder
 from dataset_script import ruijin_ner
+from dataset_script.formats import FORMATS
 from modeling_bert_bilstm_crf import check_window_fits
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,13 @@ class DataArguments:
 
     data_dir: str = field(
         default="data/sample",
-        metadata={"help": "A brat corpus: .txt + .ann files, or train/ validation/ test/ folders of them."},
+        metadata={"help": "The corpus: a brat folder (.txt + .ann), a Label Studio JSON export, a doccano JSONL "
+                          "file, CoNLL (.conll/.bio) or CMeEE JSON files; a file, a folder of them, or train/ "
+                          "validation/ test/ folders of them (docs/data.md)."},
+    )
+    data_format: str | None = field(
+        default=None, metadata={"help": "The format of --data_dir when its files do not tell (default: detected).",
+                                "choices": list(FORMATS)}
     )
     window_chars: int = field(
         default=510, metadata={"help": "Window length in characters (the model sees [CLS] + window + [SEP]); "
@@ -326,6 +333,7 @@ def main():
         corpus, corpus_stats = ruijin_ner.load(data_args.data_dir, window_chars=data_args.window_chars,
                                                context_chars=data_args.context_chars,
                                                event_triggers=data_args.event_triggers, folds=data_args.folds,
+                                               data_format=data_args.data_format,
                                                fold=data_args.fold, fold_seed=data_args.fold_seed,
                                                train_fraction=data_args.train_fraction, return_stats=True)
         check_splits_have_text(corpus_stats, data_args.data_dir)

@@ -11,7 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from dataset_script.brat import BratFormatError
+from dataset_script.formats import AnnotationFormatError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Options renamed since: option files (and run records) written with the former name still read.
@@ -145,7 +145,7 @@ def run_main(main, script: str) -> None:
     the user."""
     try:
         main()
-    except (UsageError, BratFormatError) as error:
+    except (UsageError, AnnotationFormatError) as error:  # a malformed annotation file of any format
         fail(f"{script}: {error}")
     except ValueError as error:
         if not _raised_by_project(error):

@@ -25,7 +25,7 @@ RESULTS_FILE = "cross_validation.json"
 SCORES = (("strict", "f1"), ("strict", "macro_f1"), ("overlap", "f1"), ("overlap", "macro_f1"))
 """The figures a comparison reports: micro- and macro-F1, strict and overlap."""
 # From the fold's run_arguments.json.
-CORPUS_OPTIONS = ("data_dir", "event_triggers", "folds", "fold", "fold_seed", "train_fraction")
+CORPUS_OPTIONS = ("data_dir", "data_format", "event_triggers", "folds", "fold", "fold_seed", "train_fraction")
 
 
 def fold_folder(output_dir: Path, fold: int) -> Path:

@@ -105,8 +105,7 @@ def untagged_windows(folders, data_dir, tokenizer, data_args, skip_blanks, featu
     the encoded training split (``features``), cut and encoded as the corpus's windows are, every window position
     labelled ``UNTAGGED``. A file whose text is a document of the corpus at ``data_dir`` is refused: as unlabelled
     text it would put validation or test documents into training, or train documents twice."""
-    corpus_texts = {read_text(txt): txt for folder in ruijin_ner.document_folders(Path(data_dir).resolve())
-                    for txt in files_with_suffix(folder, ".txt")}
+    corpus_texts = ruijin_ner.corpus_texts(Path(data_dir).resolve())
     encoder = CharacterEncoder(tokenizer, skip_blanks)
     columns = {name: [] for name in ("id", "document_id", "offset", "input_ids", "labels", "characters",
                                      "blank_only_entities")}

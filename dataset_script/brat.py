@@ -44,6 +44,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .formats import AnnotationFormatError
+
 logger = logging.getLogger(__name__)
 
 NON_ENTITY_LINES = {"R": "relation", "E": "event", "A": "attribute", "M": "attribute", "N": "normalization",
@@ -55,7 +57,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # universal newlines, as brat reads .an
 EVENT_TRIGGER_POLICIES = ("skip", "include")
 
 
-class BratFormatError(ValueError):
+class BratFormatError(AnnotationFormatError):
     """A brat file that cannot be read correctly; the message names the file and, where known, the line."""
 
 
@@ -77,6 +79,7 @@ class Document:
     # Entities read but not usable, as (reason, type); lines that are not entities, by kind.
     rejected: Counter = field(default_factory=Counter)
     skipped_lines: Counter = field(default_factory=Counter)
+    source: str = ""  # where it was read (the .ann, a task of a Label Studio file ...), for messages
 
     @property
     def lost_all_entities(self) -> bool:
@@ -93,7 +96,7 @@ def read_document(txt_path: Path, ann_path: Path, strict: bool = False, event_ty
     triggers; ``None`` (no conf): the ``T`` lines that ``E`` lines name as their trigger are. ``event_triggers``:
     ``"skip"`` (counted in ``skipped_lines["event trigger"]``) or ``"include"`` (entities like the others).
     """
-    document = Document(txt_path.stem, read_text(txt_path))
+    document = Document(txt_path.stem, read_text(txt_path), source=str(ann_path))
     lines = list(enumerate(_LINE_BREAK.split(read_text(ann_path).removeprefix(BOM)), start=1))
     trigger_ids = _event_trigger_ids(lines, ann_path)  # without a conf, these are the triggers
     id_lines: dict[str, int] = {}  # entity id -> line that defined it
@@ -117,7 +120,7 @@ def read_document(txt_path: Path, ann_path: Path, strict: bool = False, event_ty
             continue
         problem = _check_entity(entity, document.text)
         if problem:
-            _warn(f"{where}: {problem[1]}; entity {entity.id} not used", strict)
+            warn(f"{where}: {problem[1]}; entity {entity.id} not used", strict)
             document.rejected[(problem[0], entity.type)] += 1
             continue
         document.entities.append(entity)
@@ -212,7 +215,7 @@ def find_documents(folder: Path, strict: bool = False) -> list[tuple[Path, Path]
         raise BratFormatError(f"{folder / (document_id + '.ann')}: no matching {document_id}.txt"
                               f"{_suffix_case_hint(folder, document_id + '.txt')}")
     for txt_path in texts_without_annotations(folder):
-        _warn(f"{txt_path}: no matching .ann; document not used"
+        warn(f"{txt_path}: no matching .ann; document not used"
               f"{_suffix_case_hint(folder, txt_path.stem + '.ann')}", strict)
     return [(folder / f"{document_id}.txt", folder / f"{document_id}.ann") for document_id in sorted(txt_ids & ann_ids)]
 
@@ -290,7 +293,8 @@ def _code_points(text: str, limit: int = 12) -> str:
     return points + (" ..." if len(text) > limit else "")
 
 
-def _warn(message: str, strict: bool) -> None:
+def warn(message: str, strict: bool) -> None:
+    """A problem that costs an entity or a document: logged, or with ``strict`` an error."""
     if strict:
         raise BratFormatError(message)
     logger.warning(message)

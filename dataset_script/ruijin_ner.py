@@ -1,4 +1,5 @@
-"""The Ruijin diabetes NER corpus, or any brat corpus, as a Hugging Face ``datasets`` builder.
+"""The Ruijin diabetes NER corpus, or any corpus in an annotation format (brat, Label Studio, doccano, CoNLL, CMeEE:
+``formats.registry``), as a Hugging Face ``datasets`` builder.
 
     from dataset_script import ruijin_ner
     corpus = ruijin_ner.load("../shared/data/ruijin_round1/train")          # DatasetDict, config "bio"
@@ -63,13 +64,15 @@ from .brat import (
     AnnotationConf,
     BratFormatError,
     Document,
-    find_documents,
+    files_with_suffix,
     has_brat_files,
     read_annotation_conf,
-    read_document,
+    read_text,
     texts_without_annotations,
 )
 from .brat import logger as brat_logger
+from .formats import FORMATS, OFFSET_UNITS, registry
+from .formats.records import check_unique_ids
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +112,8 @@ class BratNerConfig(datasets.BuilderConfig):
     split; the test split stays as it is (0 folds: no cross-validation). ``train_fraction``: the training split
     keeps this share of its documents (``training_subset``; a learning curve's smaller sizes), the other splits
     all of theirs.
+    ``data_format``: the annotation format of ``data_dir`` (``formats.registry.FORMATS``; None: detected from its
+    files). ``offset_unit``: the unit its offsets count, ``"code_point"`` or ``"utf16"`` (None: the format's own).
     ``entity_types``: the label set; ``load`` fills it in from the corpus. ``corpus_hash``: a digest of the
     files, so that an edited corpus is built anew rather than read from a stale cache (``data_dir`` and every
     other setting are part of the cache folder's name already, through ``datasets``' config id)."""
@@ -125,9 +130,15 @@ class BratNerConfig(datasets.BuilderConfig):
     fold: int = 0
     fold_seed: int = 42
     train_fraction: float = 1.0
+    data_format: str | None = None
+    offset_unit: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
+        if self.data_format not in (None, *FORMATS):
+            raise ValueError(f"data_format must be one of {', '.join(FORMATS)}, got {self.data_format!r}")
+        if self.offset_unit not in (None, *OFFSET_UNITS):
+            raise ValueError(f"offset_unit must be one of {', '.join(OFFSET_UNITS)}, got {self.offset_unit!r}")
         if self.window_chars < 1:
             raise ValueError(f"window_chars must be positive, got {self.window_chars}")
         if self.context_chars < 0:
@@ -237,15 +248,12 @@ class BratNer(datasets.GeneratorBasedBuilder):
         return datasets.DatasetInfo(description=__doc__.split("\n\n")[0], features=datasets.Features(features))
 
     def _split_generators(self, dl_manager):
-        data_dir = Path(self.config.data_dir)
-        split_documents = split_corpus(data_dir, self.config)
-        conf = find_annotation_conf(data_dir)
-        return [datasets.SplitGenerator(name=split, gen_kwargs={"documents": split_documents[split], "conf": conf})
+        split_documents = split_corpus(Path(self.config.data_dir), self.config)
+        return [datasets.SplitGenerator(name=split, gen_kwargs={"documents": split_documents[split]})
                 for split in SPLITS]
 
-    def _generate_examples(self, documents, conf):
-        for txt_path, ann_path in documents:
-            document = read_corpus_document(txt_path, ann_path, self.config, conf)
+    def _generate_examples(self, documents):
+        for document in documents:
             if document.lost_all_entities:
                 continue
             if self.config.name == "brat":
@@ -312,16 +320,18 @@ def _starts_inside(sorted_starts: list[int], start: int, end: int) -> bool:
     return after < len(sorted_starts) and sorted_starts[after] < end
 
 
-def split_corpus(data_dir: Path, config: BratNerConfig) -> dict[str, list[tuple[Path, Path]]]:
-    """(txt, ann) pairs per split: split folders if present, else the hash rule over the documents; with
-    ``config.folds``, the training and validation documents are divided into folds instead."""
+def split_corpus(data_dir: Path, config: BratNerConfig) -> dict[str, list[Document]]:
+    """The documents of each split, read with the settings of ``config``: split folders if present, else the
+    hash rule over the documents; with ``config.folds``, the training and validation documents are divided into
+    folds instead."""
     folders = split_folders(data_dir)
     if folders:
-        documents = {split: find_documents(folder, config.strict) for split, folder in folders.items()}
+        documents = {split: read_corpus_documents_of(folder, data_dir, config) for split, folder in folders.items()}
+        check_unique_ids([document for split in SPLITS for document in documents[split]])  # across splits
     else:
         documents = {split: [] for split in SPLITS}
-        for pair in find_documents(corpus_folder(data_dir), config.strict):
-            documents[hash_split(pair[0].stem, config.split_fractions, config.split_by)].append(pair)
+        for document in read_corpus_documents_of(corpus_folder(data_dir), data_dir, config):
+            documents[hash_split(document.document_id, config.split_fractions, config.split_by)].append(document)
     if config.folds:
         documents = cross_validation_split(documents, config.folds, config.fold, config.fold_seed, config.split_by)
     if config.train_fraction < 1:
@@ -330,27 +340,32 @@ def split_corpus(data_dir: Path, config: BratNerConfig) -> dict[str, list[tuple[
     return documents
 
 
-def document_groups(pairs: list, split_by: str) -> dict[str, list]:
-    """The (txt, ann) pairs by group: ``123`` for ``123_4`` (the parts of one source document), or by document."""
+def document_groups(documents: list[Document], split_by: str) -> dict[str, list[Document]]:
+    """The documents by group: ``123`` for ``123_4`` (the parts of one source document), or by document."""
     groups: dict[str, list] = {}
-    for pair in pairs:
-        groups.setdefault(pair[0].stem.split("_")[0] if split_by == "group" else pair[0].stem, []).append(pair)
+    for document in documents:
+        document_id = document.document_id
+        groups.setdefault(document_id.split("_")[0] if split_by == "group" else document_id, []).append(document)
     return groups
 
 
-def training_subset(pairs: list, fraction: float, seed: int = 42, split_by: str = "group") -> list:
+def by_id(documents: list[Document]) -> list[Document]:
+    return sorted(documents, key=lambda document: document.document_id)
+
+
+def training_subset(documents: list[Document], fraction: float, seed: int = 42, split_by: str = "group") -> list:
     """About ``fraction`` of the training documents, whole groups at a time: groups in a seeded hash order, taken
     until they hold ``fraction`` of the documents (at least one group). Deterministic for ``seed``, and nested:
     the documents of a smaller fraction are among those of every larger one, so a learning curve adds documents
     rather than drawing new ones."""
-    groups = document_groups(pairs, split_by)
+    groups = document_groups(documents, split_by)
     order = sorted(groups, key=lambda key: hashlib.sha1(f"{seed}:subset:{key}".encode()).hexdigest())
-    wanted, kept = fraction * len(pairs), []
+    wanted, kept = fraction * len(documents), []
     for key in order:
         if kept and len(kept) >= wanted:
             break
         kept += groups[key]
-    return sorted(kept)
+    return by_id(kept)
 
 
 def cross_validation_split(documents: dict, folds: int, fold: int, seed: int = 42, split_by: str = "group") -> dict:
@@ -369,8 +384,8 @@ def cross_validation_split(documents: dict, folds: int, fold: int, seed: int = 4
     for key in order:
         smallest = min(range(folds), key=lambda index: (len(members[index]), index))
         members[smallest] += groups[key]
-    training = sorted(pair for index, pairs in enumerate(members) if index != fold for pair in pairs)
-    return {datasets.Split.TRAIN: training, datasets.Split.VALIDATION: sorted(members[fold]),
+    training = by_id([document for index, documents in enumerate(members) if index != fold for document in documents])
+    return {datasets.Split.TRAIN: training, datasets.Split.VALIDATION: by_id(members[fold]),
             datasets.Split.TEST: documents[datasets.Split.TEST]}
 
 
@@ -379,8 +394,8 @@ def split_folders(data_dir: Path) -> dict[str, Path] | None:
     when it has none of them or ``train/`` alone (that corpus is split by hash). Anything in between is an
     error rather than a guess: a ``test/`` that silently went unused would be worse."""
     present = [name for name in ("train", "validation", "dev", "test") if (data_dir / name).is_dir()]
-    if present and has_brat_files(data_dir):
-        raise BratFormatError(f"{data_dir}: has both split folders {present} and .txt/.ann files; which are the "
+    if present and has_annotation_files(data_dir):
+        raise BratFormatError(f"{data_dir}: has both split folders {present} and annotation files; which are the "
                               "corpus?")
     if present in ([], ["train"]):
         return None
@@ -392,16 +407,36 @@ def split_folders(data_dir: Path) -> dict[str, Path] | None:
 
 
 def corpus_folder(data_dir: Path) -> Path:
-    """The folder holding the documents: ``data_dir`` itself, or its ``train/`` when that is all it has (as in
-    ``ruijin_round1/``, whose other folder, ``unlabeled/``, holds texts without annotations)."""
-    if has_brat_files(data_dir):  # a missing folder is an error there
+    """Where the documents are: ``data_dir`` itself (a file, or a folder of annotation files), or its ``train/``
+    when that is all it has (as in ``ruijin_round1/``, whose other folder, ``unlabeled/``, holds texts without
+    annotations)."""
+    if data_dir.is_file() or has_annotation_files(data_dir):
         return data_dir
     if (data_dir / "train").is_dir():
         return data_dir / "train"
-    raise BratFormatError(f"{data_dir}: no .txt/.ann files, and no train/ (validation/ test/) folders")
+    raise BratFormatError(f"{data_dir}: no annotation files ({registry.EXPECTED}), and no train/ (validation/ "
+                          "test/) folders")
+
+
+def has_annotation_files(path: Path) -> bool:
+    """Whether ``path`` is a folder that itself holds documents of some format; a missing one is an error."""
+    if not path.is_dir():
+        raise BratFormatError(f"{path}: no such folder")
+    return registry.has_annotation_files(path)
+
+
+def read_corpus_documents_of(path: Path, data_dir: Path, config: BratNerConfig) -> list[Document]:
+    """The documents of one file or folder of the corpus at ``data_dir``, read with ``config``'s settings (brat:
+    event triggers as the corpus' annotation.conf defines them)."""
+    conf = find_annotation_conf(data_dir)
+    return registry.read_documents(path, config.data_format, config.strict, config.offset_unit,
+                                   conf.event_types if conf else None, config.event_triggers)
 
 
 def document_folders(data_dir: Path) -> list[Path]:
+    """The folders of the corpus' documents (none when ``data_dir`` is a file)."""
+    if data_dir.is_file():
+        return []
     folders = split_folders(data_dir)
     return list(folders.values()) if folders else [corpus_folder(data_dir)]
 
@@ -419,17 +454,22 @@ def hash_split(document_id: str, fractions=(0.8, 0.1, 0.1), split_by: str = "gro
     return datasets.Split.VALIDATION if position < fractions[0] + fractions[1] else datasets.Split.TEST
 
 
+def corpus_texts(data_dir: Path) -> dict[str, str]:
+    """Every text of the corpus (a brat ``.txt`` without its ``.ann`` too), with where it is."""
+    texts = {}
+    for path in document_folders(data_dir) or [data_dir]:
+        if path.is_dir() and has_brat_files(path):
+            texts.update({read_text(txt): str(txt) for txt in files_with_suffix(path, ".txt")})
+        else:
+            texts.update({document.text: document.source for document in registry.read_documents(path)})
+    return texts
+
+
 def find_annotation_conf(data_dir: Path) -> AnnotationConf | None:
     """The ``annotation.conf`` beside the data (in ``data_dir``, else in a folder of its documents), read."""
     path = next((folder / "annotation.conf" for folder in (data_dir, *document_folders(data_dir))
                  if (folder / "annotation.conf").is_file()), None)
     return read_annotation_conf(path) if path else None
-
-
-def read_corpus_document(txt_path: Path, ann_path: Path, config: BratNerConfig, conf: AnnotationConf | None):
-    """A document read with the settings of ``config``; its triggers are those of ``conf``'s [events] if any."""
-    return read_document(txt_path, ann_path, config.strict, conf.event_types if conf else None,
-                         config.event_triggers)
 
 
 def corpus_entity_types(data_dir: Path, documents: list[Document], requested=None, conf: AnnotationConf | None = None,
@@ -482,11 +522,10 @@ def _warn_found_types(data_dir: Path, documents: list[Document], found: set[str]
                    data_dir, len(found), others)
 
 
-def corpus_hash(documents, conf: AnnotationConf | None = None) -> str:
-    """A digest of the documents' files and of the annotation.conf (which decides what a trigger is)."""
+def corpus_hash(files: list[Path], conf: AnnotationConf | None = None) -> str:
+    """A digest of the corpus' files and of the annotation.conf (which decides what a trigger is)."""
     digest = hashlib.sha1()
-    paths = [path for pair in documents for path in pair] + ([conf.path] if conf else [])
-    for path in paths:
+    for path in files + ([conf.path] if conf else []):
         digest.update(str(path.name).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -499,7 +538,7 @@ def code_hash() -> str:
     digest = hashlib.sha1()
     for function in MODEL_FUNCTIONS_USED:
         digest.update(inspect.getsource(function).encode("utf-8"))
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in sorted(Path(__file__).parent.rglob("*.py")):  # the formats/ package too
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -516,15 +555,13 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
     data_dir = Path(data_dir).resolve()
     config = BratNerConfig(name=name, **config_kwargs)  # checks the settings before anything is read
     with _counted_warnings() as printed:
-        split_documents = split_corpus(data_dir, config)
+        documents = split_corpus(data_dir, config)
         conf = find_annotation_conf(data_dir)
-        documents = {split: [read_corpus_document(txt, ann, config, conf) for txt, ann in pairs]
-                     for split, pairs in split_documents.items()}
         all_documents = [document for split in SPLITS for document in documents[split]]
         config_kwargs["entity_types"] = corpus_entity_types(data_dir, all_documents,
                                                             config_kwargs.get("entity_types"), conf,
                                                             config.event_triggers)
-        _warn_left_out(split_documents, documents)
+        _warn_left_out(documents)
     stats = corpus_stats(documents, config.window_chars)
     stats.warnings_printed = printed.count
     unannotated = sum(len(texts_without_annotations(folder)) for folder in document_folders(data_dir))
@@ -532,9 +569,11 @@ def load(data_dir, name: str = "bio", return_stats: bool = False, cache_dir=None
         stats.warnings["txt_without_ann"] = unannotated
     logger.info("Corpus %s:\n%s", data_dir, stats.format())
 
-    all_pairs = [pair for split in SPLITS for pair in split_documents[split]]
+    data_format = config.data_format or registry.detect_format(corpus_folder(data_dir))
+    files = [file for path in (document_folders(data_dir) or [data_dir])
+             for file in registry.source_files(path, data_format)]
     builder = BratNer(config_name=name, data_dir=str(data_dir), cache_dir=cache_dir, hash=code_hash(),
-                      corpus_hash=corpus_hash(all_pairs, conf), **config_kwargs)
+                      corpus_hash=corpus_hash(files, conf), **config_kwargs)
     with _silenced(brat_logger):  # what it would warn about was just logged with the statistics
         builder.download_and_prepare()
     corpus = datasets.DatasetDict({str(split): _split_dataset(builder, split) for split in SPLITS})
@@ -579,13 +618,13 @@ def _split_dataset(builder, split) -> datasets.Dataset:
     return datasets.Dataset.from_dict({name: [] for name in features}, features=features, split=split)
 
 
-def _warn_left_out(split_documents: dict[str, list[tuple[Path, Path]]], documents: dict[str, list[Document]]):
+def _warn_left_out(documents: dict[str, list[Document]]):
     """Name each document left out because none of its entities is usable."""
     for split in SPLITS:
-        for (_, ann_path), document in zip(split_documents[split], documents[split]):
+        for document in documents[split]:
             if document.lost_all_entities:
                 logger.warning("%s: none of its %d entities is usable; document not used (its text would train "
-                               "as all O)", ann_path, sum(document.rejected.values()))
+                               "as all O)", document.source, sum(document.rejected.values()))
 
 
 def corpus_stats(documents: dict[str, list[Document]], window_chars: int) -> CorpusStats:
@@ -600,15 +639,16 @@ def corpus_stats(documents: dict[str, list[Document]], window_chars: int) -> Cor
     return stats
 
 
-def read_corpus_documents(folder) -> list[dict]:
-    """The documents of one folder in the ``brat`` config's layout (for scoring predictions); event triggers, as
-    the folder's annotation.conf or its E lines define them, are not entities. The types are checked as
-    ``load`` checks a training corpus' (``corpus_entity_types``): a type that the folder's annotation.conf does
-    not declare is an error, not a type of its own."""
-    folder = Path(folder)
-    conf_path = folder / "annotation.conf"
+def read_corpus_documents(path) -> list[dict]:
+    """The documents of one file or folder of any format in the ``brat`` config's layout (for scoring
+    predictions); event triggers, as a brat folder's annotation.conf or its E lines define them, are not entities.
+    The types are checked as ``load`` checks a training corpus' (``corpus_entity_types``): a type that the folder's
+    annotation.conf does not declare is an error, not a type of its own."""
+    path = Path(path)
+    if not path.is_file():
+        has_annotation_files(path)  # a missing folder is an error naming it
+    conf_path = path / "annotation.conf"
     conf = read_annotation_conf(conf_path) if conf_path.is_file() else None
-    documents = [read_document(txt, ann, event_types=conf.event_types if conf else None)
-                 for txt, ann in find_documents(folder)]
-    corpus_entity_types(folder, documents, conf=conf)
+    documents = registry.read_documents(path, event_types=conf.event_types if conf else None)
+    corpus_entity_types(path, documents, conf=conf)
     return [document_example(document) for document in documents]

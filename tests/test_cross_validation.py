@@ -35,13 +35,14 @@ def fold_splits(data_dir: Path, folds: int, seed: int = 42, fraction: float = 1.
     splits = []
     for fold in range(folds):
         config = ruijin_ner.BratNerConfig(name="brat", folds=folds, fold=fold, fold_seed=seed, train_fraction=fraction)
-        pairs = ruijin_ner.split_corpus(data_dir, config)
-        splits.append({str(split): sorted(txt.stem for txt, _ in documents) for split, documents in pairs.items()})
+        documents = ruijin_ner.split_corpus(data_dir, config)
+        splits.append({str(split): sorted(document.document_id for document in split_documents)
+                       for split, split_documents in documents.items()})
     return splits
 
 
 def check_folds(data_dir: Path, folds: int) -> None:
-    plain = {str(split): sorted(txt.stem for txt, _ in documents) for split, documents in
+    plain = {str(split): sorted(document.document_id for document in documents) for split, documents in
              ruijin_ner.split_corpus(data_dir, ruijin_ner.BratNerConfig(name="brat")).items()}
     splits = fold_splits(data_dir, folds)
     validating = [split["validation"] for split in splits]

@@ -2,13 +2,14 @@
 windows and context windows exact to the character, splits by document hash or by folder, caching per setting,
 and the real corpus (under ../shared) round-tripped entity for entity."""
 
+import logging
 from collections import Counter
 
 import datasets
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import REAL_CORPUS, SAMPLE, SHARED_DATA, load_corpus, write_corpus
+from conftest import REAL_CORPUS, SAMPLE, SHARED_DATA, load_corpus, sample_texts, write_corpus
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, find_documents, read_document
 from dataset_script.ruijin_ner import spans_to_bio
@@ -98,10 +99,12 @@ def test_document_shorter_than_a_window_and_empty_document(tmp_path):
     assert stats.documents["train"] == 2 and stats.windows["train"] == 1
 
 
-def test_warnings_are_counted_in_the_statistics(tmp_path):
+def test_warnings_are_counted_in_the_statistics(tmp_path, caplog):
     folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿\n"), "b": ("糖", None)})
-    _, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
+    with caplog.at_level(logging.WARNING):
+        _, stats = load_corpus(folder, split_fractions=(1.0, 0.0, 0.0))
     assert stats.warnings == {"text_mismatch": 1, "no_usable_entity": 1, "txt_without_ann": 1}
+    assert len(caplog.records) == 3  # each said once
     assert "warnings: 3" in stats.format() and "not encoded (text_mismatch): 1 {'Disease': 1}" in stats.format()
 
 
@@ -139,7 +142,7 @@ def test_only_train_folder_is_the_corpus_and_partial_split_folders_are_an_error(
 def test_split_folders_beside_documents_are_an_error(tmp_path, split_folder):
     folder = write_corpus(tmp_path / "c", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n")})
     write_corpus(folder / split_folder, {"b": ("糖尿病", "")})
-    with pytest.raises(BratFormatError, match=rf"has both split folders \['{split_folder}'\] and \.txt/\.ann files"):
+    with pytest.raises(BratFormatError, match=rf"has both split folders \['{split_folder}'\] and annotation files"):
         load_corpus(folder)
 
 
@@ -281,3 +284,57 @@ def test_builder_keeps_the_centre_and_caches_per_setting(tmp_path):
     assert set(plain["context_before"]) == {""} and any(with_context["context_before"])
     assert max(map(len, with_context["context_after"])) == 15
     assert plain.cache_files[0]["filename"] != with_context.cache_files[0]["filename"]
+
+
+# ----- the same corpus in every annotation format -----
+
+
+def corpus_in_format(folder, data_format):
+    """The sample corpus written in ``data_format`` (one file, or brat files) in ``folder``."""
+    from dataset_script.formats import registry
+
+    folder.mkdir(parents=True)
+    for name, content in registry.write_documents(registry.read_documents(SAMPLE), data_format)[0].items():
+        (folder / name).write_text(content, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("data_format", ["labelstudio", "doccano", "cmeee"])
+def test_the_sample_in_another_format_builds_the_very_same_examples(tmp_path, sample, data_format):
+    folder = corpus_in_format(tmp_path / data_format, data_format)
+    path = next(folder.iterdir())
+    for data_dir in (folder, path):  # a folder of the format's files, or the file itself
+        corpus, stats = load_corpus(data_dir)
+        assert {split: corpus[split].to_list() for split in corpus} == {split: sample[0][split].to_list()
+                                                                       for split in sample[0]}
+        assert (stats.entities_read, stats.entities_encoded, stats.dropped) == (
+            sample[2].entities_read, sample[2].entities_encoded, sample[2].dropped)
+    forced, _ = load_corpus(path, data_format=data_format)
+    assert forced["train"]["id"] == sample[0]["train"]["id"]
+
+
+def test_conll_builds_the_same_windows_but_for_what_it_cannot_hold(tmp_path, sample):
+    corpus, stats = load_corpus(corpus_in_format(tmp_path / "conll", "conll"))
+    assert sorted(corpus["train"]["document_id"]) == sorted(sample[0]["train"]["document_id"])
+    assert stats.entities_read == sample[2].entities_encoded  # CoNLL held the entities that BIO can hold
+
+
+def test_a_corpus_file_that_fits_no_format_or_the_named_one_is_refused(tmp_path):
+    from dataset_script.formats import AnnotationFormatError
+
+    (tmp_path / "notes.json").write_text('[{"title": "x"}]', encoding="utf-8")
+    with pytest.raises(AnnotationFormatError, match="notes.json: not an annotation file of a known format"):
+        load_corpus(tmp_path / "notes.json")
+    folder = corpus_in_format(tmp_path / "ls", "labelstudio")
+    with pytest.raises(AnnotationFormatError, match=r"ls: no doccano files \(.jsonl\)"):
+        load_corpus(folder, data_format="doccano")
+    with pytest.raises(ValueError, match="data_format must be one of brat, labelstudio"):
+        load_corpus(folder, data_format="excel")
+
+
+def test_corpus_texts_are_every_text_of_any_format(tmp_path):
+    """What --extra_text_dirs must not repeat: brat texts with or without .ann, and the texts inside other files."""
+    folder = write_corpus(tmp_path / "brat", {"a": ("糖尿病", "T1\tDisease 0 3\t糖尿病\n"), "b": ("无", None)})
+    assert ruijin_ner.corpus_texts(folder) == {"糖尿病": str(folder / "a.txt"), "无": str(folder / "b.txt")}
+    path = next(corpus_in_format(tmp_path / "ls", "labelstudio").iterdir())
+    assert sorted(ruijin_ner.corpus_texts(path)) == sorted(sample_texts(SAMPLE))

@@ -1,11 +1,13 @@
 """predict.py: brat files with scores, standard input, CRLF offsets, bad input in one line, scoring a split,
-outputs that never destroy inputs, model code only when trusted, and pre-annotation folders for brat."""
+outputs that never destroy inputs, model code only when trusted, pre-annotation folders for brat, and every
+other output format (Label Studio tasks scored least certain first)."""
 
 import io
 import json
 import os
 import shutil
 import sys
+import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from brat_ner import tagging, trust
 from conftest import REAL_CORPUS, REPO, SAMPLE, predict_error, run_predict, run_script
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_annotation_conf, read_document
+from dataset_script.formats import labelstudio, registry
 from dataset_script.ruijin_ner import spans_to_bio
 from modeling_bert_bilstm_crf import bio_to_spans
 
@@ -371,3 +374,72 @@ def test_predict_can_override_constrained_decoding(trained_model):
         assert predict.load_tagger(arguments)._forward_params == {"constrain_bio": setting}
     default = predict.load_tagger(predict.PredictArguments(model_name_or_path=str(model_dir), device="cpu"))
     assert default._forward_params == {} and default.model.config.constrain_bio is True  # train.py's default
+
+
+# ----- predict.py --output_format -----
+
+
+def sample_predictions(model_dir) -> dict[str, list[dict]]:
+    tagger = predict.load_tagger(predict.PredictArguments(model_name_or_path=str(model_dir), device="cpu"))
+    documents = predict.read_texts(SAMPLE)
+    return dict(zip(documents, predict.tag_texts(tagger, list(documents.values()), batch_size=4)))
+
+
+@pytest.mark.parametrize("output_format", ["labelstudio", "doccano", "cmeee", "conll"])
+def test_every_output_format_holds_the_entities_at_their_characters(trained_model, tmp_path, monkeypatch,
+                                                                    output_format):
+    model_dir, _ = trained_model
+    output_dir = tmp_path / output_format
+    run_predict(monkeypatch, "--model_name_or_path", str(model_dir), "--input_dir", str(SAMPLE), "--output_dir",
+                str(output_dir), "--output_format", output_format)
+    (path,) = output_dir.glob("predictions.*")  # beside it: run.lock, held while this process runs
+    assert registry.detect_format(path) == output_format
+    read = (lambda p: labelstudio.read(p, results_from="predictions")) if output_format == "labelstudio" else \
+        registry.read_documents
+    written = {document.document_id: document for document in read(path)}
+    predictions = sample_predictions(model_dir)
+    assert sorted(written) == sorted(predictions) and sum(map(len, predictions.values())) > 0
+    if output_format == "conll":  # blanks inside lines are not written: the entities' texts without them
+        assert all([e.text for e in written[d].entities] == [e["word"].replace(" ", "") for e in entities]
+                   for d, entities in predictions.items())
+        return
+    for document_id, entities in predictions.items():
+        assert written[document_id].text == (SAMPLE / f"{document_id}.txt").read_text(encoding="utf-8")
+        assert [(e.type, e.start, e.end) for e in written[document_id].entities] == \
+               [(e["entity_group"], e["start"], e["end"]) for e in entities]
+
+
+def test_label_studio_preannotation_scores_entities_and_tasks_least_certain_first(trained_model, tmp_path,
+                                                                                  monkeypatch):
+    model_dir, _ = trained_model
+    output_dir = tmp_path / "tasks"
+    run_predict(monkeypatch, "--model_name_or_path", str(model_dir), "--input_dir", str(SAMPLE), "--output_dir",
+                str(output_dir), "--output_format", "labelstudio", "--preannotate")
+    tasks = json.loads((output_dir / "predictions.json").read_text(encoding="utf-8"))
+    predictions = sample_predictions(model_dir)
+    ranking = [line.split("\t")[1] for line in (output_dir / "uncertainty.tsv").read_text().splitlines()[1:]]
+    assert [task["data"]["document_id"] for task in tasks] == ranking
+    for task in tasks:
+        entities = predictions[task["data"]["document_id"]]
+        (prediction,) = task["predictions"]
+        assert [result["score"] for result in prediction["result"]] == [round(e["score"], 4) for e in entities]
+        assert prediction["score"] == round(min((e["score"] for e in entities), default=0.0), 4)
+        assert all(task["data"]["text"][r["value"]["start"]:r["value"]["end"]] == r["value"]["text"]
+                   for r in prediction["result"])
+    config = ElementTree.fromstring((output_dir / "labeling_config.xml").read_text(encoding="utf-8"))
+    assert [label.get("value") for label in config.iter("Label")] == predict.model_entity_types(
+        predict.load_tagger(predict.PredictArguments(model_name_or_path=str(model_dir), device="cpu")).model.config)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (("--input_dir", str(SAMPLE), "--output_format", "doccano", "--preannotate"),
+     "--preannotate writes brat or labelstudio, not --output_format doccano"),
+    (("--input_file", str(SAMPLE / "01.txt"), "--output_format", "cmeee"),
+     "--output_format cmeee writes a file: give --output_dir"),
+])
+def test_output_formats_that_cannot_be_written_are_refused_before_the_model_loads(monkeypatch, capsys, tmp_path,
+                                                                                  arguments, message):
+    error = predict_error(monkeypatch, capsys, "--model_name_or_path", str(tmp_path), *arguments,
+                          *(("--output_dir", str(tmp_path / "out")) if "--input_dir" in arguments else ()),
+                          model_loads=False)
+    assert message in error

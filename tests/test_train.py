@@ -18,6 +18,7 @@ from brat_ner import cli
 from brat_ner.reporting import chosen_epoch
 from conftest import REPO, SAMPLE, TINY_BERT, run_script, sample_texts, small_training
 from dataset_script import ruijin_ner
+from dataset_script.formats import registry
 
 # ----- the session's run: files, evaluations, reloading, resuming -----
 
@@ -292,3 +293,17 @@ def is_valid_bio_names(names, indices):
             yield before != "O" and before[2:] == name[2:]
         else:
             yield True
+
+
+def test_a_doccano_export_of_the_sample_trains_the_very_same_model(trained_model, tmp_path):
+    """The corpus as a doccano JSONL file (detected) builds the same examples as the brat folder: with the same
+    seed, the same splits, figures and test scores."""
+    (name, content), = registry.write_documents(registry.read_documents(SAMPLE), "doccano")[0].items()
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    brat_dir, _ = trained_model
+    run_script(small_training(tmp_path / "model", "--data_dir", str(tmp_path / name)))
+    varying = {"data_dir", "test_runtime", "test_samples_per_second", "test_steps_per_second"}
+    for results in ("corpus.json", "test_results.json"):
+        from_doccano, from_brat = ({key: value for key, value in json.loads((folder / results).read_text()).items()
+                                    if key not in varying} for folder in (tmp_path / "model", brat_dir))
+        assert from_doccano == from_brat, results
