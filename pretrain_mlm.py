@@ -96,7 +96,8 @@ def main():
     positions = encoder_positions(args.encoder_config, args.model_name_or_path)
     check_window_fits(args.window_chars, positions, "--window_chars")
     claim_output_dir("pretrain_mlm.py", training_args, run_args, finished_marker="train_results.json",
-                     arguments=training_arguments(args, training_args))
+                     arguments=training_arguments(args, training_args),
+                     data_folders={"--data_dir": [args.data_dir], "--extra_text_dirs": args.extra_text_dirs})
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     texts = pretraining_texts(args)

@@ -290,7 +290,9 @@ def main():
     positions = encoder_positions(model_args.encoder_config, model_args.model_name_or_path)
     check_window_fits(data_args.window_chars + 2 * data_args.context_chars, positions, name)
     claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json",
-                     arguments=training_arguments(model_args, data_args, training_args))
+                     arguments=training_arguments(model_args, data_args, training_args),
+                     data_folders={"--data_dir": [data_args.data_dir],
+                                   "--extra_text_dirs": training_args.extra_text_dirs})
     tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
     # A folder written by train.py names its model code in config.json: trusted as the project's own, no prompt.
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=is_project_folder(tokenizer_source))

@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from brat_ner.cli import FORMER_NAMES
+from brat_ner.cli import FORMER_NAMES, UsageError
 from brat_ner.files import LOCK_NAME, OutputLock, atomic_write, give_umask_mode
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,9 @@ CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 RECORD_NAME = "run_record.json"
 MODEL_SAVED, FINISHED = "model saved", "finished"  # the stages a record names
 TRAIN_AGAIN = "give --overwrite_output_dir to train again, or another --output_dir"
+# Written by every run of this project before anything else in its folder (the lock, then the arguments) or at its
+# end (the record): a folder holding one of them was taken by a run of this project.
+RUN_MARKERS = (LOCK_NAME, ARGUMENTS_NAME, RECORD_NAME)
 
 
 @dataclass
@@ -74,14 +77,17 @@ def training_arguments(*argument_sets) -> dict:
 
 
 def claim_output_dir(script: str, training_args, run_args: RunArguments, finished_marker: str,
-                     arguments: dict | None = None) -> OutputLock:
+                     arguments: dict | None = None, data_folders: dict[str, list[str]] | None = None) -> OutputLock:
     """Take ``training_args.output_dir`` for this run, before anything else, and return its lock (released at
-    exit). Exits (status 0) when the folder holds a finished run of these ``arguments`` (see
+    exit). Refuses (``UsageError``) a folder of the user's, with or without --overwrite_output_dir: one of
+    ``data_folders`` (``{option: folders}``) or inside one, or one holding files that no run of this project
+    wrote (``check_run_folder``). Exits (status 0) when the folder holds a finished run of these ``arguments`` (see
     ``training_arguments``); raises ``ValueError`` (a one-line refusal) when another run holds the folder, or when
     the run there was trained with other arguments, has weights other than those it recorded, or lost files it
     listed. A run stopped after saving its model is left for the script to finish (``finish_saved_model``).
     With ``--overwrite_output_dir``, clears what would make this run look resumable or finished."""
     output_dir = Path(training_args.output_dir)
+    check_run_folder(output_dir, data_folders or {}, markers=(*RUN_MARKERS, finished_marker))
     lock = OutputLock(output_dir)
     main_process = training_args.process_index == 0  # the other processes of a run follow the main one
     if main_process:
@@ -113,6 +119,36 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
           "--overwrite_output_dir to train again, or another --output_dir")
     lock.release()
     sys.exit(0)
+
+
+def check_run_folder(output_dir: Path, data_folders: dict[str, list[str]], markers: tuple[str, ...],
+                     option: str = "--output_dir") -> None:
+    """Refuse (``UsageError``, one line) an output folder whose files a run would write over or beside the user's:
+    a folder of ``data_folders`` (``{option: folders}``) or one inside it, a brat corpus (``.ann`` files), or an
+    existing folder holding files but none of ``markers``, the files that a run of this project writes first or
+    last. So a folder that only this project's runs wrote (an interrupted one included) is taken, and a folder of
+    the user's never is, whatever its files are called: a user's ``config.json`` would be replaced by the model's."""
+    resolved = output_dir.resolve()
+    for data_option, folders in data_folders.items():
+        for folder in map(Path, folders):
+            if resolved == folder.resolve() or folder.resolve() in resolved.parents:
+                where = "is" if resolved == folder.resolve() else "is inside"
+                raise UsageError(f"{option} {output_dir} {where} the folder of {data_option} ({folder}): a run's files "
+                                 "would join the documents; give a folder outside the data")
+    if not output_dir.is_dir():
+        return
+    corpus = [path for path in (output_dir, *(output_dir / split for split in ("train", "validation", "dev", "test")))
+              if path.is_dir() and any(path.glob("*.ann"))]
+    if corpus:
+        raise UsageError(f"{option} {output_dir} holds brat documents (.ann files in {corpus[0]}): a run's files "
+                         "would join them; give a new or empty folder")
+    # Hidden files (a killed run's temporary ones, a desktop's) are neither a run's outputs nor replaced by one.
+    files = sorted(path.name for path in output_dir.iterdir() if path.is_file() and not path.name.startswith("."))
+    if files and not any((output_dir / marker).exists() for marker in markers):
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        raise UsageError(f"{option} {output_dir} holds {len(files)} files that no run of this project wrote ({shown}); "
+                         "a run would write over or beside them, --overwrite_output_dir included: give a new or empty "
+                         "folder")
 
 
 def record_run(output_dir: str | Path, script: str, stage: str) -> None:
