@@ -3,7 +3,8 @@
 
     python train.py --data_dir ../shared/data/ruijin_round1/train --model_name_or_path bert-base-chinese \
         --output_dir outputs/ruijin
-    accelerate launch train.py ...            # several GPUs or nodes (accelerate's DDP)
+    accelerate launch --multi_gpu --num_processes 4 train.py ...   # several GPUs or nodes (accelerate's DDP)
+    torchrun --nproc_per_node 4 train.py ...  # the same; on a machine without GPUs, 4 CPU processes (gloo)
     python train.py configs/quickstart.json   # arguments from a JSON file
     python train.py configs/quickstart.json --output_dir other/ --num_train_epochs 5   # ... and overrides
 
@@ -42,7 +43,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from brat_ner import fast_inference
+from brat_ner import distributed, fast_inference
 from brat_ner.cli import check_at_least, check_positive, parse_arguments, run_main
 from brat_ner.encoders import adopt_trained_head, adopt_trained_windows, build_model, encoder_positions
 from brat_ner.evaluation import reports_to_markdown, write_reports
@@ -278,8 +279,12 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
 
 
 def main():
+    distributed.check_launch("train.py")  # before the arguments set up the devices
     model_args, data_args, run_args, training_args = parse_arguments(argument_parser())
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    processes = distributed.describe_processes(training_args)
+    if training_args.process_index == 0:
+        print(f"train.py: {processes}", flush=True)
     transformers_logging.set_tqdm_hook(without_checkpoint_bars)
     set_seed(training_args.seed)
     fast_inference.set_num_threads(data_args.num_threads)
@@ -346,6 +351,7 @@ def main():
         trainer.add_callback(EpochLineCallback)
 
     trainer.add_callback(ReadableCheckpointWeights)
+    trainer.add_callback(distributed.ProcessShareCallback("train.py"))
     figures = finish_saved_model(trainer)  # a rerun of a run stopped after saving its model: no training again
     if figures is None:
         checkpoint = resume_checkpoint(training_args, run_args,
