@@ -29,7 +29,7 @@ import datasets
 import torch
 from transformers import AutoTokenizer, BertConfig, DataCollatorForLanguageModeling, HfArgumentParser, set_seed
 
-from brat_ner import fast_inference
+from brat_ner import distributed, fast_inference
 from brat_ner.cli import parse_arguments, run_main
 from brat_ner.encoders import encoder_positions
 from brat_ner.pretraining import (
@@ -87,8 +87,12 @@ def argument_parser() -> HfArgumentParser:
 
 def main():
     parser = argument_parser()
+    distributed.check_launch("pretrain_mlm.py")  # before the arguments set up the devices
     args, training_args, run_args = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    processes = distributed.describe_processes(training_args)
+    if training_args.process_index == 0:
+        print(f"pretrain_mlm.py: {processes}", flush=True)
     set_seed(training_args.seed)
     fast_inference.set_num_threads(args.num_threads)
     if (args.model_name_or_path is None) == (args.encoder_config is None):
