@@ -59,6 +59,7 @@ from brat_ner.runs import (
     FINISHED,
     ReadableCheckpointWeights,
     RunArguments,
+    check_model_weights,
     claim_output_dir,
     finish_saved_model,
     record_run,
@@ -67,7 +68,7 @@ from brat_ner.runs import (
     training_arguments,
 )
 from brat_ner.trainer import BertBiLstmCrfTrainer, NerMetrics, TimeBudgetTrainingArguments
-from brat_ner.trainer.distillation import load_teacher
+from brat_ner.trainer.distillation import check_teacher, load_teacher
 from brat_ner.training_data import (
     check_splits_have_text,
     encode_batch,
@@ -289,6 +290,11 @@ def main():
     set_seed(training_args.seed)
     fast_inference.set_num_threads(data_args.num_threads)
 
+    # Models to start from or learn from, checked before any work: a folder that is none, or only pickles, is refused.
+    if not model_args.encoder_config:
+        check_model_weights(model_args.model_name_or_path)
+    if training_args.teacher:
+        check_teacher(training_args.teacher)
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     adopt_trained_windows(model_args.model_name_or_path, data_args)  # training a trained model further
     name = "--window_chars + 2 * --context_chars" if data_args.context_chars else "--window_chars"

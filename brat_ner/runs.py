@@ -26,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from brat_ner.cli import FORMER_NAMES, UsageError
 from brat_ner.files import LOCK_NAME, OutputLock, atomic_write, give_umask_mode
+from brat_ner.trust import pickled_weights_problem
 
 logger = logging.getLogger(__name__)
 
@@ -245,18 +246,26 @@ def model_weights_problem(folder: Path) -> str | None:
 
 
 def check_model_weights(model_name_or_path: str, option: str = "--model_name_or_path") -> None:
-    """Refuse (``ValueError``, one line naming the file) a model folder whose weights cannot be loaded, before a
-    library ends in a ``SafetensorError`` traceback, or one with only pickled weights (``pytorch_model.bin``),
-    whose loading torch refuses with advice to unpickle it anyway; a Hub id is left to the loader."""
+    """Refuse (``UsageError``, one line naming the file) a model folder whose weights cannot be loaded, before a
+    library ends in a ``SafetensorError`` traceback, or one with only pickled weights (``pytorch_model.bin``:
+    ``trust.pickled_weights_problem``, the rule of every command); a Hub id is left to the loader."""
     folder = Path(model_name_or_path)
-    pickles = sorted(path.name for path in folder.glob("*.bin")) if folder.is_dir() else []
-    if pickles and not _weight_files(folder):
-        raise ValueError(f"{option} {folder}: holds {pickles[0]}, a pickle, which can run any code when loaded; this "
-                         "project loads safetensors only. Where you trust that file, load the model and save it "
-                         "with save_pretrained() to get a model.safetensors")
-    problem = model_weights_problem(folder) if _weight_files(folder) else None
+    problem = pickled_weights_problem(folder)
+    if problem is None and _weight_files(folder):
+        problem = model_weights_problem(folder)
     if problem:
-        raise ValueError(f"{option} {folder}: {problem}")
+        raise UsageError(f"{option} {folder}: {problem}")
+
+
+def check_model_folder(path: str, option: str) -> None:
+    """Refuse (``UsageError``, one line) a local ``path`` given as a model that is none: missing, without a
+    ``config.json``, or with weights that cannot or may not be loaded (``check_model_weights``)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: no such folder")
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"{option} {path}: not a model folder (no config.json there)")
+    check_model_weights(path, option)
 
 
 def _weights_problem(output_dir: Path, record: dict | None) -> str | None:
