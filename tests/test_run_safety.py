@@ -201,6 +201,18 @@ def test_push_to_hub_refuses_a_run_that_did_not_finish(finished_copy, tmp_path):
 def test_predict_refuses_pickled_weights_in_one_line(finished_copy):
     (finished_copy / "model.safetensors").unlink()
     (finished_copy / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
-    with pytest.raises(ValueError, match=r"holds pytorch_model.bin, a pickle, .* loads safetensors only") as error:
+    with pytest.raises(cli.UsageError, match=r"holds pytorch_model.bin, a pickle, .* loads safetensors only"):
         predict.load_tagger(predict.PredictArguments(model_name_or_path=str(finished_copy), device="cpu"))
-    assert cli._raised_by_project(error.value)  # run_main ends predict.py with this one line
+
+
+def test_train_py_refuses_pickled_weights_to_start_from_in_one_line(finished_copy, tmp_path):
+    """The same rule as predict.py's (one place: brat_ner/trust.py) for a model to train further."""
+    (finished_copy / "model.safetensors").unlink()
+    (finished_copy / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
+    arguments = small_training(tmp_path / "further", encoder=("--model_name_or_path", str(finished_copy)))
+    completed = run_script(arguments, succeeds=False)
+    assert completed.returncode == 2 and completed.stderr.strip().splitlines()[-1] == (
+        f"train.py: --model_name_or_path {finished_copy}: holds pytorch_model.bin, a pickle, which can run any code "
+        "when loaded; this project loads safetensors only. Where you trust that file, load the model and save it "
+        "with save_pretrained() to get a model.safetensors")
+    assert not (tmp_path / "further").exists()
