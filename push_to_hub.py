@@ -219,7 +219,7 @@ def build_repository(model_dir: Path, folder: Path, args) -> None:
         if (model_dir / name).is_file():  # copyfile: the umask's mode, not that of a private source (safetensors')
             shutil.copyfile(model_dir / name, folder / name)
     for name in ENDPOINT_FILES:
-        shutil.copy2(ENDPOINT_SOURCE / name, folder / name)
+        shutil.copyfile(ENDPOINT_SOURCE / name, folder / name)
     model_card(model_dir, args).save(folder / "README.md")
 
 

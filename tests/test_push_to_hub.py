@@ -2,8 +2,10 @@
 model trained (a 2-type English corpus here, written by the test), and the calls it makes to the Hub."""
 
 import json
+import os
 import re
 import shutil
+import stat
 from argparse import Namespace
 from pathlib import Path
 
@@ -35,6 +37,21 @@ def test_dry_run_folder_holds_what_loading_needs_and_no_pickle(hub_folder):
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["auto_map"]["AutoModelForTokenClassification"].endswith("BertBiLstmCrfForTokenClassification")
     assert config["custom_pipelines"]["token-classification"]["impl"].endswith("BertBiLstmCrfNerPipeline")
+
+
+def test_every_file_of_the_upload_folder_gets_the_umasks_mode(trained_model, tmp_path):
+    """The endpoint's handler.py and requirements.txt as well: copied, not with their mode in the repository."""
+    model_dir, _ = trained_model
+    folder = tmp_path / "repo"
+    previous = os.umask(0o077)
+    try:
+        run_script(["push_to_hub.py", "--model_dir", str(model_dir), "--repo_id", "someone/chinese-medical-ner",
+                    "--dry_run", str(folder)])
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir() if path.is_file()}
+    assert {"handler.py", "requirements.txt", "config.json"} <= modes.keys()
+    assert set(modes.values()) == {0o600}, modes
 
 
 def test_model_card_metadata_matches_the_training_results(hub_folder):
