@@ -215,6 +215,14 @@ def test_cross_validate_draws_a_learning_curve_over_shares_of_the_training_docum
     assert "| 0.5 |" in completed.stdout and str(output_dir / learning_curve.PLOT_FILE) in completed.stdout
 
 
+def test_the_learning_curve_table_gives_documents_per_fold_to_one_decimal():
+    scores = {rule: {name: 0.5 for name in ("f1", "macro_f1")} for rule in ("strict", "overlap")}
+    points = [{"train_fraction": fraction, "training_documents": documents, "mean": scores,
+               "standard_deviation": scores} for fraction, documents in ((0.5, 8 / 3), (1.0, 222.0))]
+    rows = learning_curve.curve_table(points).splitlines()[2:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| 0.5", "2.7"], ["| 1", "222"]]
+
+
 def test_the_folds_ensemble_carries_the_cross_validated_scores_and_curve_into_its_model_card(learning_curve_run,
                                                                                              tmp_path):
     output_dir, _ = learning_curve_run
