@@ -35,7 +35,6 @@ from datasets import concatenate_datasets
 from transformers import (
     AutoTokenizer,
     DataCollatorForTokenClassification,
-    EarlyStoppingCallback,
     HfArgumentParser,
     ProgressCallback,
     TrainerState,
@@ -50,7 +49,9 @@ from brat_ner.evaluation import reports_to_markdown, write_reports
 from brat_ner.fast_inference import NUM_THREADS_HELP
 from brat_ner.reporting import (
     EpochLineCallback,
+    SaidEarlyStoppingCallback,
     plot_training,
+    quiet_checkpoint_ordering,
     training_figures,
     without_checkpoint_bars,
     write_corpus_summary,
@@ -287,6 +288,7 @@ def main():
     if training_args.process_index == 0:
         print(f"train.py: {processes}", flush=True)
     transformers_logging.set_tqdm_hook(without_checkpoint_bars)
+    quiet_checkpoint_ordering()
     set_seed(training_args.seed)
     fast_inference.set_num_threads(data_args.num_threads)
 
@@ -332,7 +334,8 @@ def main():
     model = build_model(model_args, tokenizer, label_names, data_args, corpus["train"][:200]["tokens"])
     teacher = load_teacher(training_args.teacher, label_names, model.config) if training_args.teacher else None
     metric = NerMetrics(label_names)
-    callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience else []
+    callbacks = [SaidEarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience \
+        else []
     trainer = BertBiLstmCrfTrainer(
         model=model,
         args=training_args,

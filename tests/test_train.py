@@ -292,3 +292,18 @@ def is_valid_bio_names(names, indices):
             yield before != "O" and before[2:] == name[2:]
         else:
             yield True
+
+
+def test_early_stopping_says_when_and_why_and_checkpoint_ordering_says_nothing(tmp_path):
+    """A run whose validation F1 cannot improve (learning rates of 1e-12) stops after patience + 1
+    evaluations, and one line says so; transformers' "mtime may not be reliable" (checkpoints saved within a
+    second of each other) is not printed into the progress bar."""
+    arguments = small_training(tmp_path / "model", "--num_train_epochs", "10", "--early_stopping_patience", "1",
+                               "--learning_rate", "1e-12", "--head_learning_rate", "1e-12", "--save_total_limit", "1")
+    completed = run_script(arguments)
+    state = json.loads((tmp_path / "model" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["epoch"] == 2.0
+    said = re.search(r"Early stopping after epoch 2 of 10: no better validation f1 than \d\.\d{4} in the last 1 "
+                     r"evaluations \(--early_stopping_patience 1; 0: never\)", completed.stdout)
+    assert said, completed.stdout[-2000:]
+    assert "mtime may not be reliable" not in completed.stderr
