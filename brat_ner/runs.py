@@ -107,7 +107,11 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
     changes = _argument_changes(output_dir / ARGUMENTS_NAME, arguments, only_common=True) if arguments else []
     if changes:
         raise ValueError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {TRAIN_AGAIN}")
-    missing = [name for name in record["outputs"] if not (output_dir / name).is_file()] if record else []
+    missing = missing_outputs(output_dir, record) if record else []
+    if missing and set(missing) <= rewritable_outputs(record):
+        logger.warning("%s: its finished run lost %s, written after its model was saved: writing them again from the "
+                       "saved model, without training again", output_dir, ", ".join(missing))
+        return lock
     if missing:
         raise ValueError(f"{output_dir}: {RECORD_NAME} lists files that are missing ({', '.join(missing)}); "
                          f"{TRAIN_AGAIN}")
@@ -158,10 +162,16 @@ def record_run(output_dir: str | Path, script: str, stage: str) -> None:
     given the mode the umask means (safetensors writes it private)."""
     output_dir = Path(output_dir)
     give_weights_umask_mode(output_dir)
+    saved = read_record(output_dir) if stage == FINISHED else None
     outputs = sorted(path.name for path in output_dir.iterdir()
                      if path.is_file() and not path.name.startswith(".") and path.name not in (LOCK_NAME, RECORD_NAME))
     weights = {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)} for path in _weight_files(output_dir)}
     record = {"script": script, "stage": stage, "weights": weights, "outputs": outputs}
+    # What the run held once its model was saved: the rest can be written again from that model.
+    model_saved_outputs = saved and (saved["outputs"] if saved["stage"] == MODEL_SAVED
+                                     else saved.get("model_saved_outputs"))
+    if model_saved_outputs is not None:
+        record["model_saved_outputs"] = model_saved_outputs
     atomic_write(output_dir / RECORD_NAME, json.dumps(record, indent=2, ensure_ascii=False))
 
 
@@ -179,6 +189,19 @@ def read_record(output_dir: Path) -> dict | None:
     return record
 
 
+def missing_outputs(output_dir: Path, record: dict) -> list[str]:
+    """The files ``record`` lists that ``output_dir`` lacks."""
+    return [name for name in record["outputs"] if not (output_dir / name).is_file()]
+
+
+def rewritable_outputs(record: dict) -> set[str]:
+    """The files of a finished run that it wrote after its model was saved (reports, plots, the corpus summary):
+    a rerun writes them again from the saved model. None for a record from before this was recorded."""
+    if record["stage"] != FINISHED or "model_saved_outputs" not in record:
+        return set()
+    return set(record["outputs"]) - set(record["model_saved_outputs"])
+
+
 def unfinished_run_problem(output_dir: Path) -> str | None:
     """Why the run in ``output_dir`` is not finished as its record says (stopped after saving its model, weights
     other than those recorded, listed files missing), or None; a folder without a record is not judged here."""
@@ -187,7 +210,7 @@ def unfinished_run_problem(output_dir: Path) -> str | None:
         return None
     if record["stage"] != FINISHED:
         return f"its run stopped at stage '{record['stage']}' (see {RECORD_NAME}); rerun the same command to finish it"
-    missing = [name for name in record["outputs"] if not (output_dir / name).is_file()]
+    missing = missing_outputs(output_dir, record)
     if missing:
         return f"{RECORD_NAME} lists files that are missing ({', '.join(missing)})"
     return _weights_problem(output_dir, record)
@@ -204,11 +227,12 @@ def record_saved_model(trainer, script: str) -> None:
 def finish_saved_model(trainer) -> dict | None:
     """For the rerun of a run stopped after saving its model (``claim_output_dir`` checked its record and
     weights): load the saved weights and training state into ``trainer`` and return the training figures saved
-    with them (``train_results.json``), so that only what follows the save is done again. None for any other
-    folder: the model is still to be trained."""
+    with them (``train_results.json``), so that only what follows the save is done again; the same for a
+    finished run that lost files written after the save (a deleted plot). None for any other folder: the model is
+    still to be trained."""
     output_dir = Path(trainer.args.output_dir)
     record = read_record(output_dir)
-    if record is None or record["stage"] != MODEL_SAVED:
+    if record is None or (record["stage"] != MODEL_SAVED and not missing_outputs(output_dir, record)):
         return None
     trainer._load_from_checkpoint(str(output_dir))  # as Trainer loads the best checkpoint: any layout, any device
     trainer.state = TrainerState.load_from_json(str(output_dir / "trainer_state.json"))
