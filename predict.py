@@ -42,7 +42,7 @@ from accelerate.utils import gather_object
 from transformers import HfArgumentParser, pipeline
 
 from brat_ner import fast_inference
-from brat_ner.cli import UsageError, check_at_least, parse_arguments, run_main
+from brat_ner.cli import UsageError, check_at_least, offline_without_network, parse_arguments, run_main
 from brat_ner.evaluation import reports_to_markdown, score_against_gold, write_reports
 from brat_ner.files import OutputLock, atomic_write, check_writable_folder
 from brat_ner.runs import check_model_weights
@@ -119,6 +119,7 @@ def argument_parser() -> HfArgumentParser:
 
 def main():
     (args,) = parse_arguments(argument_parser())
+    offline_without_network()
     if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
         raise ValueError("give exactly one of --input_dir, --input_file and --data_dir")
     if args.preannotate and not (args.output_dir and not args.input_file):

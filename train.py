@@ -43,7 +43,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from brat_ner import distributed, fast_inference
-from brat_ner.cli import check_at_least, check_positive, parse_arguments, run_main
+from brat_ner.cli import check_at_least, check_positive, offline_without_network, parse_arguments, run_main
 from brat_ner.encoders import adopt_trained_head, adopt_trained_windows, build_model, encoder_positions
 from brat_ner.evaluation import reports_to_markdown, write_reports
 from brat_ner.fast_inference import NUM_THREADS_HELP
@@ -291,6 +291,7 @@ def main():
     quiet_checkpoint_ordering()
     set_seed(training_args.seed)
     fast_inference.set_num_threads(data_args.num_threads)
+    offline_without_network()
 
     # Models to start from or learn from, checked before any work: a folder that is none, or only pickles, is refused.
     if not model_args.encoder_config:

@@ -307,3 +307,14 @@ def test_early_stopping_says_when_and_why_and_checkpoint_ordering_says_nothing(t
                      r"evaluations \(--early_stopping_patience 1; 0: never\)", completed.stdout)
     assert said, completed.stdout[-2000:]
     assert "mtime may not be reliable" not in completed.stderr
+
+
+def test_a_hub_id_that_cannot_be_had_is_one_line_without_the_hub_clients_retries(tmp_path):
+    """Without a network (as here) the Hub client would retry for half a minute, two dozen warning lines; the
+    command goes offline at once when the Hub's host does not resolve, and says it in its one line."""
+    arguments = ["train.py", "--data_dir", "data/sample", "--model_name_or_path", "someone/no-such-model",
+                 "--tokenizer_name", str(TINY_BERT), "--output_dir", str(tmp_path / "model"), "--use_cpu", "true"]
+    completed = run_script(arguments, succeeds=False)
+    assert completed.stderr.strip().splitlines()[-1].startswith(
+        "train.py: --model_name_or_path someone/no-such-model: no config.json there or on the Hub (")
+    assert "Retrying" not in completed.stderr and not (tmp_path / "model").exists()
