@@ -151,7 +151,8 @@ def check_run_folder(output_dir: Path, data_folders: dict[str, list[str]], marke
     files = sorted(path.name for path in output_dir.iterdir() if path.is_file() and not path.name.startswith("."))
     if files and not any((output_dir / marker).exists() for marker in markers):
         shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
-        raise UsageError(f"{option} {output_dir} holds {len(files)} files that no run of this project wrote ({shown}); "
+        files_wrote = f"{len(files)} files" if len(files) > 1 else "a file"
+        raise UsageError(f"{option} {output_dir} holds {files_wrote} that no run of this project wrote ({shown}); "
                          "a run would write over or beside them, --overwrite_output_dir included: give a new or empty "
                          "folder")
 
