@@ -158,6 +158,20 @@ def test_push_refuses_bad_arguments_before_uploading(trained_model, tmp_path):
     assert "is not empty" in completed.stderr
 
 
+def test_push_refuses_pickled_weights_as_every_loader_does(trained_model, tmp_path):
+    model_dir, _ = trained_model
+    pickled = shutil.copytree(model_dir, tmp_path / "pickled", ignore=shutil.ignore_patterns("checkpoint-*"))
+    (pickled / "model.safetensors").unlink()
+    (pickled / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
+    completed = run_script(["push_to_hub.py", "--model_dir", str(pickled), "--repo_id", "someone/ner", "--dry_run",
+                            str(tmp_path / "repo")], succeeds=False)
+    assert completed.stderr.strip() == (
+        f"push_to_hub.py: --model_dir {pickled}: holds pytorch_model.bin, a pickle, which can run any code when "
+        "loaded; this project loads safetensors only. Where you trust that file, load the model and save it with "
+        "save_pretrained() to get a model.safetensors")
+    assert not (tmp_path / "repo").exists()
+
+
 def test_dataset_is_prepared_as_the_model_was_trained(trained_model):
     model_dir, _ = trained_model
     arguments = push_to_hub.PushArguments(model_dir=str(model_dir), repo_id="someone/ner",
