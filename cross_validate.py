@@ -10,7 +10,10 @@
 Every option other than this script's own (``--folds``, ``--fold_seed``, ``--output_dir``) goes to train.py,
 which trains fold k of K in ``OUTPUT_DIR/fold-k`` with ``--folds K --fold k``: the training and validation
 documents divided into K folds by document group (deterministic for ``--fold_seed``), fold k validating, the
-test split untouched by every fold. Each fold's model then tags its validation documents (out of fold), and
+test split untouched by every fold. Each fold's model is the last weights of its run (its epochs or
+``--time_budget_minutes``): no best checkpoint and no early stopping, which would be chosen on fold k, the
+documents it is scored on (``--load_best_model_at_end`` and ``--early_stopping_patience`` are refused).
+Each fold's model then tags its validation documents (out of fold), and
 the scores, strict and overlap at brat level as ``predict.py --gold_dir`` gives them, are printed and written
 to ``OUTPUT_DIR/cross_validation.json``: per fold, mean ± standard deviation over folds, and pooled over every
 out-of-fold document. A time budget applies per fold. Rerunning the command after it was stopped goes on where
@@ -38,7 +41,8 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from brat_ner import cross_validation, learning_curve
-from brat_ner.cli import check_at_least, fail, run_main
+from brat_ner.cli import UsageError, check_at_least, fail, run_main
+from brat_ner.runs import check_run_folder
 
 
 @dataclass
@@ -77,6 +81,11 @@ def main():
     config = command_line[:1] if command_line and command_line[0].endswith(".json") else []
     args, training_options = split_options(command_line[len(config):])
     output_dir = Path(args.output_dir)
+    # Before any fold: train.py would refuse such a folder or corpus only once the first fold starts.
+    data_dir = train_option(config, training_options, "data_dir") or "data/sample"  # train.py's default
+    check_run_folder(output_dir, {"--data_dir": [data_dir]},
+                     markers=(cross_validation.RESULTS_FILE, learning_curve.CURVE_FILE))
+    cross_validation.check_folds_fit(data_dir, args.folds, args.fold_seed)
     folders = {fraction: fraction_folder(output_dir, fraction) for fraction in sorted(set(args.train_fractions))}
     budgets = {fraction: fold_budget(config, training_options, fraction, args.scale_time_budget)
                for fraction in folders}
@@ -99,6 +108,10 @@ def cross_validate(config: list[str], training_options: list[str], args, output_
     for fold in range(args.folds):
         folder = cross_validation.fold_folder(output_dir, fold)
         if (folder / cross_validation.OUT_OF_FOLD_FILE).is_file():
+            problem = cross_validation.checkpoint_choice_problem(folder)
+            if problem:
+                raise UsageError(f"fold {fold} in {folder}: {problem}; give another --output_dir to cross-validate "
+                                 "without that choice")
             print(f"cross_validate.py: fold {fold} is done ({folder})")
             continue
         print(f"cross_validate.py: fold {fold} of {args.folds} in {folder}", flush=True)
@@ -130,12 +143,7 @@ def announce_training_time(folders: dict[float, Path], budgets: dict[float, floa
 def fold_budget(config: list[str], training_options: list[str], fraction: float, scale: bool) -> float | None:
     """Minutes of training per fold at ``fraction`` of the training documents (None: no time budget), from the
     command line or else the JSON file, scaled by the share with ``--scale_time_budget``."""
-    given = option_value(training_options, "--time_budget_minutes")
-    if given is None and config:
-        try:
-            given = json.loads(Path(config[0]).read_text(encoding="utf-8")).get("time_budget_minutes")
-        except (OSError, ValueError, AttributeError):
-            given = None  # train.py stops on the file, naming what is wrong with it
+    given = train_option(config, training_options, "time_budget_minutes")
     if given is None:
         if scale:
             fail("cross_validate.py: --scale_time_budget needs a --time_budget_minutes (option or JSON file)")
@@ -143,12 +151,28 @@ def fold_budget(config: list[str], training_options: list[str], fraction: float,
     return float(given) * (fraction if scale else 1)
 
 
+def train_option(config: list[str], training_options: list[str], name: str):
+    """The value of train.py's option ``name`` on the command line, else in the JSON file, else None."""
+    given = option_value(training_options, f"--{name}")
+    if given is None and config:
+        try:
+            given = json.loads(Path(config[0]).read_text(encoding="utf-8")).get(name)
+        except (OSError, ValueError, AttributeError):
+            given = None  # train.py stops on the file, naming what is wrong with it
+    return given
+
+
 def split_options(command_line: list[str]) -> tuple[CrossValidationArguments, list[str]]:
-    """This script's options, and the rest (train.py's) in their order."""
+    """This script's options, and the rest (train.py's) in their order, each fold's model its last weights."""
     parser = argument_parser()
     parser.error = lambda message: fail(f"cross_validate.py: {message}")
     args, rest = parser.parse_args_into_dataclasses(args=command_line, return_remaining_strings=True)
-    return args, rest
+    for option in cross_validation.LAST_CHECKPOINT_OPTIONS:
+        given = option_value(rest, option) if option in rest else "false"
+        if given is None or given.lower() not in ("false", "no", "0"):  # a bare flag: None, or "--" the next option
+            parser.error(f"{option} would choose each fold's model on the documents it is scored on; each "
+                         "fold's model is its last weights")
+    return args, [*rest, *(word for pair in cross_validation.LAST_CHECKPOINT_OPTIONS.items() for word in pair)]
 
 
 def option_value(options: list[str], name: str) -> str | None:

@@ -51,7 +51,7 @@ from accelerate.utils import gather_object
 from transformers import HfArgumentParser, pipeline
 
 from brat_ner import fast_inference
-from brat_ner.cli import UsageError, check_at_least, parse_arguments, run_main
+from brat_ner.cli import UsageError, check_at_least, offline_without_network, parse_arguments, run_main
 from brat_ner.evaluation import reports_to_markdown, score_against_gold, write_reports
 from brat_ner.files import OutputLock, atomic_write, check_writable_folder
 from brat_ner.runs import check_model_weights
@@ -139,6 +139,7 @@ def argument_parser() -> HfArgumentParser:
 
 def main():
     (args,) = parse_arguments(argument_parser())
+    offline_without_network()
     if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
         raise ValueError("give exactly one of --input_dir, --input_file and --data_dir")
     if args.preannotate and not (args.output_dir and not args.input_file):
@@ -237,14 +238,16 @@ def load_tagger(args, device: str | None = None):
     use_bf16 = args.bf16 if args.bf16 is not None else device.startswith("cuda")
     num_threads = fast_inference.set_num_threads(args.num_threads)
     check_model_weights(args.model_name_or_path)
-    tagger = pipeline(
-        "token-classification",
-        model=args.model_name_or_path,
-        trust_remote_code=trust_remote_code(args.model_name_or_path, args.trust_remote_code),
-        device=device,
-        dtype=torch.bfloat16 if use_bf16 else torch.float32,
-        constrain_bio=args.constrain_bio,
-    )
+    trusted = trust_remote_code(args.model_name_or_path, args.trust_remote_code)
+    try:
+        tagger = pipeline("token-classification", model=args.model_name_or_path, trust_remote_code=trusted,
+                          device=device, dtype=torch.bfloat16 if use_bf16 else torch.float32,
+                          constrain_bio=args.constrain_bio)
+    except OSError as error:  # a Hub id that cannot be had: offline, no such repository, no access
+        if Path(args.model_name_or_path).is_dir():
+            raise
+        raise UsageError(f"--model_name_or_path {args.model_name_or_path}: cannot be loaded from the Hub "
+                         f"({str(error).splitlines()[0]})") from None
     if args.onnx:
         fast_inference.use_onnx(tagger, args.onnx, num_threads, int8=args.quantize == "int8")
     elif args.quantize:

@@ -95,7 +95,8 @@ def main():
         parser.error("--bigram_buckets must be 0 or more and --bigram_embedding_size positive")
     lock = claim_output_dir("pretrain_embeddings.py", SimpleNamespace(output_dir=args.output_dir, process_index=0),
                             RunArguments(overwrite_output_dir=args.overwrite_output_dir),
-                            finished_marker=FINISHED_MARKER)
+                            finished_marker=FINISHED_MARKER,
+                            data_folders={"--data_dir": [args.data_dir], "--extra_text_dirs": args.extra_text_dirs})
     try:
         write_embeddings(args)
     finally:

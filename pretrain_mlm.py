@@ -29,7 +29,7 @@ import datasets
 import torch
 from transformers import AutoTokenizer, BertConfig, DataCollatorForLanguageModeling, HfArgumentParser, set_seed
 
-from brat_ner import fast_inference
+from brat_ner import distributed, fast_inference
 from brat_ner.cli import parse_arguments, run_main
 from brat_ner.encoders import encoder_positions
 from brat_ner.pretraining import (
@@ -87,8 +87,12 @@ def argument_parser() -> HfArgumentParser:
 
 def main():
     parser = argument_parser()
+    distributed.check_launch("pretrain_mlm.py")  # before the arguments set up the devices
     args, training_args, run_args = parse_arguments(parser)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    processes = distributed.describe_processes(training_args)
+    if training_args.process_index == 0:
+        print(f"pretrain_mlm.py: {processes}", flush=True)
     set_seed(training_args.seed)
     fast_inference.set_num_threads(args.num_threads)
     if (args.model_name_or_path is None) == (args.encoder_config is None):
@@ -96,7 +100,8 @@ def main():
     positions = encoder_positions(args.encoder_config, args.model_name_or_path)
     check_window_fits(args.window_chars, positions, "--window_chars")
     claim_output_dir("pretrain_mlm.py", training_args, run_args, finished_marker="train_results.json",
-                     arguments=training_arguments(args, training_args))
+                     arguments=training_arguments(args, training_args),
+                     data_folders={"--data_dir": [args.data_dir], "--extra_text_dirs": args.extra_text_dirs})
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     texts = pretraining_texts(args)

@@ -33,7 +33,7 @@ from transformers import HfArgumentParser
 from brat_ner.cli import parse_arguments, run_main
 from brat_ner.encoders import encoder_name
 from brat_ner.evaluation import report_to_markdown
-from brat_ner.runs import unfinished_run_problem
+from brat_ner.runs import check_model_weights, unfinished_run_problem
 from brat_ner.trust import HANDLER_FILE, MODELING_FILE, sha256_of, trust_remote_code
 from dataset_script import ruijin_ner
 
@@ -205,6 +205,7 @@ def build_repository(model_dir: Path, folder: Path, args) -> None:
             raise ValueError(f"{error}") from None
     if not model_dir.is_dir():
         raise ValueError(f"{model_dir}: no such folder")
+    check_model_weights(str(model_dir), "--model_dir")  # pickled or unreadable weights: the rule of every loader
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
     if not any((model_dir / name).is_file() for name in TOKENIZER_VOCABULARIES):
         missing.append(" or ".join(TOKENIZER_VOCABULARIES))
@@ -219,7 +220,7 @@ def build_repository(model_dir: Path, folder: Path, args) -> None:
         if (model_dir / name).is_file():  # copyfile: the umask's mode, not that of a private source (safetensors')
             shutil.copyfile(model_dir / name, folder / name)
     for name in ENDPOINT_FILES:
-        shutil.copy2(ENDPOINT_SOURCE / name, folder / name)
+        shutil.copyfile(ENDPOINT_SOURCE / name, folder / name)
     model_card(model_dir, args).save(folder / "README.md")
 
 

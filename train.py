@@ -3,7 +3,8 @@
 
     python train.py --data_dir ../shared/data/ruijin_round1/train --model_name_or_path bert-base-chinese \
         --output_dir outputs/ruijin
-    accelerate launch train.py ...            # several GPUs or nodes (accelerate's DDP)
+    accelerate launch --multi_gpu --num_processes 4 train.py ...   # several GPUs or nodes (accelerate's DDP)
+    torchrun --nproc_per_node 4 train.py ...  # the same; on a machine without GPUs, 4 CPU processes (gloo)
     python train.py configs/quickstart.json   # arguments from a JSON file
     python train.py configs/quickstart.json --output_dir other/ --num_train_epochs 5   # ... and overrides
 
@@ -34,7 +35,6 @@ from datasets import concatenate_datasets
 from transformers import (
     AutoTokenizer,
     DataCollatorForTokenClassification,
-    EarlyStoppingCallback,
     HfArgumentParser,
     ProgressCallback,
     TrainerState,
@@ -42,14 +42,16 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from brat_ner import augmentation, fast_inference
-from brat_ner.cli import check_at_least, check_positive, parse_arguments, run_main
+from brat_ner import augmentation, distributed, fast_inference
+from brat_ner.cli import check_at_least, check_positive, offline_without_network, parse_arguments, run_main
 from brat_ner.encoders import adopt_trained_head, adopt_trained_windows, build_model, encoder_positions
 from brat_ner.evaluation import reports_to_markdown, write_reports
 from brat_ner.fast_inference import NUM_THREADS_HELP
 from brat_ner.reporting import (
     EpochLineCallback,
+    SaidEarlyStoppingCallback,
     plot_training,
+    quiet_checkpoint_ordering,
     training_figures,
     without_checkpoint_bars,
     write_corpus_summary,
@@ -58,6 +60,7 @@ from brat_ner.runs import (
     FINISHED,
     ReadableCheckpointWeights,
     RunArguments,
+    check_model_weights,
     claim_output_dir,
     finish_saved_model,
     record_run,
@@ -67,7 +70,7 @@ from brat_ner.runs import (
 )
 from brat_ner.self_training import silver_windows
 from brat_ner.trainer import BertBiLstmCrfTrainer, NerMetrics, TimeBudgetTrainingArguments
-from brat_ner.trainer.distillation import load_teacher
+from brat_ner.trainer.distillation import check_teacher, load_teacher
 from brat_ner.training_data import (
     check_splits_have_text,
     encode_batch,
@@ -313,19 +316,34 @@ class NerTrainingArguments(TimeBudgetTrainingArguments):
 
 
 def main():
+    distributed.check_launch("train.py")  # before the arguments set up the devices
     model_args, data_args, run_args, training_args = parse_arguments(argument_parser())
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    processes = distributed.describe_processes(training_args)
+    if training_args.process_index == 0:
+        print(f"train.py: {processes}", flush=True)
     transformers_logging.set_tqdm_hook(without_checkpoint_bars)
+    quiet_checkpoint_ordering()
     set_seed(training_args.seed)
     fast_inference.set_num_threads(data_args.num_threads)
+    offline_without_network()
 
+    # Models to start from or learn from, checked before any work: a folder that is none, or only pickles, is refused.
+    if not model_args.encoder_config:
+        check_model_weights(model_args.model_name_or_path)
+    if training_args.teacher:
+        check_teacher(training_args.teacher)
+    if training_args.silver_model:
+        check_teacher(training_args.silver_model, "--silver_model")
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     adopt_trained_windows(model_args.model_name_or_path, data_args)  # training a trained model further
     name = "--window_chars + 2 * --context_chars" if data_args.context_chars else "--window_chars"
     positions = encoder_positions(model_args.encoder_config, model_args.model_name_or_path)
     check_window_fits(data_args.window_chars + 2 * data_args.context_chars, positions, name)
     claim_output_dir("train.py", training_args, run_args, finished_marker="test_report.json",
-                     arguments=training_arguments(model_args, data_args, training_args))
+                     arguments=training_arguments(model_args, data_args, training_args),
+                     data_folders={"--data_dir": [data_args.data_dir],
+                                   "--extra_text_dirs": training_args.extra_text_dirs})
     tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
     # A folder written by train.py names its model code in config.json: trusted as the project's own, no prompt.
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=is_project_folder(tokenizer_source))
@@ -365,7 +383,8 @@ def main():
         train_set = concatenate_datasets([train_set, untagged])
     teacher = load_teacher(training_args.teacher, label_names, model.config) if training_args.teacher else None
     metric = NerMetrics(label_names)
-    callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience else []
+    callbacks = [SaidEarlyStoppingCallback(data_args.early_stopping_patience)] if data_args.early_stopping_patience \
+        else []
     trainer = BertBiLstmCrfTrainer(
         model=model,
         args=training_args,
@@ -392,6 +411,7 @@ def main():
         trainer.add_callback(EpochLineCallback)
 
     trainer.add_callback(ReadableCheckpointWeights)
+    trainer.add_callback(distributed.ProcessShareCallback("train.py"))
     figures = finish_saved_model(trainer)  # a rerun of a run stopped after saving its model: no training again
     if figures is None:
         checkpoint = resume_checkpoint(training_args, run_args,

@@ -7,9 +7,11 @@ import argparse
 import dataclasses
 import json
 import os
+import socket
 import sys
 import traceback
 from pathlib import Path
+from urllib.parse import urlparse
 
 from dataset_script.formats import AnnotationFormatError
 
@@ -136,6 +138,21 @@ def check_positive(**options) -> None:
     for name, value in options.items():
         if value is not None and not value > 0:
             raise ValueError(f"--{name} must be positive, got {value}")
+
+
+def offline_without_network() -> None:
+    """The Hub client's offline mode when the Hub's host cannot even be resolved (no network): a Hub id is then
+    read from the cache or refused at once, in the command's one line, instead of after half a minute of retries
+    and two dozen warning lines. With a network, nothing changes."""
+    from huggingface_hub import constants  # here: --help must not import it
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"  # and in the processes this one starts
 
 
 def run_main(main, script: str) -> None:

@@ -28,8 +28,34 @@ SCORES = (("strict", "f1"), ("strict", "macro_f1"), ("overlap", "f1"), ("overlap
 CORPUS_OPTIONS = ("data_dir", "data_format", "event_triggers", "folds", "fold", "fold_seed", "train_fraction")
 
 
+# Each fold's model is its run's last weights: train.py's best checkpoint and early stopping would choose them on
+# the fold's validation documents, which are the documents the fold is scored on.
+LAST_CHECKPOINT_OPTIONS = {"--load_best_model_at_end": "false", "--early_stopping_patience": "0"}
+CHECKPOINT_CHOICE = "last weights of a fixed budget (no choice on the scored fold)"
+
+
 def fold_folder(output_dir: Path, fold: int) -> Path:
     return output_dir / f"fold-{fold}"
+
+
+def check_folds_fit(data_dir: str, folds: int, fold_seed: int) -> None:
+    """Refuse (``BratFormatError``, naming the corpus) more folds than the corpus has document groups, before a fold
+    is trained: the division into folds is read from the files alone, in a moment."""
+    ruijin_ner.split_corpus(Path(data_dir), ruijin_ner.BratNerConfig(name="brat", folds=folds, fold_seed=fold_seed))
+
+
+def checkpoint_choice_problem(model_dir: Path) -> str | None:
+    """Why the finished fold in ``model_dir`` cannot be scored out of fold: its model was chosen on its validation
+    documents (best checkpoint, early stopping: a fold trained by an earlier version of cross_validate.py), or
+    None."""
+    arguments = json.loads((model_dir / "run_arguments.json").read_text(encoding="utf-8"))
+    chosen = [option for option, value in (("--load_best_model_at_end", arguments.get("load_best_model_at_end")),
+                                           ("--early_stopping_patience", arguments.get("early_stopping_patience")))
+              if value]
+    if chosen:
+        return (f"its model was chosen on the documents it is scored on ({' and '.join(chosen)} on its validation "
+                "split, as cross_validate.py trained folds before it took each fold's last weights)")
+    return None
 
 
 def out_of_fold_documents(model_dir: Path) -> list[dict]:
@@ -74,6 +100,7 @@ def cross_validation_results(output_dir: Path, folds: int) -> dict:
         predictions.update(fold_predictions)
     pooled = score_against_gold(gold_documents, predictions)
     return {
+        "checkpoint": CHECKPOINT_CHOICE,
         "folds": per_fold,
         "mean": _over_folds(per_fold, statistics.mean),
         "standard_deviation": _over_folds(per_fold, statistics.stdev),

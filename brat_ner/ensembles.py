@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 from brat_ner import learning_curve
+from brat_ner.cli import UsageError
 from brat_ner.cross_validation import RESULTS_FILE, split_documents
 from brat_ner.evaluation import score_against_gold, summary
-from brat_ner.runs import check_model_weights
+from brat_ner.runs import check_model_folder
 from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
 
@@ -32,7 +33,7 @@ def load_member(folder: str, trust: bool):
     """One member: a single model saved by train.py (or any folder whose code is trusted)."""
     from transformers import AutoModelForTokenClassification
 
-    check_model_weights(folder, "--members")
+    check_model_folder(folder, "--members")
     model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=trust_remote_code(folder, trust))
     if getattr(model.config, "ensemble_members", None):
         raise ValueError(f"{folder} is an ensemble already: give its members instead")
@@ -42,13 +43,29 @@ def load_member(folder: str, trust: bool):
 def combine(folders: list[str], min_votes: int, trust: bool):
     """The ensemble of the models in ``folders`` (see ``from_members``); its class comes from the first
     member's code, which the members share."""
+    given = {}
+    for folder in folders:
+        earlier = given.setdefault(Path(folder).resolve(), folder)
+        if earlier is not folder:
+            raise UsageError(f"--members {folder} is given twice (also as {earlier}): its votes and potentials would "
+                             "count double; give each member once")
     members = [load_member(folder, trust) for folder in folders]
+    labels = [labels_of(member) for member in members]
+    for folder, member_labels in zip(folders[1:], labels[1:]):
+        if member_labels != labels[0]:
+            raise UsageError(f"--members {folder} tags {len(member_labels)} labels ({', '.join(member_labels[:4])}, "
+                             f"...) and {folders[0]} {len(labels[0])} ({', '.join(labels[0][:4])}, ...): an ensemble's "
+                             "members must tag the same labels in the same order")
     ensemble_class = getattr(sys.modules[type(members[0]).__module__], "BertBiLstmCrfEnsembleForTokenClassification",
                              None)
     if ensemble_class is None:
         raise ValueError(f"{folders[0]} was saved by a version of the model code without ensembles; retrain it "
                          "or copy this project's modeling_bert_bilstm_crf.py into it")
     return ensemble_class.from_members(members, min_votes=min_votes)
+
+
+def labels_of(model) -> list[str]:
+    return [model.config.id2label[index] for index in range(len(model.config.id2label))]
 
 
 def load_tokenizer(folder: str, trust: bool):

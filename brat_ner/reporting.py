@@ -4,12 +4,13 @@ corpus summary and the plots written beside the model."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import ProgressCallback
+from transformers import EarlyStoppingCallback, ProgressCallback
 
 from brat_ner.files import atomic_write
 from brat_ner.trainer.time_budget import measured_throughput
@@ -22,6 +23,26 @@ def without_checkpoint_bars(factory, args, kwargs):
     if kwargs.get("desc") == "Writing model shards":
         kwargs = {**kwargs, "disable": True}
     return factory(*args, **kwargs)
+
+
+def quiet_checkpoint_ordering() -> None:
+    """No "mtime may not be reliable on this filesystem" in the progress bar: transformers says it whenever two
+    checkpoints were saved within a second (any small run), then orders them by step, as this project does."""
+    logging.getLogger("transformers.trainer_utils").addFilter(
+        lambda record: "mtime may not be reliable" not in record.getMessage())
+
+
+class SaidEarlyStoppingCallback(EarlyStoppingCallback):
+    """transformers' early stopping, which ends a run of 10 epochs after 4 in silence, with the line saying why."""
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        patience = self.early_stopping_patience
+        if control.should_training_stop and self.early_stopping_patience_counter >= patience \
+                and state.is_world_process_zero:
+            print(f"Early stopping after epoch {state.epoch:g} of {args.num_train_epochs:g}: no better validation "
+                  f"{args.metric_for_best_model} than {state.best_metric:.4f} in the last {patience} evaluations "
+                  f"(--early_stopping_patience {patience}; 0: never)", flush=True)
 
 
 class EpochLineCallback(ProgressCallback):

@@ -24,8 +24,9 @@ from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from brat_ner.cli import FORMER_NAMES
+from brat_ner.cli import FORMER_NAMES, UsageError
 from brat_ner.files import LOCK_NAME, OutputLock, atomic_write, give_umask_mode
+from brat_ner.trust import pickled_weights_problem
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 RECORD_NAME = "run_record.json"
 MODEL_SAVED, FINISHED = "model saved", "finished"  # the stages a record names
 TRAIN_AGAIN = "give --overwrite_output_dir to train again, or another --output_dir"
+# Written by every run of this project before anything else in its folder (the lock, then the arguments) or at its
+# end (the record): a folder holding one of them was taken by a run of this project.
+RUN_MARKERS = (LOCK_NAME, ARGUMENTS_NAME, RECORD_NAME)
 
 
 @dataclass
@@ -74,14 +78,17 @@ def training_arguments(*argument_sets) -> dict:
 
 
 def claim_output_dir(script: str, training_args, run_args: RunArguments, finished_marker: str,
-                     arguments: dict | None = None) -> OutputLock:
+                     arguments: dict | None = None, data_folders: dict[str, list[str]] | None = None) -> OutputLock:
     """Take ``training_args.output_dir`` for this run, before anything else, and return its lock (released at
-    exit). Exits (status 0) when the folder holds a finished run of these ``arguments`` (see
+    exit). Refuses (``UsageError``) a folder of the user's, with or without --overwrite_output_dir: one of
+    ``data_folders`` (``{option: folders}``) or inside one, or one holding files that no run of this project
+    wrote (``check_run_folder``). Exits (status 0) when the folder holds a finished run of these ``arguments`` (see
     ``training_arguments``); raises ``ValueError`` (a one-line refusal) when another run holds the folder, or when
     the run there was trained with other arguments, has weights other than those it recorded, or lost files it
     listed. A run stopped after saving its model is left for the script to finish (``finish_saved_model``).
     With ``--overwrite_output_dir``, clears what would make this run look resumable or finished."""
     output_dir = Path(training_args.output_dir)
+    check_run_folder(output_dir, data_folders or {}, markers=(*RUN_MARKERS, finished_marker))
     lock = OutputLock(output_dir)
     main_process = training_args.process_index == 0  # the other processes of a run follow the main one
     if main_process:
@@ -100,7 +107,11 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
     changes = _argument_changes(output_dir / ARGUMENTS_NAME, arguments, only_common=True) if arguments else []
     if changes:
         raise ValueError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {TRAIN_AGAIN}")
-    missing = [name for name in record["outputs"] if not (output_dir / name).is_file()] if record else []
+    missing = missing_outputs(output_dir, record) if record else []
+    if missing and set(missing) <= rewritable_outputs(record):
+        logger.warning("%s: its finished run lost %s, written after its model was saved: writing them again from the "
+                       "saved model, without training again", output_dir, ", ".join(missing))
+        return lock
     if missing:
         raise ValueError(f"{output_dir}: {RECORD_NAME} lists files that are missing ({', '.join(missing)}); "
                          f"{TRAIN_AGAIN}")
@@ -115,16 +126,53 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
     sys.exit(0)
 
 
+def check_run_folder(output_dir: Path, data_folders: dict[str, list[str]], markers: tuple[str, ...],
+                     option: str = "--output_dir") -> None:
+    """Refuse (``UsageError``, one line) an output folder whose files a run would write over or beside the user's:
+    a folder of ``data_folders`` (``{option: folders}``) or one inside it, a brat corpus (``.ann`` files), or an
+    existing folder holding files but none of ``markers``, the files that a run of this project writes first or
+    last. So a folder that only this project's runs wrote (an interrupted one included) is taken, and a folder of
+    the user's never is, whatever its files are called: a user's ``config.json`` would be replaced by the model's."""
+    resolved = output_dir.resolve()
+    for data_option, folders in data_folders.items():
+        for folder in map(Path, folders):
+            if resolved == folder.resolve() or folder.resolve() in resolved.parents:
+                where = "is" if resolved == folder.resolve() else "is inside"
+                raise UsageError(f"{option} {output_dir} {where} the folder of {data_option} ({folder}): a run's files "
+                                 "would join the documents; give a folder outside the data")
+    if not output_dir.is_dir():
+        return
+    corpus = [path for path in (output_dir, *(output_dir / split for split in ("train", "validation", "dev", "test")))
+              if path.is_dir() and any(path.glob("*.ann"))]
+    if corpus:
+        raise UsageError(f"{option} {output_dir} holds brat documents (.ann files in {corpus[0]}): a run's files "
+                         "would join them; give a new or empty folder")
+    # Hidden files (a killed run's temporary ones, a desktop's) are neither a run's outputs nor replaced by one.
+    files = sorted(path.name for path in output_dir.iterdir() if path.is_file() and not path.name.startswith("."))
+    if files and not any((output_dir / marker).exists() for marker in markers):
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        files_wrote = f"{len(files)} files" if len(files) > 1 else "a file"
+        raise UsageError(f"{option} {output_dir} holds {files_wrote} that no run of this project wrote ({shown}); "
+                         "a run would write over or beside them, --overwrite_output_dir included: give a new or empty "
+                         "folder")
+
+
 def record_run(output_dir: str | Path, script: str, stage: str) -> None:
     """Write ``output_dir``'s record of this run at ``stage`` (``MODEL_SAVED`` or ``FINISHED``), after everything
     that stage writes: the files the folder holds and the size and sha256 of each weight file, which is first
     given the mode the umask means (safetensors writes it private)."""
     output_dir = Path(output_dir)
     give_weights_umask_mode(output_dir)
+    saved = read_record(output_dir) if stage == FINISHED else None
     outputs = sorted(path.name for path in output_dir.iterdir()
                      if path.is_file() and not path.name.startswith(".") and path.name not in (LOCK_NAME, RECORD_NAME))
     weights = {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)} for path in _weight_files(output_dir)}
     record = {"script": script, "stage": stage, "weights": weights, "outputs": outputs}
+    # What the run held once its model was saved: the rest can be written again from that model.
+    model_saved_outputs = saved and (saved["outputs"] if saved["stage"] == MODEL_SAVED
+                                     else saved.get("model_saved_outputs"))
+    if model_saved_outputs is not None:
+        record["model_saved_outputs"] = model_saved_outputs
     atomic_write(output_dir / RECORD_NAME, json.dumps(record, indent=2, ensure_ascii=False))
 
 
@@ -142,6 +190,19 @@ def read_record(output_dir: Path) -> dict | None:
     return record
 
 
+def missing_outputs(output_dir: Path, record: dict) -> list[str]:
+    """The files ``record`` lists that ``output_dir`` lacks."""
+    return [name for name in record["outputs"] if not (output_dir / name).is_file()]
+
+
+def rewritable_outputs(record: dict) -> set[str]:
+    """The files of a finished run that it wrote after its model was saved (reports, plots, the corpus summary):
+    a rerun writes them again from the saved model. None for a record from before this was recorded."""
+    if record["stage"] != FINISHED or "model_saved_outputs" not in record:
+        return set()
+    return set(record["outputs"]) - set(record["model_saved_outputs"])
+
+
 def unfinished_run_problem(output_dir: Path) -> str | None:
     """Why the run in ``output_dir`` is not finished as its record says (stopped after saving its model, weights
     other than those recorded, listed files missing), or None; a folder without a record is not judged here."""
@@ -150,7 +211,7 @@ def unfinished_run_problem(output_dir: Path) -> str | None:
         return None
     if record["stage"] != FINISHED:
         return f"its run stopped at stage '{record['stage']}' (see {RECORD_NAME}); rerun the same command to finish it"
-    missing = [name for name in record["outputs"] if not (output_dir / name).is_file()]
+    missing = missing_outputs(output_dir, record)
     if missing:
         return f"{RECORD_NAME} lists files that are missing ({', '.join(missing)})"
     return _weights_problem(output_dir, record)
@@ -167,11 +228,12 @@ def record_saved_model(trainer, script: str) -> None:
 def finish_saved_model(trainer) -> dict | None:
     """For the rerun of a run stopped after saving its model (``claim_output_dir`` checked its record and
     weights): load the saved weights and training state into ``trainer`` and return the training figures saved
-    with them (``train_results.json``), so that only what follows the save is done again. None for any other
-    folder: the model is still to be trained."""
+    with them (``train_results.json``), so that only what follows the save is done again; the same for a
+    finished run that lost files written after the save (a deleted plot). None for any other folder: the model is
+    still to be trained."""
     output_dir = Path(trainer.args.output_dir)
     record = read_record(output_dir)
-    if record is None or record["stage"] != MODEL_SAVED:
+    if record is None or (record["stage"] != MODEL_SAVED and not missing_outputs(output_dir, record)):
         return None
     trainer._load_from_checkpoint(str(output_dir))  # as Trainer loads the best checkpoint: any layout, any device
     trainer.state = TrainerState.load_from_json(str(output_dir / "trainer_state.json"))
@@ -209,18 +271,26 @@ def model_weights_problem(folder: Path) -> str | None:
 
 
 def check_model_weights(model_name_or_path: str, option: str = "--model_name_or_path") -> None:
-    """Refuse (``ValueError``, one line naming the file) a model folder whose weights cannot be loaded, before a
-    library ends in a ``SafetensorError`` traceback, or one with only pickled weights (``pytorch_model.bin``),
-    whose loading torch refuses with advice to unpickle it anyway; a Hub id is left to the loader."""
+    """Refuse (``UsageError``, one line naming the file) a model folder whose weights cannot be loaded, before a
+    library ends in a ``SafetensorError`` traceback, or one with only pickled weights (``pytorch_model.bin``:
+    ``trust.pickled_weights_problem``, the rule of every command); a Hub id is left to the loader."""
     folder = Path(model_name_or_path)
-    pickles = sorted(path.name for path in folder.glob("*.bin")) if folder.is_dir() else []
-    if pickles and not _weight_files(folder):
-        raise ValueError(f"{option} {folder}: holds {pickles[0]}, a pickle, which can run any code when loaded; this "
-                         "project loads safetensors only. Where you trust that file, load the model and save it "
-                         "with save_pretrained() to get a model.safetensors")
-    problem = model_weights_problem(folder) if _weight_files(folder) else None
+    problem = pickled_weights_problem(folder)
+    if problem is None and _weight_files(folder):
+        problem = model_weights_problem(folder)
     if problem:
-        raise ValueError(f"{option} {folder}: {problem}")
+        raise UsageError(f"{option} {folder}: {problem}")
+
+
+def check_model_folder(path: str, option: str) -> None:
+    """Refuse (``UsageError``, one line) a local ``path`` given as a model that is none: missing, without a
+    ``config.json``, or with weights that cannot or may not be loaded (``check_model_weights``)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: no such folder")
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"{option} {path}: not a model folder (no config.json there)")
+    check_model_weights(path, option)
 
 
 def _weights_problem(output_dir: Path, record: dict | None) -> str | None:

@@ -45,6 +45,19 @@ def trust_remote_code(model_name_or_path: str, asked: bool, allow_hint: str = AL
                      f"{allow_hint} if you trust that code")
 
 
+def pickled_weights_problem(folder: Path) -> str | None:
+    """Why a model folder's weights may not be loaded: they are pickles only (``pytorch_model.bin``), which can
+    run any code when loaded, with no safetensors beside them; None otherwise. The one rule for every command,
+    the Space and the notebook that load weights (a Space has this file and no other of the project)."""
+    folder = Path(folder)
+    pickles = sorted(path.name for path in folder.glob("*.bin")) if folder.is_dir() else []
+    if not pickles or any(folder.glob("*.safetensors")):
+        return None
+    return (f"holds {pickles[0]}, a pickle, which can run any code when loaded; this project loads safetensors "
+            "only. Where you trust that file, load the model and save it with save_pretrained() to get a "
+            "model.safetensors")
+
+
 def is_project_folder(name_or_path: str) -> bool:
     """Whether ``name_or_path`` is a local folder whose only code is this project's own (no question asked)."""
     folder = Path(name_or_path)

@@ -53,13 +53,18 @@ PALETTE = ["#fecaca", "#bbf7d0", "#bfdbfe", "#fef08a", "#e9d5ff", "#99f6e4", "#f
            "#fbcfe8", "#c7d2fe", "#fde68a", "#e5e7eb", "#f5d0fe", "#bae6fd", "#d6d3d1", "#a7f3d0", "#fda4af"]
 
 
+class Refusal(Exception):
+    """What stops the app before it serves (no model, no such folder, code not known, pickled weights): ``main``
+    prints it on one line and exits with status 2, as the project's commands do."""
+
+
 def model_reference(argument: str | None = None) -> str:
     """The model to load: the argument, else ``MODEL_ID``, else the Space card's first model."""
     reference = argument or os.environ.get("MODEL_ID")
     if not reference and SPACE_CARD.is_file():
         reference = next(iter(metadata_load(SPACE_CARD).get("models") or []), None)
     if not reference:
-        raise SystemExit(f"app.py: no model: give --model, set MODEL_ID, or list one under models: in {SPACE_CARD}")
+        raise Refusal(f"app.py: no model: give --model, set MODEL_ID, or list one under models: in {SPACE_CARD}")
     return reference
 
 
@@ -71,6 +76,9 @@ def load_tagger(reference: str, allow_remote_code: bool = False):
     """The model's own token-classification pipeline (CRF decoding, character offsets) on the CPU, once its
     code is known to be the project's (the published one's, in a Space) or its running allowed."""
     folder = model_folder(reference)
+    pickled = trust_helper().pickled_weights_problem(folder)  # the project's one rule, remote code allowed or not
+    if pickled:
+        raise Refusal(f"app.py: {reference} {pickled}")
     if not allow_remote_code:
         check_model_code(folder, reference)
     return pipeline("token-classification", model=str(folder), trust_remote_code=True, device="cpu")
@@ -81,11 +89,11 @@ def model_folder(reference: str) -> Path:
     if Path(reference).is_dir():
         return Path(reference)
     if trust_helper().looks_local(reference):
-        raise SystemExit(f"app.py: {reference}: no such folder")
+        raise Refusal(f"app.py: {reference}: no such folder")
     try:
         return Path(snapshot_download(reference))
     except (OSError, ValueError) as error:  # not found, offline, not a repository id
-        raise SystemExit(f"app.py: {reference}: {error}") from None
+        raise Refusal(f"app.py: {reference}: {error}") from None
 
 
 def check_model_code(folder: Path, reference: str) -> None:
@@ -97,7 +105,7 @@ def check_model_code(folder: Path, reference: str) -> None:
         known, whose = trust.project_code(), "this project's"
     problem = trust.foreign_code(folder, known, whose)
     if problem:
-        raise SystemExit(f"app.py: {reference} {problem}; loading it runs that repository's Python code. Set "
+        raise Refusal(f"app.py: {reference} {problem}; loading it runs that repository's Python code. Set "
                          f"{ALLOW_VARIABLE}=1 or give --trust_remote_code if you trust that code")
 
 
@@ -160,8 +168,12 @@ def main():
     parser.add_argument("--trust_remote_code", action="store_true",
                         help=f"run the model's code even when it is not the known code (or set {ALLOW_VARIABLE}=1)")
     args = parser.parse_args()
-    reference = model_reference(args.model)
-    tagger = load_tagger(reference, remote_code_allowed(args.trust_remote_code))
+    try:
+        reference = model_reference(args.model)
+        tagger = load_tagger(reference, remote_code_allowed(args.trust_remote_code))
+    except Refusal as refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(2)
     build_demo(tagger, reference).launch(server_name=args.host, server_port=args.port)
 
 

@@ -94,14 +94,14 @@ def test_the_ruijin_corpus_in_five_folds():
     check_folds(REAL_CORPUS, 5)
 
 
-def cross_validate(output_dir: Path, *options: str) -> subprocess.CompletedProcess:
+def cross_validate(output_dir: Path, *options: str, succeeds: bool = True) -> subprocess.CompletedProcess:
     arguments = [sys.executable, "cross_validate.py", *options, "--folds", "2", "--output_dir", str(output_dir),
                  "--data_dir", "data/sample", "--encoder_config", str(TINY_BERT), "--tokenizer_name", str(TINY_BERT),
                  "--window_chars", "62", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
                  "--lstm_hidden_size", "8", "--use_cpu", "true", "--seed", "7"]
     completed = subprocess.run(arguments, cwd=REPO, capture_output=True, text=True, timeout=900,
                                env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"})
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert (completed.returncode == 0) == succeeds, completed.stderr[-4000:]
     return completed
 
 
@@ -126,6 +126,12 @@ def test_cross_validate_scores_each_fold_out_of_fold_and_resumes_where_it_stoppe
                                                     for document in documents})["strict"]["micro avg"]["support"]
                      for documents in folds]
     assert pooled_support == sum(fold_supports) and min(fold_supports) > 0  # both folds' gold entities, pooled
+    # No fold's model was chosen on the documents it is scored on: each is its run's last weights.
+    assert results["checkpoint"] == cross_validation.CHECKPOINT_CHOICE
+    for fold in range(2):
+        folder = cross_validation.fold_folder(output_dir, fold)
+        arguments = json.loads((folder / "run_arguments.json").read_text(encoding="utf-8"))
+        assert arguments["load_best_model_at_end"] is False and arguments["early_stopping_patience"] == 0
 
     # Stopped after its first fold, before the second was scored: the rerun keeps the first fold as it is and
     # finishes the second (train.py finds its run finished or resumes it; its documents are tagged anew).
@@ -145,6 +151,34 @@ def test_cross_validate_refuses_a_single_fold_in_one_line(tmp_path):
     assert completed.returncode == 2 and completed.stderr.strip() == \
         "cross_validate.py: --folds must be at least 2, got 1"
     assert not (tmp_path / "cv").exists()
+
+
+@pytest.mark.parametrize("options", [["--load_best_model_at_end", "true"], ["--load_best_model_at_end"],
+                                     ["--early_stopping_patience", "3"]])
+def test_cross_validate_refuses_choosing_a_folds_model_on_its_scored_documents(tmp_path, options):
+    completed = run_script(["cross_validate.py", "--folds", "2", "--output_dir", str(tmp_path / "cv"), *options],
+                           succeeds=False)
+    assert completed.returncode == 2 and completed.stderr.strip() == (
+        f"cross_validate.py: {options[0]} would choose each fold's model on the documents it is scored on; each "
+        "fold's model is its last weights")
+    assert not (tmp_path / "cv").exists()
+
+
+def test_cross_validate_refuses_more_folds_than_groups_and_folders_of_the_user_before_any_fold(tmp_path):
+    corpus = grouped_corpus(tmp_path / "corpus")
+    too_many = run_script(["cross_validate.py", "--folds", "10", "--output_dir", str(tmp_path / "cv"), "--data_dir",
+                           str(corpus)], succeeds=False)
+    assert too_many.returncode == 2 and "cross_validate.py: 10 folds need at least 10 document groups" in \
+        too_many.stderr and "fold 0" not in too_many.stdout
+    assert not (tmp_path / "cv").exists()
+    users = tmp_path / "notes"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine", encoding="utf-8")
+    for output_dir in (users, corpus / "cv"):
+        refused = run_script(["cross_validate.py", "--folds", "2", "--output_dir", str(output_dir), "--data_dir",
+                              str(corpus)], succeeds=False)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"cross_validate.py: --output_dir {output_dir} ")
+    assert [path.name for path in users.iterdir()] == ["notes.txt"] and not (corpus / "cv").exists()
 
 
 def training_documents(model_dir: Path) -> set[str]:
@@ -180,6 +214,14 @@ def test_cross_validate_draws_a_learning_curve_over_shares_of_the_training_docum
     with Image.open(output_dir / learning_curve.PLOT_FILE) as image:
         assert image.format == "PNG" and image.width > 400
     assert "| 0.5 |" in completed.stdout and str(output_dir / learning_curve.PLOT_FILE) in completed.stdout
+
+
+def test_the_learning_curve_table_gives_documents_per_fold_to_one_decimal():
+    scores = {rule: {name: 0.5 for name in ("f1", "macro_f1")} for rule in ("strict", "overlap")}
+    points = [{"train_fraction": fraction, "training_documents": documents, "mean": scores,
+               "standard_deviation": scores} for fraction, documents in ((0.5, 8 / 3), (1.0, 222.0))]
+    rows = learning_curve.curve_table(points).splitlines()[2:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| 0.5", "2.7"], ["| 1", "222"]]
 
 
 def test_the_folds_ensemble_carries_the_cross_validated_scores_and_curve_into_its_model_card(learning_curve_run,
@@ -228,3 +270,19 @@ def test_compare_cv_pairs_runs_fold_by_fold_and_refuses_runs_of_other_folds(lear
         "corpus): a paired comparison needs the same documents in each fold")
     unfinished = run_script(["compare_cv.py", "--runs", str(output_dir), str(tmp_path)], succeeds=False)
     assert f"{tmp_path}: no {cross_validation.RESULTS_FILE}; run cross_validate.py" in unfinished.stderr
+
+
+def test_a_fold_whose_model_was_chosen_on_its_scored_documents_is_not_scored_again(learning_curve_run, tmp_path):
+    """A fold trained by cross_validate.py before it took each fold's last weights (best checkpoint on the fold's
+    own documents) is refused when the cross-validation is rerun, not mixed with folds trained without it."""
+    output_dir, _ = learning_curve_run
+    earlier = tmp_path / "earlier"
+    for fold in range(2):
+        shutil.copytree(cross_validation.fold_folder(output_dir, fold), cross_validation.fold_folder(earlier, fold))
+    arguments_path = cross_validation.fold_folder(earlier, 0) / "run_arguments.json"
+    arguments = json.loads(arguments_path.read_text(encoding="utf-8"))
+    arguments_path.write_text(json.dumps({**arguments, "load_best_model_at_end": True}), encoding="utf-8")
+    refused = cross_validate(earlier, succeeds=False)
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        f"cross_validate.py: fold 0 in {cross_validation.fold_folder(earlier, 0)}: its model was chosen on the "
+        "documents it is scored on (--load_best_model_at_end on its validation split")

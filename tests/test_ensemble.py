@@ -4,10 +4,12 @@ the pipeline, predict.py (float and int8) and push_to_hub.py; voting keeps the e
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,12 +71,53 @@ def test_members_of_other_label_sets_are_refused():
 
 
 @pytest.fixture(scope="module")
-def ensemble_folder(member, tmp_path_factory):
+def member_copy(member, tmp_path_factory) -> Path:
+    """A second folder of the same model: the same member given twice is refused."""
+    model_dir, *_ = member
+    return shutil.copytree(model_dir, tmp_path_factory.mktemp("copy") / "model",
+                           ignore=shutil.ignore_patterns("checkpoint-*"))
+
+
+@pytest.fixture(scope="module")
+def ensemble_folder(member, member_copy, tmp_path_factory):
     model_dir, *_ = member
     output_dir = tmp_path_factory.mktemp("ensemble") / "model"
-    completed = run_script(["ensemble.py", "--members", str(model_dir), str(model_dir), "--output_dir",
+    completed = run_script(["ensemble.py", "--members", str(model_dir), str(member_copy), "--output_dir",
                             str(output_dir), "--compare_min_votes", "1", "2"])
     return output_dir, completed
+
+
+def ensemble_error(*members: Path, tmp_path: Path) -> str:
+    """The one line with which ensemble.py refuses ``members`` (exit status 2, no traceback, no folder)."""
+    completed = run_script(["ensemble.py", "--members", *map(str, members), "--output_dir", str(tmp_path / "out")],
+                           succeeds=False)
+    assert completed.returncode == 2 and not (tmp_path / "out").exists()
+    return completed.stderr.strip().splitlines()[-1]
+
+
+def test_ensemble_py_refuses_members_that_are_not_models_or_duplicates_or_of_other_labels(member, member_copy,
+                                                                                           tmp_path):
+    model_dir, *_ = member
+    not_a_model = tmp_path / "notes"
+    not_a_model.mkdir()
+    (not_a_model / "todo.txt").write_text("mine", encoding="utf-8")
+    assert ensemble_error(model_dir, not_a_model, tmp_path=tmp_path) == \
+        f"ensemble.py: --members {not_a_model}: not a model folder (no config.json there)"
+    assert ensemble_error(model_dir, tmp_path / "missing", tmp_path=tmp_path) == \
+        f"ensemble.py: --members {tmp_path / 'missing'}: no such folder"
+    assert ensemble_error(model_dir, member_copy, model_dir, tmp_path=tmp_path) == (
+        f"ensemble.py: --members {model_dir} is given twice (also as {model_dir}): its votes and potentials would "
+        "count double; give each member once")
+    relabelled = shutil.copytree(member_copy, tmp_path / "relabelled")
+    config = json.loads((relabelled / "config.json").read_text(encoding="utf-8"))
+    labels = [config["id2label"][str(index)] for index in range(len(config["id2label"]))]
+    swapped = [labels[0], labels[2], labels[1], *labels[3:]]
+    config["id2label"] = {str(index): label for index, label in enumerate(swapped)}
+    config["label2id"] = {label: index for index, label in enumerate(swapped)}
+    (relabelled / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert ensemble_error(model_dir, relabelled, tmp_path=tmp_path).startswith(
+        f"ensemble.py: --members {relabelled} tags {len(labels)} labels ({', '.join(swapped[:4])}, ...) and "
+        f"{model_dir} {len(labels)} ({', '.join(labels[:4])}, ...): an ensemble's members must tag the same labels")
 
 
 def test_ensemble_py_scores_the_members_and_the_ensemble_on_the_test_split(ensemble_folder):
@@ -125,10 +168,10 @@ def test_push_to_hub_describes_the_ensemble(ensemble_folder, tmp_path):
     assert "an ensemble of 2 such models, averaging their CRF potentials before one Viterbi pass" in card
 
 
-def test_ensemble_py_never_replaces_a_folder_it_did_not_write(member, ensemble_folder, tmp_path):
+def test_ensemble_py_never_replaces_a_folder_it_did_not_write(member, member_copy, ensemble_folder, tmp_path):
     model_dir, *_ = member
     output_dir, _ = ensemble_folder
-    arguments = ["ensemble.py", "--members", str(model_dir), str(model_dir), "--output_dir"]
+    arguments = ["ensemble.py", "--members", str(model_dir), str(member_copy), "--output_dir"]
     again = run_script([*arguments, str(output_dir)], succeeds=False)
     assert again.returncode == 2 and "exists and is not empty; give another --output_dir or --overwrite_output_dir" \
         in again.stderr

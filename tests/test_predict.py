@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
@@ -17,7 +18,7 @@ from transformers import pipeline
 import modeling_bert_bilstm_crf
 import predict
 from brat_ner import tagging, trust
-from conftest import REAL_CORPUS, REPO, SAMPLE, predict_error, run_predict, run_script
+from conftest import REAL_CORPUS, REPO, SAMPLE, SCRIPT_ENVIRONMENT, predict_error, run_predict, run_script
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_annotation_conf, read_document
 from dataset_script.formats import labelstudio, registry
@@ -443,3 +444,17 @@ def test_output_formats_that_cannot_be_written_are_refused_before_the_model_load
                           *(("--output_dir", str(tmp_path / "out")) if "--input_dir" in arguments else ()),
                           model_loads=False)
     assert message in error
+
+
+def test_a_hub_id_that_cannot_be_had_offline_is_one_line(tmp_path):
+    """With --trust_remote_code a Hub id goes to the Hub; offline (HF_HUB_OFFLINE=1, read when the Hub client is
+    imported: a new process) it is refused in one line naming it, not a traceback."""
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "1.txt").write_text("糖尿病患者口服二甲双胍。\n", encoding="utf-8")
+    completed = subprocess.run([sys.executable, "predict.py", "--model_name_or_path", "someone/no-such-model",
+                                "--trust_remote_code", "--input_dir", str(tmp_path / "texts"), "--device", "cpu"],
+                               cwd=REPO, env={**SCRIPT_ENVIRONMENT, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                               text=True, timeout=600)
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr, completed.stderr[-3000:]
+    assert completed.stderr.strip().splitlines()[-1].startswith(
+        "predict.py: --model_name_or_path someone/no-such-model: cannot be loaded from the Hub (")

@@ -112,6 +112,24 @@ def test_a_finished_folder_is_kept_and_other_bigram_options_are_refused(monkeypa
         train.build_model(model_args, AutoTokenizer.from_pretrained(str(TINY_BERT)), ["O"], data_args)
 
 
+def test_pretraining_never_writes_into_its_text_or_a_users_folder(monkeypatch, capsys, tmp_path, classic_config):
+    texts = tmp_path / "unlabelled"
+    texts.mkdir()
+    (texts / "1.txt").write_text("糖尿病患者口服二甲双胍。\n", encoding="utf-8")
+    users = tmp_path / "notes"
+    users.mkdir()
+    (users / "config.json").write_text("{}", encoding="utf-8")
+    refusals = {texts / "vectors": f"--output_dir {texts / 'vectors'} is inside the folder of --extra_text_dirs",
+                users: f"--output_dir {users} holds a file that no run of this project wrote (config.json)"}
+    for output_dir, message in refusals.items():
+        with pytest.raises(SystemExit) as exit_info:
+            run_pretrain_embeddings(monkeypatch, *embedding_arguments(classic_config, output_dir, "--extra_text_dirs",
+                                                                      str(texts)))
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.startswith(f"pretrain_embeddings.py: {message}")
+    assert sorted(path.name for path in texts.iterdir()) == ["1.txt"] and (users / "config.json").read_text() == "{}"
+
+
 def test_the_recipe_without_its_embeddings_folder_says_so_in_one_line(monkeypatch, tmp_path, capsys):
     # train.py's half of the CPU recipe run before pretrain_embeddings.py wrote the folder it starts from.
     missing = tmp_path / "cpu-recipe-embeddings-seed42"

@@ -2,8 +2,10 @@
 model trained (a 2-type English corpus here, written by the test), and the calls it makes to the Hub."""
 
 import json
+import os
 import re
 import shutil
+import stat
 from argparse import Namespace
 from pathlib import Path
 
@@ -35,6 +37,21 @@ def test_dry_run_folder_holds_what_loading_needs_and_no_pickle(hub_folder):
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["auto_map"]["AutoModelForTokenClassification"].endswith("BertBiLstmCrfForTokenClassification")
     assert config["custom_pipelines"]["token-classification"]["impl"].endswith("BertBiLstmCrfNerPipeline")
+
+
+def test_every_file_of_the_upload_folder_gets_the_umasks_mode(trained_model, tmp_path):
+    """The endpoint's handler.py and requirements.txt as well: copied, not with their mode in the repository."""
+    model_dir, _ = trained_model
+    folder = tmp_path / "repo"
+    previous = os.umask(0o077)
+    try:
+        run_script(["push_to_hub.py", "--model_dir", str(model_dir), "--repo_id", "someone/chinese-medical-ner",
+                    "--dry_run", str(folder)])
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir() if path.is_file()}
+    assert {"handler.py", "requirements.txt", "config.json"} <= modes.keys()
+    assert set(modes.values()) == {0o600}, modes
 
 
 def test_model_card_metadata_matches_the_training_results(hub_folder):
@@ -139,6 +156,20 @@ def test_push_refuses_bad_arguments_before_uploading(trained_model, tmp_path):
     completed = run_script(["push_to_hub.py", "--model_dir", str(model_dir), "--repo_id", "someone/ner", "--dry_run",
                             str(tmp_path / "stale")], succeeds=False)
     assert "is not empty" in completed.stderr
+
+
+def test_push_refuses_pickled_weights_as_every_loader_does(trained_model, tmp_path):
+    model_dir, _ = trained_model
+    pickled = shutil.copytree(model_dir, tmp_path / "pickled", ignore=shutil.ignore_patterns("checkpoint-*"))
+    (pickled / "model.safetensors").unlink()
+    (pickled / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
+    completed = run_script(["push_to_hub.py", "--model_dir", str(pickled), "--repo_id", "someone/ner", "--dry_run",
+                            str(tmp_path / "repo")], succeeds=False)
+    assert completed.stderr.strip() == (
+        f"push_to_hub.py: --model_dir {pickled}: holds pytorch_model.bin, a pickle, which can run any code when "
+        "loaded; this project loads safetensors only. Where you trust that file, load the model and save it with "
+        "save_pretrained() to get a model.safetensors")
+    assert not (tmp_path / "repo").exists()
 
 
 def test_dataset_is_prepared_as_the_model_was_trained(trained_model):

@@ -2,10 +2,11 @@
 
 import re
 import subprocess
+import sys
 
 import pytest
 
-from conftest import REPO, run_script
+from conftest import REPO, SCRIPT_ENVIRONMENT, run_script
 
 
 def test_readme_python_examples_run_as_written_from_any_folder(trained_model, tmp_path):
@@ -17,6 +18,18 @@ def test_readme_python_examples_run_as_written_from_any_folder(trained_model, tm
     completed = run_script(["-c", code + "\nprint(len(tags), type(model).__name__)"], cwd=tmp_path)
     assert completed.stdout.split()[-2:] == [str(len("2 型糖尿病患者口服二甲双胍")),
                                              "BertBiLstmCrfForTokenClassification"]
+
+
+def test_readme_python_examples_name_a_missing_folder_rather_than_ask_the_hub(tmp_path):
+    """Run as written where there is no outputs/quickstart, the examples stop at once naming the folder; the
+    relative path never becomes a Hub id (a 62-line OSError after the Hub client's retries)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Use a trained model", 1)[1].split("\n## ", 1)[0]
+    code = "".join(re.findall(r"```python\n(.*?)```", section, re.S))
+    completed = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**SCRIPT_ENVIRONMENT,
+                               "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    missing = tmp_path / "outputs" / "quickstart"
+    assert completed.returncode == 1 and completed.stderr == f"{missing}: no such folder\n", completed.stderr[-2000:]
 
 
 def test_output_folders_of_the_readme_are_git_ignored():

@@ -113,10 +113,27 @@ def test_a_finished_run_whose_weights_changed_is_refused_naming_the_file(finishe
         claim(finished_copy)
 
 
-def test_a_run_that_lost_a_recorded_file_is_refused_naming_it(finished_copy):
-    (finished_copy / "training_curves.png").unlink()
-    with pytest.raises(ValueError, match=r"run_record.json lists files that are missing \(training_curves.png\)"):
+def test_a_run_that_lost_a_recorded_file_of_its_model_is_refused_naming_it(finished_copy):
+    (finished_copy / "config.json").unlink()
+    with pytest.raises(ValueError, match=r"run_record.json lists files that are missing \(config.json\)"):
         claim(finished_copy)
+
+
+def test_a_finished_run_that_lost_a_plot_writes_it_again_from_its_saved_model(finished_copy):
+    """A plot or report deleted from a finished run is written again by rerunning the command, from the saved
+    model: no training again, the weights untouched (before, only --overwrite_output_dir and retraining)."""
+    (finished_copy / "training_curves.png").unlink()
+    (finished_copy / "test_report.md").unlink()
+    weights = finished_copy / "model.safetensors"
+    before = (weights.read_bytes(), weights.stat().st_mtime_ns)
+    rerun = run_script(small_training(finished_copy))
+    assert "lost test_report.md, training_curves.png, written after its model was saved: writing them again" \
+        in rerun.stderr and "Resuming" not in rerun.stderr
+    assert (finished_copy / "training_curves.png").is_file() and (finished_copy / "test_report.md").is_file()
+    assert (weights.read_bytes(), weights.stat().st_mtime_ns) == before
+    record = json.loads((finished_copy / runs.RECORD_NAME).read_text(encoding="utf-8"))
+    assert record["stage"] == runs.FINISHED and "training_curves.png" not in record["model_saved_outputs"]
+    assert "nothing to do" in run_script(small_training(finished_copy)).stdout
 
 
 def test_overwrite_output_dir_deletes_the_record(finished_copy):
@@ -130,10 +147,9 @@ def test_overwrite_output_dir_deletes_the_record(finished_copy):
 def test_predict_names_a_truncated_model_file_in_one_line(finished_copy):
     weights = finished_copy / "model.safetensors"
     os.truncate(weights, weights.stat().st_size // 2)
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(cli.UsageError) as error:  # run_main ends predict.py with this one line
         predict.load_tagger(predict.PredictArguments(model_name_or_path=str(finished_copy), device="cpu"))
     assert str(error.value).startswith(f"--model_name_or_path {finished_copy}: model.safetensors cannot be read")
-    assert cli._raised_by_project(error.value)  # so run_main ends predict.py with this one line
 
 
 def test_a_folder_finished_before_run_records_counts_as_finished_when_its_weights_read(finished_copy, capsys):
@@ -201,6 +217,18 @@ def test_push_to_hub_refuses_a_run_that_did_not_finish(finished_copy, tmp_path):
 def test_predict_refuses_pickled_weights_in_one_line(finished_copy):
     (finished_copy / "model.safetensors").unlink()
     (finished_copy / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
-    with pytest.raises(ValueError, match=r"holds pytorch_model.bin, a pickle, .* loads safetensors only") as error:
+    with pytest.raises(cli.UsageError, match=r"holds pytorch_model.bin, a pickle, .* loads safetensors only"):
         predict.load_tagger(predict.PredictArguments(model_name_or_path=str(finished_copy), device="cpu"))
-    assert cli._raised_by_project(error.value)  # run_main ends predict.py with this one line
+
+
+def test_train_py_refuses_pickled_weights_to_start_from_in_one_line(finished_copy, tmp_path):
+    """The same rule as predict.py's (one place: brat_ner/trust.py) for a model to train further."""
+    (finished_copy / "model.safetensors").unlink()
+    (finished_copy / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
+    arguments = small_training(tmp_path / "further", encoder=("--model_name_or_path", str(finished_copy)))
+    completed = run_script(arguments, succeeds=False)
+    assert completed.returncode == 2 and completed.stderr.strip().splitlines()[-1] == (
+        f"train.py: --model_name_or_path {finished_copy}: holds pytorch_model.bin, a pickle, which can run any code "
+        "when loaded; this project loads safetensors only. Where you trust that file, load the model and save it "
+        "with save_pretrained() to get a model.safetensors")
+    assert not (tmp_path / "further").exists()

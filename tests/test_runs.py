@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from brat_ner import files, runs
+from brat_ner import cli, files, runs
 from conftest import REPO, SCRIPT_ENVIRONMENT, run_script, small_training
 
 # ----- atomic writes -----
@@ -190,3 +190,69 @@ def exited_process_id() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+# ----- the output folder: never a folder of the user's -----
+
+
+def claim_for_train(output_dir: Path, overwrite: bool = False, data_dir: str = "data/sample"):
+    """train.py's claim of ``output_dir``, in this process, with the sample corpus as --data_dir."""
+    import train
+
+    training_args = train.NerTrainingArguments(output_dir=str(output_dir), use_cpu=True)
+    return runs.claim_output_dir("train.py", training_args, runs.RunArguments(overwrite_output_dir=overwrite),
+                                 finished_marker="test_report.json", data_folders={"--data_dir": [data_dir]})
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_holding_the_users_files_is_refused_with_or_without_overwrite(tmp_path, overwrite):
+    users = tmp_path / "thesis"
+    users.mkdir()
+    (users / "config.json").write_text('{"mine": true}', encoding="utf-8")
+    (users / "thesis.docx").write_bytes(b"chapter one")
+    with pytest.raises(cli.UsageError, match=rf"--output_dir {users} holds 2 files that no run of this project wrote "
+                                             r"\(config.json, thesis.docx\)"):
+        claim_for_train(users, overwrite)
+    assert sorted(path.name for path in users.iterdir()) == ["config.json", "thesis.docx"]
+    assert (users / "config.json").read_text(encoding="utf-8") == '{"mine": true}'
+
+
+@pytest.mark.parametrize("inside", ["", "model"])
+def test_the_data_folder_or_a_folder_inside_it_is_refused(tmp_path, inside):
+    corpus = shutil.copytree(REPO / "data" / "sample", tmp_path / "corpus")
+    before = sorted(path.name for path in corpus.iterdir())
+    output_dir = corpus / inside if inside else corpus
+    with pytest.raises(cli.UsageError, match="the folder of --data_dir"):
+        claim_for_train(output_dir, overwrite=True, data_dir=str(corpus))
+    assert sorted(path.name for path in corpus.iterdir()) == before
+
+
+def test_a_brat_corpus_is_refused_as_an_output_folder(tmp_path):
+    other_corpus = shutil.copytree(REPO / "data" / "sample", tmp_path / "other" / "train")
+    with pytest.raises(cli.UsageError, match=r"holds brat documents \(\.ann files in "):
+        claim_for_train(other_corpus.parent, overwrite=True)
+
+
+def test_a_folder_only_this_projects_runs_wrote_is_taken(tmp_path):
+    interrupted = tmp_path / "interrupted"  # killed before its first checkpoint: its lock and arguments
+    interrupted.mkdir()
+    (interrupted / files.LOCK_NAME).write_text(json.dumps({"pid": exited_process_id(), "host": socket.gethostname()}))
+    (interrupted / runs.ARGUMENTS_NAME).write_text("{}", encoding="utf-8")
+    (interrupted / ".model.safetensors.abcd1234.tmp").write_bytes(b"half")
+    claim_for_train(interrupted).release()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    claim_for_train(empty).release()
+
+
+def test_train_py_refuses_its_data_folder_in_one_line_and_adds_nothing(tmp_path):
+    corpus = shutil.copytree(REPO / "data" / "sample", tmp_path / "corpus")
+    before = sorted(path.name for path in corpus.iterdir())
+    arguments = small_training(corpus)
+    arguments[arguments.index("data/sample")] = str(corpus)
+    completed = run_script(arguments, succeeds=False)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == (
+        f"train.py: --output_dir {corpus} is the folder of --data_dir ({corpus}): a run's files would join the "
+        "documents; give a folder outside the data")
+    assert sorted(path.name for path in corpus.iterdir()) == before

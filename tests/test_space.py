@@ -23,7 +23,7 @@ import modeling_bert_bilstm_crf
 import predict
 import push_to_hub
 from brat_ner import cli, trust
-from conftest import REPO
+from conftest import REPO, run_script
 
 MODEL_ID, SPACE_ID = "someone/chinese-medical-ner", "someone/chinese-medical-ner-demo"
 # A browser whose names resolve to nothing but this machine: the page must work without the internet.
@@ -101,8 +101,9 @@ def test_app_finds_its_model_in_the_space_card(space_folder, monkeypatch):
     monkeypatch.setenv("MODEL_ID", "other/model")
     assert app.model_reference() == "other/model" and app.model_reference("a/folder") == "a/folder"
     monkeypatch.delenv("MODEL_ID")
-    with pytest.raises(SystemExit, match="no model: give --model, set MODEL_ID"):
-        _load_app(REPO / "space").model_reference()  # the repository's card names no model yet
+    app = _load_app(REPO / "space")
+    with pytest.raises(app.Refusal, match="no model: give --model, set MODEL_ID"):
+        app.model_reference()  # the repository's card names no model yet
 
 
 @pytest.mark.parametrize("published", [True, False], ids=["published", "from-the-repository"])
@@ -115,10 +116,10 @@ def test_app_refuses_a_tampered_model_unless_allowed(published, space_folder, tr
     marker = tmp_path / "ran.txt"
     tampered = tampered_copy(trained_model[0], tmp_path / f"tampered_{'published' if published else 'repo'}", marker)
     monkeypatch.delenv(app.ALLOW_VARIABLE, raising=False)
-    with pytest.raises(SystemExit) as refusal:  # what main() runs before it serves the page
+    with pytest.raises(app.Refusal) as refusal:  # what main() runs before it serves the page
         app.load_tagger(str(tampered), app.remote_code_allowed(False))
     whose = "the one published with this Space (model_code.sha256)" if published else "this project's"
-    assert refusal.value.code == (f"app.py: {tampered} holds a {trust.MODELING_FILE} that differs from {whose}; "
+    assert str(refusal.value) == (f"app.py: {tampered} holds a {trust.MODELING_FILE} that differs from {whose}; "
                                   "loading it runs that repository's Python code. Set ALLOW_REMOTE_CODE=1 or give "
                                   "--trust_remote_code if you trust that code")
     assert not marker.exists()
@@ -134,15 +135,32 @@ def test_app_from_the_repository_runs_earlier_versions_of_the_projects_code(spac
     monkeypatch.delenv("ALLOW_REMOTE_CODE", raising=False)
     tagger = _load_app(REPO / "space").load_tagger(str(EARLIER_MODEL))
     assert isinstance(tagger("二甲双胍 500 mg 每日 2 次口服"), list)
-    with pytest.raises(SystemExit, match="differs from the one published with this Space"):
-        _load_app(space_folder).load_tagger(str(EARLIER_MODEL))
+    published = _load_app(space_folder)
+    with pytest.raises(published.Refusal, match="differs from the one published with this Space"):
+        published.load_tagger(str(EARLIER_MODEL))
 
 
 def test_app_says_no_such_folder_for_a_mistyped_path(space_folder):
     pytest.importorskip("gradio", reason="gradio is not installed (pip install -r requirements.txt)")
-    with pytest.raises(SystemExit) as refusal:
-        _load_app(space_folder).load_tagger("./outputs/no_such_model")
-    assert refusal.value.code == "app.py: ./outputs/no_such_model: no such folder"
+    app = _load_app(space_folder)
+    with pytest.raises(app.Refusal) as refusal:
+        app.load_tagger("./outputs/no_such_model")
+    assert str(refusal.value) == "app.py: ./outputs/no_such_model: no such folder"
+
+
+def test_app_refuses_pickled_weights_and_exits_2_in_one_line(space_folder, trained_model, tmp_path):
+    """The Space follows the project's one pickle rule (brat_ner/trust.py, published beside it), and its
+    refusals end it as the commands' do: one line, exit status 2."""
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install -r requirements.txt)")
+    pickled = shutil.copytree(trained_model[0], tmp_path / "pickled", ignore=shutil.ignore_patterns("checkpoint-*"))
+    (pickled / "model.safetensors").unlink()
+    (pickled / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
+    for app_path in (space_folder / "app.py", REPO / "space" / "app.py"):
+        completed = run_script([str(app_path), "--model", str(pickled)], succeeds=False)
+        assert completed.returncode == 2 and completed.stderr.strip() == (
+            f"app.py: {pickled} holds pytorch_model.bin, a pickle, which can run any code when loaded; this project "
+            "loads safetensors only. Where you trust that file, load the model and save it with save_pretrained() to "
+            "get a model.safetensors")
 
 
 def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request, tmp_path):

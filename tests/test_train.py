@@ -307,3 +307,29 @@ def test_a_doccano_export_of_the_sample_trains_the_very_same_model(trained_model
         from_doccano, from_brat = ({key: value for key, value in json.loads((folder / results).read_text()).items()
                                     if key not in varying} for folder in (tmp_path / "model", brat_dir))
         assert from_doccano == from_brat, results
+
+
+def test_early_stopping_says_when_and_why_and_checkpoint_ordering_says_nothing(tmp_path):
+    """A run whose validation F1 cannot improve (learning rates of 1e-12) stops after patience + 1
+    evaluations, and one line says so; transformers' "mtime may not be reliable" (checkpoints saved within a
+    second of each other) is not printed into the progress bar."""
+    arguments = small_training(tmp_path / "model", "--num_train_epochs", "10", "--early_stopping_patience", "1",
+                               "--learning_rate", "1e-12", "--head_learning_rate", "1e-12", "--save_total_limit", "1")
+    completed = run_script(arguments)
+    state = json.loads((tmp_path / "model" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["epoch"] == 2.0
+    said = re.search(r"Early stopping after epoch 2 of 10: no better validation f1 than \d\.\d{4} in the last 1 "
+                     r"evaluations \(--early_stopping_patience 1; 0: never\)", completed.stdout)
+    assert said, completed.stdout[-2000:]
+    assert "mtime may not be reliable" not in completed.stderr
+
+
+def test_a_hub_id_that_cannot_be_had_is_one_line_without_the_hub_clients_retries(tmp_path):
+    """Without a network (as here) the Hub client would retry for half a minute, two dozen warning lines; the
+    command goes offline at once when the Hub's host does not resolve, and says it in its one line."""
+    arguments = ["train.py", "--data_dir", "data/sample", "--model_name_or_path", "someone/no-such-model",
+                 "--tokenizer_name", str(TINY_BERT), "--output_dir", str(tmp_path / "model"), "--use_cpu", "true"]
+    completed = run_script(arguments, succeeds=False)
+    assert completed.stderr.strip().splitlines()[-1].startswith(
+        "train.py: --model_name_or_path someone/no-such-model: no config.json there or on the Hub (")
+    assert "Retrying" not in completed.stderr and not (tmp_path / "model").exists()

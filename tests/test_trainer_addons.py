@@ -4,6 +4,7 @@ main process's clock), the moving average of the weights (--ema_decay), adversar
 real Trainer."""
 
 import copy
+import shutil
 import sys
 import types
 
@@ -31,7 +32,7 @@ import train
 from brat_ner import cli
 from brat_ner.trainer import NerMetrics, adversarial
 from brat_ner.trainer.adversarial import FgmTrainerMixin, embedding_tables, perturbed_along_gradient
-from brat_ner.trainer.distillation import DistillationTrainerMixin, load_teacher
+from brat_ner.trainer.distillation import DistillationTrainerMixin, check_teacher, load_teacher
 from brat_ner.trainer.time_budget import TimeBudget, TimeBudgetTrainer, TimeBudgetTrainingArguments
 from brat_ner.trainer.weight_average import WeightAverage, WeightAverageTrainerMixin
 from brat_ner.training_data import UNTAGGED
@@ -465,8 +466,36 @@ def test_a_teacher_folder_loads_as_this_projects_model_or_ensemble_and_must_shar
     assert type(ensemble) is BertBiLstmCrfEnsembleForTokenClassification and len(ensemble.members) == 2
     with pytest.raises(ValueError, match="a teacher must have the student's labels in the same order"):
         load_teacher(str(folder), labels[::-1], config)
-    with pytest.raises(ValueError, match="is not a model folder written by this project"):
-        load_teacher(str(tmp_path / "missing"), labels, config)
+
+
+def test_a_teacher_that_is_no_model_of_this_project_is_refused_saying_which_problem(trained_model, tmp_path):
+    """Missing, not a model, only pickled weights, or a model whose code was changed: each its own one line."""
+    from test_trust import tampered_copy
+
+    folder, _ = trained_model
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine", encoding="utf-8")
+    pickled = shutil.copytree(folder, tmp_path / "pickled", ignore=shutil.ignore_patterns("checkpoint-*"))
+    (pickled / "model.safetensors").unlink()
+    (pickled / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
+    tampered = tampered_copy(folder, tmp_path / "tampered", tmp_path / "ran.txt")
+    expected = {
+        tmp_path / "missing": f"--teacher {tmp_path / 'missing'}: no such folder",
+        notes: f"--teacher {notes}: not a model folder (no config.json there)",
+        pickled: f"--teacher {pickled}: holds pytorch_model.bin, a pickle, which can run any code when loaded",
+        tampered: f"--teacher {tampered} holds a modeling_bert_bilstm_crf.py that differs from this project's: a "
+                  "teacher must be a model folder of this project's code (written by train.py or ensemble.py)",
+    }
+    for teacher, message in expected.items():
+        with pytest.raises(cli.UsageError) as refusal:
+            check_teacher(str(teacher))
+        assert str(refusal.value).startswith(message)
+    assert not (tmp_path / "ran.txt").exists()
+    # train.py refuses it in that one line before it reads the corpus or takes its output folder.
+    completed = run_script(small_training(tmp_path / "student", "--teacher", str(notes)), succeeds=False)
+    assert completed.returncode == 2 and completed.stderr.strip().splitlines()[-1] == f"train.py: {expected[notes]}"
+    assert not (tmp_path / "student").exists()
 
 
 def test_train_py_with_a_teacher_at_weight_zero_trains_exactly_as_plain_training(trained_model, tmp_path):

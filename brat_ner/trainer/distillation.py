@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 from transformers import PretrainedConfig
 
+from brat_ner.cli import UsageError
+from brat_ner.runs import check_model_folder
 from brat_ner.training_data import UNTAGGED, window_key
-from brat_ner.trust import is_project_folder
+from brat_ner.trust import foreign_code, project_code
 from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
 
 logger = logging.getLogger(__name__)
@@ -35,8 +38,7 @@ def load_teacher(folder: str, label_names: list[str], student_config, option: st
     version's classes, which load every earlier version's folders and have what distillation needs; checked
     against the student: the same labels in the same order and the same windows and tokenizer ids. Frozen, in
     evaluation mode. ``option`` names the folder in refusals."""
-    if not is_project_folder(folder):
-        raise ValueError(f"{option} {folder} is not a model folder written by this project (train.py or ensemble.py)")
+    check_teacher(folder, option)
     config, _ = PretrainedConfig.get_config_dict(folder)
     model_class = (BertBiLstmCrfEnsembleForTokenClassification if config.get("ensemble_members")
                    else BertBiLstmCrfForTokenClassification)
@@ -54,6 +56,18 @@ def load_teacher(folder: str, label_names: list[str], student_config, option: st
                              f"same windows as the same ids ({fix})")
     teacher.requires_grad_(False)
     return teacher.float().eval()
+
+
+def check_teacher(folder: str, option: str = "--teacher") -> None:
+    """Refuse (``UsageError``, one line) a teacher (``option``: --teacher or --silver_model) that is no model folder
+    (missing, no config.json, weights that cannot or may not be loaded) or whose code is not this project's: the
+    teacher is built with this version's classes, which fit only folders this project wrote (train.py or
+    ensemble.py)."""
+    check_model_folder(folder, option)
+    problem = foreign_code(Path(folder), project_code())
+    if problem:
+        raise UsageError(f"{option} {folder} {problem}: a teacher must be a model folder of this project's code "
+                         "(written by train.py or ensemble.py)")
 
 
 class TeacherCounts:
