@@ -50,7 +50,7 @@ from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, files_with_suffix, read_text
-from modeling_bert_bilstm_crf import brat_annotations
+from processing_bert_bilstm_crf import brat_annotations
 
 SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))
 UNCERTAINTY_FILE = "uncertainty.tsv"

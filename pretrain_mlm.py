@@ -41,7 +41,7 @@ from brat_ner.pretraining import (
 )
 from brat_ner.runs import FINISHED, RunArguments, claim_output_dir, record_run, resume_checkpoint, training_arguments
 from brat_ner.trainer import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
-from modeling_bert_bilstm_crf import check_window_fits
+from processing_bert_bilstm_crf import check_window_fits
 
 logger = logging.getLogger(__name__)
 

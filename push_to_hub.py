@@ -34,11 +34,13 @@ from brat_ner.cli import parse_arguments, run_main
 from brat_ner.encoders import encoder_name
 from brat_ner.evaluation import report_to_markdown
 from brat_ner.runs import unfinished_run_problem
-from brat_ner.trust import HANDLER_FILE, MODELING_FILE, sha256_of, trust_remote_code
+from brat_ner.trust import HANDLER_FILE, MODEL_CODE_FILES, MODELING_FILE, sha256_of, trust_remote_code
 from dataset_script import ruijin_ner
 
-# What from_pretrained, AutoTokenizer and the card need; checkpoints, optimizer states and pickles stay home.
-MODEL_FILES = ("model.safetensors", "config.json", "modeling_bert_bilstm_crf.py", "tokenizer_config.json")
+# What from_pretrained, AutoTokenizer and the card need (with the model's code, MODEL_CODE_FILES, as many of them as
+# the folder holds: folders saved before 2026-12-07 hold the modelling file alone); checkpoints, optimizer states and
+# pickles stay home.
+MODEL_FILES = ("model.safetensors", "config.json", MODELING_FILE, "tokenizer_config.json")
 REQUIRED_FILES = (*MODEL_FILES, "test_report.json")  # the card's results
 TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt")  # at least one
 OPTIONAL_FILES = ("special_tokens_map.json", "training_curves.png", "test_f1_per_type.png", "cross_validation.json",
@@ -166,7 +168,7 @@ def build_space(folder: Path, args) -> None:
     for name in SPACE_FILES:
         shutil.copy2(SPACE_SOURCE / name, folder / name)
     shutil.copy2(TRUST_SOURCE, folder / TRUST_SOURCE.name)
-    uploaded_code = (Path(args.model_dir) / MODELING_FILE, ENDPOINT_SOURCE / HANDLER_FILE)
+    uploaded_code = (*model_code(Path(args.model_dir)), ENDPOINT_SOURCE / HANDLER_FILE)
     (folder / SPACE_PINNED_CODE).write_text("".join(f"{sha256_of(path)}  {path.name}\n" for path in uploaded_code),
                                             encoding="utf-8")
     card = SpaceCard.load(SPACE_SOURCE / "README.md")
@@ -215,12 +217,17 @@ def build_repository(model_dir: Path, folder: Path, args) -> None:
         raise ValueError(f"{model_dir}: {unfinished}")
     trust_remote_code(str(model_dir), args.trust_remote_code)  # its code goes public, and the Space runs it
     folder.mkdir(parents=True, exist_ok=True)
-    for name in MODEL_FILES + TOKENIZER_VOCABULARIES + OPTIONAL_FILES:
+    for name in dict.fromkeys(MODEL_FILES + MODEL_CODE_FILES + TOKENIZER_VOCABULARIES + OPTIONAL_FILES):
         if (model_dir / name).is_file():  # copyfile: the umask's mode, not that of a private source (safetensors')
             shutil.copyfile(model_dir / name, folder / name)
     for name in ENDPOINT_FILES:
         shutil.copy2(ENDPOINT_SOURCE / name, folder / name)
     model_card(model_dir, args).save(folder / "README.md")
+
+
+def model_code(model_dir: Path) -> list[Path]:
+    """The files of the model's code that the folder holds, which go public with it."""
+    return [model_dir / name for name in MODEL_CODE_FILES if (model_dir / name).is_file()]
 
 
 def model_card(model_dir: Path, args) -> ModelCard:

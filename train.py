@@ -76,7 +76,7 @@ from brat_ner.training_data import (
 )
 from brat_ner.trust import is_project_folder
 from dataset_script import ruijin_ner
-from modeling_bert_bilstm_crf import check_window_fits
+from processing_bert_bilstm_crf import check_window_fits
 
 logger = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ def main():
         processing_class=tokenizer,
         compute_metrics=metric,
         # Metrics on the CRF's Viterbi paths, decoded batch by batch (no emissions kept in memory).
-        preprocess_logits_for_metrics=lambda logits, labels: model.viterbi_tags(logits, labels != -100),
+        preprocess_logits_for_metrics=lambda logits, labels: model.tags(logits, labels != -100),
         callbacks=callbacks,
     )
     if not training_args.disable_tqdm:  # the progress bar, with a line per epoch instead of metric dicts

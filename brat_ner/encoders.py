@@ -21,12 +21,9 @@ from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.utils import logging as transformers_logging
 
-from modeling_bert_bilstm_crf import (
-    BertBiLstmCrfConfig,
-    BertBiLstmCrfEnsembleConfig,
-    BertBiLstmCrfForTokenClassification,
-    CharacterEncoder,
-)
+from configuration_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfEnsembleConfig
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
+from processing_bert_bilstm_crf import CharacterEncoder
 
 logger = logging.getLogger(__name__)
 

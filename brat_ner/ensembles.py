@@ -45,9 +45,9 @@ def combine(folders: list[str], min_votes: int, trust: bool):
     members = [load_member(folder, trust) for folder in folders]
     ensemble_class = getattr(sys.modules[type(members[0]).__module__], "BertBiLstmCrfEnsembleForTokenClassification",
                              None)
-    if ensemble_class is None:
-        raise ValueError(f"{folders[0]} was saved by a version of the model code without ensembles; retrain it "
-                         "or copy this project's modeling_bert_bilstm_crf.py into it")
+    if ensemble_class is None or not hasattr(ensemble_class, "tags"):
+        raise ValueError(f"{folders[0]} was saved by a version of the model code without ensembles that vote in the "
+                         "pipeline; retrain it, or copy this project's model code files into it")
     return ensemble_class.from_members(members, min_votes=min_votes)
 
 
@@ -93,20 +93,18 @@ def test_scores(ensemble, folders: list[str], tokenizer, min_votes: list[int], b
     documents = split_documents(Path(folders[0]), "test")
     texts = [document["text"] for document in documents]
 
-    def scored(model) -> dict:
-        predictions = tag_texts(_tagger(model, tokenizer), texts, batch_size)
+    def scored(model, **decoding) -> dict:
+        predictions = tag_texts(_tagger(model, tokenizer), texts, batch_size, **decoding)
         return score_against_gold(documents, {doc["document_id"]: found for doc, found in zip(documents, predictions)})
 
     members = [{"folder": folder, **_summaries(scored(member))} for folder, member in zip(folders, ensemble.members)]
     configured = ensemble.config.ensemble_min_votes
     combinations, reports = {}, None
     for votes in sorted({0, configured, *min_votes}):
-        ensemble.config.ensemble_min_votes = votes
-        votes_reports = scored(ensemble)
+        votes_reports = scored(ensemble, min_votes=votes)
         combinations["average" if votes == 0 else f"at least {votes} votes"] = _summaries(votes_reports)
         if votes == configured:
             reports = votes_reports
-    ensemble.config.ensemble_min_votes = configured
     mean = {rule: {name: statistics.mean(member[rule][name] for member in members) for name in members[0][rule]}
             for rule in ("strict", "overlap")}
     return {"documents": len(documents), "members": members, "member_mean": mean, "ensemble": combinations,

@@ -129,13 +129,17 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 class _EmissionNetwork(nn.Module):
-    """Encoder + BiLSTM + linear of a model, from the ids of unpadded windows (no mask, so no packing)."""
+    """The model's ``emissions`` (encoder + BiLSTM + linear; an ensemble's, each member's) from the ids of unpadded
+    windows (no mask, so no packing). A folder saved before models had ``emissions`` (2026-12-07) is a single model
+    whose pipeline reads its ``logits``, the same scores."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids):
+        if hasattr(self.model, "emissions"):
+            return self.model.emissions(input_ids)
         return self.model(input_ids=input_ids).logits
 
 
@@ -165,7 +169,7 @@ def export_onnx(model, path: str | Path, int8: bool = False) -> Path:
     import onnx_ir
 
     logits = program.model.graph.outputs[0]
-    logits.shape = onnx_ir.Shape([*program.model.graph.inputs[0].shape, logits.shape[-1]])
+    logits.shape = onnx_ir.Shape([*program.model.graph.inputs[0].shape, *logits.shape[2:]])
     program.model.metadata_props[ONNX_FINGERPRINT_KEY] = onnx_fingerprint(model, int8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
@@ -255,9 +259,9 @@ def use_onnx(tagger, path: str | Path, num_threads: int | None = None, int8: boo
     precision is refused."""
     if tagger.device.type != "cpu":
         raise ValueError(f"the ONNX path runs on the CPU (ONNX Runtime's CPU provider), not on {tagger.device}")
-    if getattr(tagger.model.config, "ensemble_min_votes", 0):
-        raise ValueError("the ONNX path exports one emission network, the members' average, and an ensemble that "
-                         "votes decodes each member's emissions: run it without --onnx (--quantize int8 works)")
+    if getattr(tagger.model.config, "ensemble_min_votes", 0) and not hasattr(tagger.model, "emissions"):
+        raise ValueError("this ensemble's code (saved before 2026-12-07) exports one emission network, the members' "
+                         "average, and its votes need each member's: run it without --onnx (--quantize int8 works)")
     path = Path(path)
     if not path.exists():
         export_onnx(tagger.model, path, int8)

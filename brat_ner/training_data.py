@@ -11,7 +11,7 @@ import datasets
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import files_with_suffix, read_text
-from modeling_bert_bilstm_crf import CharacterEncoder, is_blank, split_into_windows, window_context
+from processing_bert_bilstm_crf import CharacterEncoder, is_blank, split_into_windows, window_context
 
 logger = logging.getLogger(__name__)
 

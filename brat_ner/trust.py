@@ -14,11 +14,16 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELING_FILE = "modeling_bert_bilstm_crf.py"
+# The model's code, which save_pretrained copies into every model folder: the modelling file and its relative imports
+# (folders saved before 2026-12-07 hold the modelling file alone).
+MODEL_CODE_FILES = (MODELING_FILE, "configuration_bert_bilstm_crf.py", "crf.py", "pipeline_bert_bilstm_crf.py",
+                    "processing_bert_bilstm_crf.py")
 # push_to_hub.py puts the Inference Endpoint handler beside the model; it runs only on an endpoint.
 HANDLER_FILE = "handler.py"
 HANDLER_SOURCE = PROJECT_ROOT / "endpoint" / HANDLER_FILE
-# Every version of the modelling file the project has committed: folders trained by earlier versions run its code.
-MODELING_FILE_HISTORY = Path(__file__).with_name("modeling_file_history.txt")
+# Every version of the model's code the project has committed (``SHA256  FILE`` lines, derived from git's history and
+# checked against it by tests/test_trust.py): folders trained by earlier versions run their code.
+MODEL_CODE_HISTORY = Path(__file__).with_name("model_code_history.txt")
 # A Hub repository id: a name, or namespace/name, of letters, digits, '-', '_' and '.'.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?")
 ALLOW_HINT = "Add --trust_remote_code"
@@ -62,17 +67,17 @@ def looks_local(name: str) -> bool:
 
 def project_code() -> dict[str, set[str]]:
     """The sha256 of each Python file this project writes into model folders, by file name: every committed
-    version of the modelling file, and the present modelling file and endpoint handler."""
-    known = {MODELING_FILE: read_hashes(MODELING_FILE_HISTORY).get(MODELING_FILE, set())}
-    for path in (PROJECT_ROOT / MODELING_FILE, HANDLER_SOURCE):
+    version of the model's code, and the present model code and endpoint handler."""
+    known = read_hashes(MODEL_CODE_HISTORY)
+    for path in (*(PROJECT_ROOT / name for name in MODEL_CODE_FILES), HANDLER_SOURCE):
         if path.is_file():
             known.setdefault(path.name, set()).add(sha256_of(path))
     return known
 
 
 def read_hashes(path: Path) -> dict[str, set[str]]:
-    """sha256 by file name from lines ``SHA256 [FILE ...]`` (``#`` starts a comment): the modelling file's
-    history (``SHA256 COMMIT DATE``, all of the modelling file) or ``sha256sum``'s output (``SHA256  FILE``)."""
+    """sha256 by file name from lines ``SHA256  FILE`` (``sha256sum``'s output; ``#`` starts a comment); a line
+    without a Python file's name is the modelling file's (the Space's pinned code of earlier versions)."""
     hashes: dict[str, set[str]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         fields = line.split("#", 1)[0].split()
@@ -89,7 +94,7 @@ def sha256_of(path: Path) -> str:
 def foreign_code(folder: Path, known: dict[str, set[str]], whose: str = "this project's") -> str | None:
     """Why the code of a model folder is not the known code (sha256 by file name), or None when it is: each
     Python file must be one of ``known``'s names with one of its hashes, and the configs may name code in the
-    modelling file only."""
+    model's code files only."""
     for path in sorted(folder.glob("*.py")):
         if path.name not in known:
             return f"holds Python code of its own ({path.name})"
@@ -97,9 +102,9 @@ def foreign_code(folder: Path, known: dict[str, set[str]], whose: str = "this pr
             return f"holds a {path.name} that differs from {whose}"
     for name in ("config.json", "tokenizer_config.json"):
         foreign = sorted(reference for reference in _code_references(folder / name)
-                         if reference.partition(".")[0] != MODELING_FILE.removesuffix(".py"))
+                         if f"{reference.partition('.')[0]}.py" not in MODEL_CODE_FILES)
         if foreign:
-            return f"names code outside {MODELING_FILE} in its {name} ({foreign[0]})"
+            return f"names code outside the model's code files in its {name} ({foreign[0]})"
     return None
 
 

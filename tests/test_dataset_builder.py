@@ -12,7 +12,7 @@ from conftest import REAL_CORPUS, SAMPLE, SHARED_DATA, load_corpus, write_corpus
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, find_documents, read_document
 from dataset_script.ruijin_ner import spans_to_bio
-from modeling_bert_bilstm_crf import WHITESPACE_TOKEN, CharacterEncoder, bio_to_spans, is_blank
+from processing_bert_bilstm_crf import WHITESPACE_TOKEN, CharacterEncoder, bio_to_spans, is_blank
 
 # ----- the sample corpus through the builder -----
 

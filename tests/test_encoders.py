@@ -29,7 +29,8 @@ from transformers import (
 from brat_ner.encoders import ENCODER_NAMES, LABEL_TENSORS, adopt_trained_windows, build_model
 from conftest import REPO, SAMPLE, TINY_BERT, run_predict, run_script, sample_texts, small_training
 from dataset_script import ruijin_ner
-from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification, brat_annotations
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
+from processing_bert_bilstm_crf import brat_annotations
 
 FIXTURE = REPO / "tests" / "fixtures" / "model_saved_2026_12_04"
 SIZES = {"vocab_size": 395, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,

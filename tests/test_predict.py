@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from transformers import pipeline
 
-import modeling_bert_bilstm_crf
 import predict
+import processing_bert_bilstm_crf
 from brat_ner import tagging, trust
 from conftest import REAL_CORPUS, REPO, SAMPLE, predict_error, run_predict, run_script
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_annotation_conf, read_document
 from dataset_script.ruijin_ner import spans_to_bio
-from modeling_bert_bilstm_crf import bio_to_spans
+from processing_bert_bilstm_crf import bio_to_spans
 
 # ----- entities written as brat .ann lines -----
 
@@ -62,7 +62,7 @@ def test_gold_tags_reproduce_the_gold_ann_on_the_real_corpus():
 
 def test_line_fragments_split_at_line_breaks():
     text = "糖\n尿病\r\n肾病"
-    assert modeling_bert_bilstm_crf.line_fragments(text, 0, len(text)) == [(0, 1), (2, 4), (6, 8)]
+    assert processing_bert_bilstm_crf.line_fragments(text, 0, len(text)) == [(0, 1), (2, 4), (6, 8)]
     assert predict.brat_annotations(text, [{"entity_group": "Disease", "start": 0, "end": 4}]) == \
         "T1\tDisease 0 1;2 4\t糖 尿病\n"
 

@@ -19,8 +19,8 @@ import pytest
 from test_push_to_hub import RecordingApi
 from test_trust import EARLIER_MODEL, tampered_copy
 
-import modeling_bert_bilstm_crf
 import predict
+import processing_bert_bilstm_crf
 import push_to_hub
 from brat_ner import cli, trust
 from conftest import REPO
@@ -166,7 +166,7 @@ def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request,
     try:
         driver = _headless_chromium(webdriver, browser, driver_path, downloads)
         driver.get(demo.local_url)
-        fragments = modeling_bert_bilstm_crf.line_fragments
+        fragments = processing_bert_bilstm_crf.line_fragments
         assert _submit(driver, text) == [(e["entity_group"], text[start:end], start, end) for e in expected
                                          for start, end in fragments(text, e["start"], e["end"])]
         rows = [[e["entity_group"], e["word"], str(e["start"]), str(e["end"]), str(round(e["score"], 3))]

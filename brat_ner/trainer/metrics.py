@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from brat_ner.evaluation import EntitySeqeval, score_overlapping_entities, summary
-from modeling_bert_bilstm_crf import bio_to_spans
+from processing_bert_bilstm_crf import bio_to_spans
 
 
 class NerMetrics:
