@@ -259,12 +259,16 @@ def test_save_and_reload_through_auto_classes_in_a_fresh_process(tmp_path):
     model.save_pretrained(folder)
 
     names = {path.name for path in folder.iterdir()}
-    assert names == {"config.json", "model.safetensors", "modeling_bert_bilstm_crf.py"}, names
+    code = {"modeling_bert_bilstm_crf.py", "configuration_bert_bilstm_crf.py", "crf.py", "pipeline_bert_bilstm_crf.py",
+            "processing_bert_bilstm_crf.py"}  # the modelling file and its relative imports
+    assert names == {"config.json", "model.safetensors", *code}, names
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["auto_map"] == {
-        "AutoConfig": "modeling_bert_bilstm_crf.BertBiLstmCrfConfig",
+        "AutoConfig": "configuration_bert_bilstm_crf.BertBiLstmCrfConfig",
         "AutoModelForTokenClassification": "modeling_bert_bilstm_crf.BertBiLstmCrfForTokenClassification",
     }
+    assert config["custom_pipelines"]["token-classification"]["impl"] == (
+        "pipeline_bert_bilstm_crf.BertBiLstmCrfNerPipeline")
     assert config["model_type"] == "bert_bilstm_crf" and config["use_lstm"] is True
 
     input_ids, attention_mask, labels = make_batch()
