@@ -22,33 +22,46 @@ class BertBiLstmCrfConfig(BertConfig):
             ERNIE, ELECTRA, RoFormer ...), as ``EncoderDecoderConfig`` holds its parts. Its ``ENCODER_FIELDS_SHOWN``
             are copied to this config's own fields, which callers read. None: the encoder is a BERT whose config is
             this config's own fields, as in the folders saved before the encoder had a config of its own.
-        use_lstm: Put a BiLSTM between BERT and the emission layer (False: BERT-CRF).
-        lstm_hidden_size: Hidden size per direction (the BiLSTM outputs twice this).
-        lstm_layers: Number of stacked BiLSTM layers.
-        lstm_dropout: Dropout between stacked BiLSTM layers (``nn.LSTM``'s ``dropout``; unused for one layer).
+        use_lstm, lstm_hidden_size, lstm_layers, lstm_dropout, constrain_bio, bigram_buckets, bigram_embedding_size,
+            skip_blanks: The head's settings, described in ``head_options``.
         cls_token_id / sep_token_id: Ids hidden from the CRF by ``decode`` when no ``crf_mask`` is given
             (BERT's Chinese vocabulary: 101 and 102).
         window_chars: Length in characters of the windows the model was trained on; the pipeline cuts texts
             into windows of this length (positions beyond it would be untrained).
         context_chars: Characters of the text before and after each window fed with it (the encoder and the
             BiLSTM see them, the CRF does not), in training as in the pipeline; 0: none.
-        constrain_bio: Viterbi decoding may only produce valid BIO sequences (no ``I-X`` at the start, after
-            ``O`` or after another type's tag; see ``bio_transition_constraints``). Training is unconstrained.
-        bigram_buckets: Character-bigram features (0: none): each position also gets learnt embeddings of the
-            bigrams it ends and starts (its character with the one before, and with the one after), hashed
-            from the input ids into this many buckets, next to the encoder's output at the BiLSTM's input.
-            Chinese words are mostly two characters long, so bigrams tell where a term begins and ends; they
-            need no word segmenter and no vocabulary beyond the characters'.
-        bigram_embedding_size: Size of each bigram embedding (the BiLSTM reads 2 x this many more features).
-        skip_blanks: Blank characters (``is_blank``: whitespace, 14% of the Ruijin corpus) get no model position:
-            the model sees the other characters only, and a blank is tagged afterwards, inside an entity when the
-            entity goes on after it, else ``O`` (``tags_with_blanks``). Offsets stay exact; the encoder does
-            about 14% less work per character. False: every character, blanks included, has its position.
         classifier_dropout (from ``BertConfig``): dropout before the emission layer; defaults to
             ``hidden_dropout_prob``.
     """
 
     model_type = "bert_bilstm_crf"
+
+    head_options = {
+        "use_lstm": "Put a BiLSTM between the encoder and the emission layer (false: BERT-CRF).",
+        "lstm_hidden_size": "BiLSTM units per direction (the BiLSTM outputs twice this many features).",
+        "lstm_layers": "Number of stacked BiLSTM layers.",
+        "lstm_dropout": "Dropout between stacked BiLSTM layers (nn.LSTM's dropout; none with one layer).",
+        "constrain_bio": "Viterbi decoding (evaluation and prediction) may only produce valid BIO: no I-X at the "
+                         "start, after O or after another type's tag. Training is unconstrained.",
+        "bigram_buckets": "Character-bigram features (0: none): each position also gets learnt embeddings of the "
+                          "bigrams it ends and starts, hashed from the input ids into this many buckets, read by the "
+                          "BiLSTM beside the encoder's output. Chinese words are mostly two characters long, so "
+                          "bigrams tell where a term begins and ends, with no word segmenter.",
+        "bigram_embedding_size": "Size of each bigram embedding (the BiLSTM reads 2 x this many more features).",
+        "skip_blanks": "Blank characters (is_blank: whitespace, invisible format characters) get no model position: "
+                       "a blank is tagged afterwards, inside an entity when the entity goes on after it, else O. "
+                       "Offsets stay exact; the encoder does less work per character. false: every character has "
+                       "its position.",
+    }
+    """The head's settings a user chooses, each with what it does: train.py's options are made from them (default:
+    ``__init__``'s, or ``new_model_defaults``'s), and the model card lists their values."""
+    new_model_defaults = {"constrain_bio": True, "skip_blanks": True}
+    """A new model's defaults where they differ from ``__init__``'s, which are those of the folders saved before the
+    setting existed (without it in their config)."""
+    fixed_by_weights = ("use_lstm", "lstm_hidden_size", "lstm_layers", "bigram_buckets", "bigram_embedding_size",
+                        "skip_blanks")
+    """The head options a trained model keeps when trained further: its weights have their shapes (or, for
+    ``skip_blanks``, were learnt on its positions)."""
 
     def __init__(
         self,

@@ -10,22 +10,28 @@ try:
     from .processing_bert_bilstm_crf import (
         CharacterEncoder,
         bio_to_spans,
-        check_window_fits,
+        brat_annotations,
         is_blank,
         split_into_windows,
         tags_with_blanks,
         window_context,
+        window_fit_problem,
     )
 except ImportError:  # imported from the repository's root, not from a model folder
     from processing_bert_bilstm_crf import (
         CharacterEncoder,
         bio_to_spans,
-        check_window_fits,
+        brat_annotations,
         is_blank,
         split_into_windows,
         tags_with_blanks,
         window_context,
+        window_fit_problem,
     )
+
+# The brat writer of this pipeline's entities: the endpoint handler and the demo Space take it from the module of the
+# pipeline they loaded, so that they write as the model's own code does.
+__all__ = ["BertBiLstmCrfNerPipeline", "brat_annotations"]
 
 class BertBiLstmCrfNerPipeline(ChunkPipeline):
     """Token classification that returns the CRF's Viterbi entities with character offsets into the input.
@@ -73,7 +79,9 @@ class BertBiLstmCrfNerPipeline(ChunkPipeline):
             window = config.window_chars if window_chars is None else window_chars
             context = config.context_chars if context_chars is None else context_chars
             name = "window_chars + 2 * context_chars" if context else "window_chars"
-            check_window_fits(window + 2 * context, config.max_position_embeddings, name)
+            problem = window_fit_problem(window + 2 * context, config.max_position_embeddings, name)
+            if problem:
+                raise ValueError(problem)
         preprocess_params = {"window_chars": window_chars} if window_chars else {}
         if context_chars is not None:
             preprocess_params["context_chars"] = context_chars

@@ -74,12 +74,13 @@ class CharacterEncoder:
         return [self.cls_token_id, *self.ids(before), *self.ids(window), *self.ids(after), self.sep_token_id]
 
 
-def check_window_fits(window_chars: int, max_position_embeddings: int, name: str = "window_chars") -> None:
-    """A window is fed as [CLS] + its characters + [SEP]: refuse one the encoder has no positions for, before
-    BERT fails on it deep inside a batch."""
+def window_fit_problem(window_chars: int, max_position_embeddings: int, name: str = "window_chars") -> str | None:
+    """A window is fed as [CLS] + its characters + [SEP]: why the encoder has no positions for one of
+    ``window_chars`` characters (None when it has), to refuse it before BERT fails on it deep inside a batch."""
     if not 1 <= window_chars <= max_position_embeddings - 2:
-        raise ValueError(f"{name} must be between 1 and {max_position_embeddings - 2} (the encoder has "
-                         f"{max_position_embeddings} positions, two of them for [CLS] and [SEP]), got {window_chars}")
+        return (f"{name} must be between 1 and {max_position_embeddings - 2} (the encoder has "
+                f"{max_position_embeddings} positions, two of them for [CLS] and [SEP]), got {window_chars}")
+    return None
 
 
 def split_into_windows(text: str, window_chars: int, spans=(), cuts=PREDICTION_CUTS) -> list[tuple[int, int]]:

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 
 from dataset_script.brat import BratFormatError
@@ -28,10 +27,10 @@ SHOWN_TRAINER_OPTIONS = {
 }
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A user's mistake (a refused option, folder, file or value): ``run_main`` prints its message on one line and
     exits with status 2. Raise it for whatever the user can fix; any other exception is a bug and keeps its
-    traceback."""
+    traceback. A ``ValueError``, so that a dataclass's ``__post_init__`` may raise either (``parse_arguments``)."""
 
 
 def exit_early_for_help(module_name: str, script: str) -> None:
@@ -123,33 +122,28 @@ def read_json_arguments(path: str, parser) -> dict:
 
 
 def check_at_least(minimum: float, **options) -> None:
-    """Refuse (``ValueError``, which the parser reports in one line) each option below ``minimum``; ``None``
+    """Refuse (``UsageError``, which the parser reports in one line) each option below ``minimum``; ``None``
     means the option's default, decided later. For the ``__post_init__`` of argument dataclasses, so a bad
     number stops the script before any work or any folder is made."""
     for name, value in options.items():
         if value is not None and value < minimum:
-            raise ValueError(f"--{name} must be at least {minimum:g}, got {value}")
+            raise UsageError(f"--{name} must be at least {minimum:g}, got {value}")
 
 
 def check_positive(**options) -> None:
-    """Refuse (``ValueError``) each option that is not above zero (``None``: the default, decided later)."""
+    """Refuse (``UsageError``) each option that is not above zero (``None``: the default, decided later)."""
     for name, value in options.items():
         if value is not None and not value > 0:
-            raise ValueError(f"--{name} must be positive, got {value}")
+            raise UsageError(f"--{name} must be positive, got {value}")
 
 
 def run_main(main, script: str) -> None:
-    """Run ``main``; a ``UsageError``, bad input files and this project's own checks (a ``ValueError`` raised in
-    the project's code) end it with one line ``script: message`` and exit status 2 instead of a traceback. A
-    ``ValueError`` raised inside a library keeps its traceback: that is a bug to report, not a message written for
-    the user."""
+    """Run ``main``; a user's mistake (``UsageError``) or a malformed annotation file (``BratFormatError``) ends it
+    with one line ``script: message`` and exit status 2 instead of a traceback. Any other exception is a bug to
+    report and keeps its traceback."""
     try:
         main()
     except (UsageError, BratFormatError) as error:
-        fail(f"{script}: {error}")
-    except ValueError as error:
-        if not _raised_by_project(error):
-            raise
         fail(f"{script}: {error}")
 
 
@@ -158,11 +152,3 @@ def fail(message: str) -> None:
     status 2 (argparse's status for a refused command line)."""
     print(" ".join(message.splitlines()), file=sys.stderr)
     sys.exit(USAGE_ERROR)
-
-
-def _raised_by_project(error: BaseException) -> bool:
-    frames = traceback.extract_tb(error.__traceback__)
-    if not frames:
-        return False
-    path = Path(frames[-1].filename).resolve()
-    return PROJECT_ROOT in path.parents and "site-packages" not in path.parts

@@ -14,6 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
+from brat_ner.cli import UsageError
 from brat_ner.evaluation import score_against_gold, summary
 from brat_ner.files import atomic_write
 from brat_ner.tagging import tag_texts
@@ -114,7 +115,7 @@ def read_results(output_dir: Path) -> dict:
     """A finished cross-validation's ``RESULTS_FILE``, with the document ids each fold validated on."""
     path = output_dir / RESULTS_FILE
     if not path.is_file():
-        raise ValueError(f"{output_dir}: no {RESULTS_FILE}; run cross_validate.py --output_dir {output_dir} (a stopped "
+        raise UsageError(f"{output_dir}: no {RESULTS_FILE}; run cross_validate.py --output_dir {output_dir} (a stopped "
                          "run goes on where it stopped)")
     results = json.loads(path.read_text(encoding="utf-8"))
     results["fold_documents"] = [sorted(json.loads((fold_folder(output_dir, fold["fold"]) / OUT_OF_FOLD_FILE)
@@ -128,7 +129,7 @@ def paired_differences(reference: dict, other: dict, names: tuple[str, str]) -> 
     removes what the folds' documents do to both runs, the larger part of the fold-to-fold spread; runs of
     other folds are refused, as their differences would mean nothing."""
     if reference["fold_documents"] != other["fold_documents"]:
-        raise ValueError(f"{names[1]} was cross-validated on other folds than {names[0]} (other --folds, --fold_seed "
+        raise UsageError(f"{names[1]} was cross-validated on other folds than {names[0]} (other --folds, --fold_seed "
                          "or corpus): a paired comparison needs the same documents in each fold")
     comparison = {}
     for rule, name in SCORES:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from brat_ner import learning_curve
+from brat_ner.cli import UsageError
 from brat_ner.cross_validation import RESULTS_FILE, split_documents
 from brat_ner.evaluation import score_against_gold, summary
 from brat_ner.runs import check_model_weights
@@ -35,7 +36,7 @@ def load_member(folder: str, trust: bool):
     check_model_weights(folder, "--members")
     model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=trust_remote_code(folder, trust))
     if getattr(model.config, "ensemble_members", None):
-        raise ValueError(f"{folder} is an ensemble already: give its members instead")
+        raise UsageError(f"{folder} is an ensemble already: give its members instead")
     return model.float().eval()
 
 
@@ -46,9 +47,12 @@ def combine(folders: list[str], min_votes: int, trust: bool):
     ensemble_class = getattr(sys.modules[type(members[0]).__module__], "BertBiLstmCrfEnsembleForTokenClassification",
                              None)
     if ensemble_class is None or not hasattr(ensemble_class, "tags"):
-        raise ValueError(f"{folders[0]} was saved by a version of the model code without ensembles that vote in the "
+        raise UsageError(f"{folders[0]} was saved by a version of the model code without ensembles that vote in the "
                          "pipeline; retrain it, or copy this project's model code files into it")
-    return ensemble_class.from_members(members, min_votes=min_votes)
+    try:
+        return ensemble_class.from_members(members, min_votes=min_votes)
+    except ValueError as error:  # the model's refusal of these members (other labels, windows ...), the user's choice
+        raise UsageError(f"--members {' '.join(folders)}: {error}") from None
 
 
 def load_tokenizer(folder: str, trust: bool):

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from brat_ner.cli import UsageError
+
 ONNX_FINGERPRINT_KEY = "bert_bilstm_crf_weights_sha256"
 """Metadata of an exported ONNX file: the fingerprint of the weights it was exported from, so that a file left
 over from another (e.g. re-trained) model is refused instead of giving wrong entities."""
@@ -84,7 +86,7 @@ def set_num_threads(num_threads: int | None = None) -> int:
     """Set PyTorch's intra-op threads (default ``default_num_threads()``) and return the number."""
     num_threads = default_num_threads() if num_threads is None else num_threads
     if num_threads < 1:
-        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+        raise UsageError(f"num_threads must be at least 1, got {num_threads}")
     torch.set_num_threads(num_threads)
     return num_threads
 
@@ -94,7 +96,7 @@ def quantize_int8(tagger) -> None:
     and quantise their inputs on the fly (torch dynamic quantisation; CPU only), packed for ``int8_engine()``.
     The BiLSTM, about 2.5% of the multiply-adds, and the CRF stay in float32."""
     if tagger.device.type != "cpu":
-        raise ValueError(f"int8 dynamic quantisation runs on the CPU only, not on {tagger.device}")
+        raise UsageError(f"int8 dynamic quantisation runs on the CPU only, not on {tagger.device}")
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works here
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
@@ -229,7 +231,7 @@ def onnx_fingerprint(model, int8: bool) -> str:
     return weights_fingerprint(model) + (" int8" if int8 else " float32")
 
 
-class OnnxFileMismatch(ValueError):
+class OnnxFileMismatch(UsageError):
     """An ONNX file exported from other weights, in another precision, or not by ``export_onnx``."""
 
 
@@ -258,9 +260,9 @@ def use_onnx(tagger, path: str | Path, num_threads: int | None = None, int8: boo
     exporting it there first if the file does not exist. A file exported from other weights or in the other
     precision is refused."""
     if tagger.device.type != "cpu":
-        raise ValueError(f"the ONNX path runs on the CPU (ONNX Runtime's CPU provider), not on {tagger.device}")
+        raise UsageError(f"the ONNX path runs on the CPU (ONNX Runtime's CPU provider), not on {tagger.device}")
     if getattr(tagger.model.config, "ensemble_min_votes", 0) and not hasattr(tagger.model, "emissions"):
-        raise ValueError("this ensemble's code (saved before 2026-12-07) exports one emission network, the members' "
+        raise UsageError("this ensemble's code (saved before 2026-12-07) exports one emission network, the members' "
                          "average, and its votes need each member's: run it without --onnx (--quantize int8 works)")
     path = Path(path)
     if not path.exists():

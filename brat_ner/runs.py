@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from brat_ner.cli import FORMER_NAMES
+from brat_ner.cli import FORMER_NAMES, UsageError
 from brat_ner.files import LOCK_NAME, OutputLock, atomic_write, give_umask_mode
 
 logger = logging.getLogger(__name__)
@@ -96,13 +96,13 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
         return lock  # nothing trained to the end here: train afresh or resume a checkpoint
     problem = _weights_problem(output_dir, record)
     if problem:
-        raise ValueError(f"{output_dir}: {problem}; {TRAIN_AGAIN}")
+        raise UsageError(f"{output_dir}: {problem}; {TRAIN_AGAIN}")
     changes = _argument_changes(output_dir / ARGUMENTS_NAME, arguments, only_common=True) if arguments else []
     if changes:
-        raise ValueError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {TRAIN_AGAIN}")
+        raise UsageError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {TRAIN_AGAIN}")
     missing = [name for name in record["outputs"] if not (output_dir / name).is_file()] if record else []
     if missing:
-        raise ValueError(f"{output_dir}: {RECORD_NAME} lists files that are missing ({', '.join(missing)}); "
+        raise UsageError(f"{output_dir}: {RECORD_NAME} lists files that are missing ({', '.join(missing)}); "
                          f"{TRAIN_AGAIN}")
     if record is not None and record["stage"] == MODEL_SAVED:
         logger.warning("%s holds a run stopped after saving its model: finishing it from the saved model, without "
@@ -138,7 +138,7 @@ def read_record(output_dir: Path) -> dict | None:
     except (ValueError, UnicodeDecodeError):
         record = None
     if not isinstance(record, dict) or not {"stage", "weights", "outputs"} <= record.keys():
-        raise ValueError(f"{path} is not a run record; {TRAIN_AGAIN}")
+        raise UsageError(f"{path} is not a run record; {TRAIN_AGAIN}")
     return record
 
 
@@ -215,12 +215,12 @@ def check_model_weights(model_name_or_path: str, option: str = "--model_name_or_
     folder = Path(model_name_or_path)
     pickles = sorted(path.name for path in folder.glob("*.bin")) if folder.is_dir() else []
     if pickles and not _weight_files(folder):
-        raise ValueError(f"{option} {folder}: holds {pickles[0]}, a pickle, which can run any code when loaded; this "
+        raise UsageError(f"{option} {folder}: holds {pickles[0]}, a pickle, which can run any code when loaded; this "
                          "project loads safetensors only. Where you trust that file, load the model and save it "
                          "with save_pretrained() to get a model.safetensors")
     problem = model_weights_problem(folder) if _weight_files(folder) else None
     if problem:
-        raise ValueError(f"{option} {folder}: {problem}")
+        raise UsageError(f"{option} {folder}: {problem}")
 
 
 def _weights_problem(output_dir: Path, record: dict | None) -> str | None:
@@ -257,7 +257,7 @@ def resume_checkpoint(training_args, run_args: RunArguments, arguments: dict) ->
         checkpoint = Path(training_args.resume_from_checkpoint)
         problem = checkpoint_problem(checkpoint, training_args.save_only_model)
         if problem:
-            raise ValueError(f"--resume_from_checkpoint {checkpoint}: {problem}")
+            raise UsageError(f"--resume_from_checkpoint {checkpoint}: {problem}")
     elif run_args.overwrite_output_dir:
         checkpoint = None
     else:
@@ -353,7 +353,7 @@ def _check_same_arguments(checkpoint: Path, arguments: dict, allowed: bool) -> N
     if allowed:
         logger.warning("Resuming %s with changed arguments: %s", checkpoint, "; ".join(changes))
         return
-    raise ValueError(f"{checkpoint} was trained with other arguments ({'; '.join(changes)}); give the same ones, "
+    raise UsageError(f"{checkpoint} was trained with other arguments ({'; '.join(changes)}); give the same ones, "
                      "--resume_with_changed_arguments to resume anyway, or --overwrite_output_dir to start afresh")
 
 

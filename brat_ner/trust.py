@@ -1,8 +1,9 @@
 """Remote code: a model folder's Python code runs only when the user asked for it, or when it is this project's
 own code. The one helper that every command, the Space, the notebook and the benchmarks ask.
 
-It imports nothing of the project: ``push_to_hub.py --space_id`` publishes a copy of this file with the demo
-Space, which checks a model repository against the code published with it (``known`` of ``foreign_code``).
+It imports nothing of the project but its one exception for a user's mistake: ``push_to_hub.py --space_id`` publishes
+a copy of this file with the demo Space (where a refusal is a ``ValueError``), which checks a model repository against
+the code published with it (``known`` of ``foreign_code``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import hashlib
 import json
 import re
 from pathlib import Path
+
+try:
+    from brat_ner.cli import UsageError
+except ImportError:  # the demo Space's copy of this file, without the project
+    UsageError = ValueError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELING_FILE = "modeling_bert_bilstm_crf.py"
@@ -32,7 +38,7 @@ ALLOW_HINT = "Add --trust_remote_code"
 def trust_remote_code(model_name_or_path: str, asked: bool, allow_hint: str = ALLOW_HINT) -> bool:
     """Whether loading ``model_name_or_path`` may run the Python code it comes with: when the user asked
     (``--trust_remote_code``), or when it is a local folder whose only code is this project's own (a folder
-    written by train.py, by this version or an earlier one). Anything else raises ``ValueError`` saying how to
+    written by train.py, by this version or an earlier one). Anything else raises ``UsageError`` saying how to
     allow it (``allow_hint``: the caller's way), rather than running code the user never saw; a path that
     looks local and does not exist is "no such folder", as the flag would not help."""
     if asked:
@@ -40,13 +46,13 @@ def trust_remote_code(model_name_or_path: str, asked: bool, allow_hint: str = AL
     folder = Path(model_name_or_path)
     if not folder.is_dir():
         if looks_local(model_name_or_path):
-            raise ValueError(f"{model_name_or_path}: no such folder")
+            raise UsageError(f"{model_name_or_path}: no such folder")
         problem = "is not a local folder (a Hub repository?)"
     else:
         problem = foreign_code(folder, project_code())
     if problem is None:
         return True
-    raise ValueError(f"{model_name_or_path} {problem}; loading it runs that repository's Python code. "
+    raise UsageError(f"{model_name_or_path} {problem}; loading it runs that repository's Python code. "
                      f"{allow_hint} if you trust that code")
 
 

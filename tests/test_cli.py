@@ -3,6 +3,7 @@ scripts with one line (`script: message`) instead of a traceback."""
 
 import json
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -88,3 +89,52 @@ def test_an_argument_that_training_arguments_refuse_is_one_line_with_status_2(mo
         cli.parse_arguments(train.argument_parser())
     error = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(error) == 1 and error[0].startswith("train.py: --load_best_model_at_end")
+
+
+# ----- a user's mistake or a bug -----
+
+INJECTED_BUG = """
+import runpy, sys
+from brat_ner import cross_validation
+
+def read_results(output_dir):  # a programming error: zip(strict=True) over lists of different lengths
+    return dict(zip(["folds", "mean"], [[]], strict=True))
+
+cross_validation.read_results = read_results
+sys.argv = ["compare_cv.py", "--runs", *sys.argv[1:]]
+runpy.run_path("compare_cv.py", run_name="__main__")
+"""
+
+
+def test_a_programming_error_in_a_command_keeps_its_traceback(tmp_path):
+    """A ValueError that is not a user's mistake (here one injected into compare_cv.py's reading of the runs) is a
+    bug: the command ends with its traceback and Python's exit status, not with a one-line usage error."""
+    completed = subprocess.run([sys.executable, "-c", INJECTED_BUG, str(tmp_path), str(tmp_path)], cwd=REPO,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    assert "Traceback (most recent call last)" in completed.stderr
+    assert completed.stderr.strip().splitlines()[-1].startswith("ValueError: zip() argument 2 is shorter")
+
+
+def test_a_users_mistake_in_a_command_is_one_line_with_status_2(tmp_path):
+    completed = run_script(["compare_cv.py", "--runs", str(tmp_path / "one"), str(tmp_path / "two")],
+                           succeeds=False)
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines() == [
+        f"compare_cv.py: {tmp_path / 'one'}: no cross_validation.json; run cross_validate.py --output_dir "
+        f"{tmp_path / 'one'} (a stopped run goes on where it stopped)"]
+
+
+def test_run_main_prints_a_usage_error_in_one_line_and_lets_any_other_exception_through(capsys):
+    def mistaken():
+        raise cli.UsageError("--runs: two folders\nare needed")
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_main(mistaken, "compare_cv.py")
+    assert exit_info.value.code == 2 and capsys.readouterr().err == "compare_cv.py: --runs: two folders are needed\n"
+
+    def broken():
+        raise ValueError("a bug, not a user's mistake")
+
+    with pytest.raises(ValueError, match="a bug"):
+        cli.run_main(broken, "compare_cv.py")
