@@ -52,9 +52,9 @@ def test_folder_saved_by_an_earlier_version_loads_without_being_asked_and_predic
 
 
 def model_code_history(repository: Path = REPO) -> str | None:
-    """The text of ``trust.MODEL_CODE_HISTORY`` as git's history makes it: ``SHA256  FILE`` for every version of
-    every model code file committed (newest first), then the working tree's versions not committed yet. None
-    without git or with a shallow clone, whose history is partial."""
+    """The text of ``trust.MODEL_CODE_HISTORY`` as git's history makes it: ``SHA256  FILE`` for the working tree's
+    model code, then every version of every model code file committed, newest first. None without git or with a
+    shallow clone, whose history is partial."""
     git = shutil.which("git")
 
     def run(*arguments) -> bytes:
@@ -64,11 +64,10 @@ def model_code_history(repository: Path = REPO) -> str | None:
         return None
     if run("rev-parse", "--is-shallow-repository").strip() == b"true":
         return None
-    lines = []
+    lines = [f"{trust.sha256_of(repository / name)}  {name}\n" for name in sorted(trust.MODEL_CODE_FILES)]
     for commit in run("log", "--format=%H", "--", *trust.MODEL_CODE_FILES).decode().split():
         for name in sorted(run("ls-tree", "--name-only", commit, "--", *trust.MODEL_CODE_FILES).decode().split()):
             lines.append(f"{hashlib.sha256(run('show', f'{commit}:{name}')).hexdigest()}  {name}\n")
-    lines += [f"{trust.sha256_of(repository / name)}  {name}\n" for name in trust.MODEL_CODE_FILES]
     header = trust.MODEL_CODE_HISTORY.read_text(encoding="utf-8").partition("\n\n")[0]
     return header + "\n\n" + "".join(dict.fromkeys(lines))
 
