@@ -138,3 +138,52 @@ def test_run_main_prints_a_usage_error_in_one_line_and_lets_any_other_exception_
 
     with pytest.raises(ValueError, match="a bug"):
         cli.run_main(broken, "compare_cv.py")
+
+
+# ----- option files and help pages -----
+
+
+def test_option_files_and_command_lines_with_the_former_window_name_still_read(tmp_path):
+    old_options = tmp_path / "old.json"
+    old_options.write_text(json.dumps({"max_chars": 62, "encoder_config": str(TINY_BERT)}), encoding="utf-8")
+    _, data_args, _, _ = cli.parse_arguments(train.argument_parser(), [str(old_options)])
+    assert data_args.window_chars == 62
+    _, data_args, _, _ = cli.parse_arguments(train.argument_parser(), ["--max_chars", "30"])
+    assert data_args.window_chars == 30
+
+
+COMMANDS = ("train.py", "predict.py", "push_to_hub.py", "pretrain_mlm.py", "pretrain_embeddings.py",
+            "cross_validate.py", "compare_cv.py", "ensemble.py")
+
+
+@pytest.mark.parametrize("script", COMMANDS)
+def test_each_commands_stored_help_page_is_what_its_parser_prints(script):
+    """``--help`` prints a stored page before the command's slow imports; it must say what the parser says.
+    ``UPDATE_HELP_PAGES=1 python -m pytest tests/test_cli.py -k help_page`` writes the pages anew."""
+    import importlib
+    import os
+
+    page = cli.help_page(importlib.import_module(script.removesuffix(".py")).argument_parser())
+    stored = cli.help_page_path(script)
+    if os.environ.get("UPDATE_HELP_PAGES"):
+        stored.write_text(page, encoding="utf-8")
+    assert stored.read_text(encoding="utf-8") == page, f"{stored} is stale: see this test's docstring"
+
+
+def test_help_shows_the_projects_options_and_the_trainer_options_people_set():
+    page = cli.help_page(train.argument_parser())
+    for option in ("--window_chars", "--head_learning_rate", "--num_train_epochs", "--learning_rate",
+                   "--time_budget_minutes", "--fgm_epsilon", "--overwrite_output_dir"):
+        assert f"  {option} " in page
+    assert "--adam_beta1" not in page and "--help-all lists them" in page
+    assert "--adam_beta1" in cli.help_page(train.argument_parser(), all_options=True)
+
+
+def test_help_is_printed_without_importing_torch_or_transformers():
+    completed = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys; sys.argv = ['train.py', '--help']\n"
+                               "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
+                               "except SystemExit:\n    print('LOADED', 'torch' in sys.modules, "
+                               "'transformers' in sys.modules)"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert "--window_chars" in completed.stdout and completed.stdout.strip().endswith("LOADED False False")

@@ -167,11 +167,21 @@ def test_gpu_algorithms_need_few_kernel_launches(monkeypatch, parallel):
         assert llh_ops > 4 * 511 and viterbi_ops > 4 * 511, (llh_ops, viterbi_ops)
 
 
-def test_loads_torchcrf_state_dict_and_names():
-    crf, reference = make_pair()
-    assert set(crf.state_dict()) == {"start_transitions", "end_transitions", "transitions"}
-    for name, value in reference.state_dict().items():
-        assert torch.equal(crf.state_dict()[name], value)
+def test_a_torchcrf_state_dict_loads_and_then_scores_and_decodes_as_torchcrf():
+    """pytorch-crf's parameter names are ours: its state dict loads into a CRF of its own (uniform) initialisation,
+    which then gives pytorch-crf's log-likelihood and paths, as it did not before loading."""
+    torch.manual_seed(0)
+    reference = torchcrf.CRF(NUM_TAGS, batch_first=True)
+    for param in reference.parameters():
+        torch.nn.init.normal_(param, std=2.0)  # far from CRF's own uniform(-0.1, 0.1) start
+    crf = CRF(NUM_TAGS, batch_first=True)
+    assert set(crf.state_dict()) == set(reference.state_dict())
+    emissions, tags, mask = random_batch(4, 9, NUM_TAGS, seed=3)
+    expected = reference(emissions, tags, mask, reduction="none")
+    assert not torch.allclose(crf(emissions, tags, mask, reduction="none"), expected)
+    crf.load_state_dict(reference.state_dict())
+    torch.testing.assert_close(crf(emissions, tags, mask, reduction="none"), expected)
+    assert crf.decode(emissions, mask) == reference.decode(emissions, mask)
 
 
 def test_default_mask_and_validation():

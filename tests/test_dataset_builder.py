@@ -281,3 +281,29 @@ def test_builder_keeps_the_centre_and_caches_per_setting(tmp_path):
     assert set(plain["context_before"]) == {""} and any(with_context["context_before"])
     assert max(map(len, with_context["context_after"])) == 15
     assert plain.cache_files[0]["filename"] != with_context.cache_files[0]["filename"]
+
+
+# ----- warnings and refusals of the corpus -----
+
+
+def test_the_corpus_summary_counts_every_warning_it_printed(tmp_path, caplog):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a_1.txt").write_text("糖尿病患者\n", encoding="utf-8")
+    (corpus / "a_1.ann").write_text("T1\tDiseas 0 3\t糖尿病\n", encoding="utf-8")  # a misspelt type: warned
+    with caplog.at_level("WARNING"):
+        _, stats = ruijin_ner.load(corpus, return_stats=True, cache_dir=tmp_path / "cache")
+    warned = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert warned and "Diseas" in warned[0].getMessage()
+    assert f"warnings: {len(warned)} printed above" in stats.format()
+
+
+def test_gold_types_that_the_folders_annotation_conf_does_not_declare_are_refused(tmp_path):
+    gold = tmp_path / "gold"
+    gold.mkdir()
+    (gold / "a.txt").write_text("口服二甲双胍治疗\n", encoding="utf-8")
+    (gold / "a.ann").write_text("T1\tDrug 2 6\t二甲双胍\nT2\tRemedy 0 2\t口服\n", encoding="utf-8")
+    (gold / "annotation.conf").write_text("[entities]\nDrug\n[relations]\n[events]\n[attributes]\n",
+                                          encoding="utf-8")
+    with pytest.raises(ValueError, match=r"entity types \['Remedy'\] are not in .*annotation.conf"):
+        ruijin_ner.read_corpus_documents(gold)

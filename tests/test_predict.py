@@ -14,8 +14,8 @@ from transformers import pipeline
 
 import predict
 import processing_bert_bilstm_crf
-from brat_ner import tagging, trust
-from conftest import REAL_CORPUS, REPO, SAMPLE, predict_error, run_predict, run_script
+from brat_ner import cli, tagging, trust
+from conftest import REAL_CORPUS, REPO, SAMPLE, parse_error, predict_error, run_predict, run_script
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_annotation_conf, read_document
 from dataset_script.ruijin_ner import spans_to_bio
@@ -294,8 +294,10 @@ def test_model_code_runs_only_when_it_is_the_projects_own_or_trusted(trained_mod
     message = refused(monkeypatch, capsys, *arguments)
     assert f"holds a {trust.MODELING_FILE} that differs from this project's" in message
     assert "Add --trust_remote_code if you trust that code" in message
+    run_predict(monkeypatch, "--model_name_or_path", str(model_dir), "--input_file", str(SAMPLE / "01.txt"))
+    expected = json.loads(capsys.readouterr().out)
     run_predict(monkeypatch, *arguments, "--trust_remote_code")
-    assert isinstance(json.loads(capsys.readouterr().out), list)
+    assert expected and json.loads(capsys.readouterr().out) == expected  # trusted, the changed code runs
 
     extra = tmp_path / "extra"
     shutil.copytree(model_dir, extra, ignore=shutil.ignore_patterns("checkpoint-*"))
@@ -371,3 +373,24 @@ def test_predict_can_override_constrained_decoding(trained_model):
         assert predict.load_tagger(arguments)._forward_params == {"constrain_bio": setting}
     default = predict.load_tagger(predict.PredictArguments(model_name_or_path=str(model_dir), device="cpu"))
     assert default._forward_params == {} and default.model.config.constrain_bio is True  # train.py's default
+
+
+# ----- options -----
+
+
+def test_predict_refuses_a_batch_size_of_zero_before_any_folder(tmp_path, capsys):
+    output_dir = tmp_path / "predicted"
+    error = parse_error(predict.argument_parser(), ["--model_name_or_path", str(tmp_path), "--input_dir",
+                                                    str(SAMPLE), "--output_dir", str(output_dir), "--batch_size", "0"],
+                        capsys)
+    assert "--batch_size must be at least 1, got 0" in error and not output_dir.exists()
+
+
+def test_predict_takes_a_json_file_of_options_that_the_command_line_overrides(tmp_path, capsys):
+    options = tmp_path / "predict.json"
+    options.write_text(json.dumps({"model_name_or_path": "outputs/quickstart", "input_dir": str(SAMPLE),
+                                   "output_dir": "predicted", "batch_size": 4}), encoding="utf-8")
+    (args,) = cli.parse_arguments(predict.argument_parser(), [str(options), "--batch_size", "8"])
+    assert (args.model_name_or_path, args.input_dir, args.batch_size) == ("outputs/quickstart", str(SAMPLE), 8)
+    options.write_text(json.dumps({"model_name_or_path": "m", "batch_sise": 4}), encoding="utf-8")
+    assert "unknown options batch_sise" in parse_error(predict.argument_parser(), [str(options)], capsys)

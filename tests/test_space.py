@@ -23,7 +23,7 @@ import predict
 import processing_bert_bilstm_crf
 import push_to_hub
 from brat_ner import cli, trust
-from conftest import REPO
+from conftest import REPO, SAMPLE
 
 MODEL_ID, SPACE_ID = "someone/chinese-medical-ner", "someone/chinese-medical-ner-demo"
 # A browser whose names resolve to nothing but this machine: the page must work without the internet.
@@ -133,7 +133,10 @@ def test_app_from_the_repository_runs_earlier_versions_of_the_projects_code(spac
     pytest.importorskip("gradio", reason="gradio is not installed (pip install -r requirements.txt)")
     monkeypatch.delenv("ALLOW_REMOTE_CODE", raising=False)
     tagger = _load_app(REPO / "space").load_tagger(str(EARLIER_MODEL))
-    assert isinstance(tagger("二甲双胍 500 mg 每日 2 次口服"), list)
+    expected = json.loads((EARLIER_MODEL / "expected_entities.json").read_text(encoding="utf-8"))["01"]
+    found = tagger((SAMPLE / "01.txt").read_text(encoding="utf-8"))
+    assert expected and [(e["entity_group"], e["start"], e["end"]) for e in found] == [
+        (e["entity_group"], e["start"], e["end"]) for e in expected]  # what that version found
     with pytest.raises(SystemExit, match="differs from the one published with this Space"):
         _load_app(space_folder).load_tagger(str(EARLIER_MODEL))
 

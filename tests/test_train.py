@@ -11,14 +11,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from transformers import TrainerState, pipeline
 
 import pretrain_embeddings
 import train
-from brat_ner import cli
+from brat_ner import cli, fast_inference
 from brat_ner.reporting import chosen_epoch
 from configuration_bert_bilstm_crf import BertBiLstmCrfConfig
-from conftest import REPO, SAMPLE, TINY_BERT, run_script, sample_texts, small_training
+from conftest import REPO, SAMPLE, TINY_BERT, parse_error, refusal, run_script, sample_texts, small_training
 from dataset_script import ruijin_ner
 
 # ----- the session's run: files, evaluations, reloading, resuming -----
@@ -367,3 +368,50 @@ def test_training_further_applies_only_the_head_options_given(trained_model, tmp
     with pytest.raises(SystemExit) as refusal:
         cli.parse_arguments(train.argument_parser(), [*first, "--lstm_hidden_size", "256"])
     assert refusal.value.code == 2
+
+
+# ----- options refused in one line -----
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--num_train_epochs", "0"], "--num_train_epochs must be positive"),
+    (["--num_train_epochs", "-3"], "--num_train_epochs must be positive"),
+    (["--learning_rate", "-1"], "--learning_rate must be positive, got -1.0"),
+    (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be at least 1"),
+    (["--window_chars", "0"], "--window_chars must be at least 1"),
+    (["--ema_decay", "1.5"], "--ema_decay must be between 0 and 1"),
+    (["--head_learning_rate", "0"], "--head_learning_rate must be positive"),
+    (["--num_threads", "0"], "--num_threads must be at least 1"),
+    (["--train_fraction", "0"], "--train_fraction must be above 0 and at most 1, got 0.0"),
+    (["--train_fraction", "1.5"], "--train_fraction must be above 0 and at most 1, got 1.5"),
+    (["--extra_text_dirs", "data/sample"], "--extra_text_dirs adds text without gold tags, which only a teacher"),
+    (["--extra_text_dirs", "data/sample", "--teacher", "t", "--teacher_weight", "0"], "give --teacher DIR (and a"),
+    (["--no_such_option", "1"], "unknown options --no_such_option 1"),
+])
+def test_train_refuses_options_that_cannot_train_in_one_line_before_any_folder(options, message, tmp_path,
+                                                                               capsys):
+    output_dir = tmp_path / "never-made"
+    error = parse_error(train.argument_parser(), [str(REPO / "configs" / "quickstart.json"), "--output_dir",
+                                                  str(output_dir), *options], capsys)
+    assert error.startswith("train.py: ") and message in error
+    assert not output_dir.exists()
+
+
+def test_a_refused_run_ends_with_status_2_and_one_line_from_the_command_line(tmp_path):
+    line = refusal("train.py", "configs/quickstart.json", "--num_train_epochs", "0", "--output_dir",
+                   str(tmp_path / "out"))
+    assert "--num_train_epochs must be positive" in line and not (tmp_path / "out").exists()
+
+
+def test_train_sizes_its_threads_to_the_idle_cores_or_to_num_threads(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(fast_inference, "idle_cores", lambda cores: 0.2)  # another job keeps the cores busy
+    try:
+        for extra, expected in (((), 1), (("--num_threads", "2"), 2)):
+            arguments = small_training(tmp_path / f"run{expected}", "--num_train_epochs", "1", *extra)[1:]
+            monkeypatch.setattr(sys, "argv", ["train.py", *arguments])
+            monkeypatch.chdir(REPO)
+            cli.run_main(train.main, "train.py")
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(threads)
