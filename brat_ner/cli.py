@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import os
 import sys
@@ -35,15 +36,29 @@ class UsageError(ValueError):
 
 def exit_early_for_help(module_name: str, script: str) -> None:
     """``script --help`` prints the script's stored help page and exits, before the script imports torch and
-    transformers (seconds that --help should not cost). The page is ``help_page`` of the script's parser,
-    stored in ``HELP_PAGES``; a test keeps it equal to what the parser prints (``tests/test_cli.py``)."""
+    transformers (seconds that --help should not cost). The page is ``help_page`` of the script's parser, stored
+    in ``HELP_PAGES`` under the line of the transformers version it was made with (``stored_help_page``); a test
+    keeps it equal to what the parser prints (``tests/test_cli.py``). With another version of transformers
+    installed (whose Trainer options may differ), the script goes on and its parser answers."""
     if module_name == "__main__" and sys.argv[1:] in (["-h"], ["--help"]):
-        print(help_page_path(script).read_text(encoding="utf-8"), end="")
-        sys.exit(0)
+        made_with, _, page = help_page_path(script).read_text(encoding="utf-8").partition("\n")
+        if made_with == _made_with():
+            print(page, end="")
+            sys.exit(0)
 
 
 def help_page_path(script: str) -> Path:
     return HELP_PAGES / f"{Path(script).stem}.txt"
+
+
+def stored_help_page(parser) -> str:
+    """What ``HELP_PAGES`` holds for a script: the transformers version it was made with, then its help page."""
+    return f"{_made_with()}\n{help_page(parser)}"
+
+
+def _made_with() -> str:
+    """The installed transformers, as the first line of a stored help page names it (read without importing it)."""
+    return f"made with transformers {importlib.metadata.version('transformers')}"
 
 
 def help_page(parser, all_options: bool = False) -> str:

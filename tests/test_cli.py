@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import transformers
 
 import train
 from brat_ner import cli
@@ -163,7 +164,7 @@ def test_each_commands_stored_help_page_is_what_its_parser_prints(script):
     import importlib
     import os
 
-    page = cli.help_page(importlib.import_module(script.removesuffix(".py")).argument_parser())
+    page = cli.stored_help_page(importlib.import_module(script.removesuffix(".py")).argument_parser())
     stored = cli.help_page_path(script)
     if os.environ.get("UPDATE_HELP_PAGES"):
         stored.write_text(page, encoding="utf-8")
@@ -187,3 +188,18 @@ def test_help_is_printed_without_importing_torch_or_transformers():
                                "'transformers' in sys.modules)"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert "--window_chars" in completed.stdout and completed.stdout.strip().endswith("LOADED False False")
+
+
+def test_a_stored_help_page_answers_only_under_the_transformers_it_was_made_with(monkeypatch, capsys):
+    """The stored page names the transformers version it was made with: under that version ``--help`` prints it
+    before any slow import; under another (Trainer's options may differ) the script goes on, and the live parser
+    answers."""
+    monkeypatch.setattr(sys, "argv", ["compare_cv.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.exit_early_for_help("__main__", "compare_cv.py")
+    made_with, _, page = cli.help_page_path("compare_cv.py").read_text(encoding="utf-8").partition("\n")
+    assert exit_info.value.code == 0 and capsys.readouterr().out == page
+    assert made_with == f"made with transformers {transformers.__version__}"
+    monkeypatch.setattr(cli.importlib.metadata, "version", lambda name: "4.0.0")
+    cli.exit_early_for_help("__main__", "compare_cv.py")  # returns: the script's parser will print its help
+    assert capsys.readouterr().out == ""
