@@ -41,8 +41,8 @@ def _parallel_over_time(emissions: torch.Tensor) -> bool:
 def one_cpu_thread(device: torch.device):
     """Run a CPU recurrence (BiLSTM, CRF sweeps) on one thread. Each of its hundreds of steps is a few small
     matrix products, too little to share between threads, and every step waits at a barrier for all of them: a
-    thread that another process has pushed off its core stalls every step (on 2 busy cores, 2 threads made the
-    BiLSTM hundreds of times slower than 1)."""
+    thread that another process has pushed off its core stalls every step (docs/experiments.md, "Figures behind
+    the code's choices")."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
         yield

@@ -12,8 +12,8 @@ WINDOWS_VERSION = 1
 """The version of what ``split_into_windows`` and ``window_context`` return for given arguments: part of the dataset
 builder's cache key, so bump it when a change to them changes a window (a cached corpus is then built anew)."""
 WHITESPACE_TOKEN = "[unused1]"
-"""Every blank character (see ``is_blank``) is fed as this one vocabulary entry. Whitespace is 14% of the Ruijin
-corpus and sits inside entities that cross line breaks, where it is tagged ``I-X`` like its neighbours: fed as a
+"""Every blank character (see ``is_blank``) is fed as this one vocabulary entry. Whitespace is frequent in
+extracted text and sits inside entities that cross line breaks, where it is tagged ``I-X`` like its neighbours: fed as a
 position of its own, or (``skip_blanks``) given none and tagged from its neighbours afterwards, never dropped from
 the offsets as BERT's tokenizer drops it."""
 
@@ -27,7 +27,7 @@ def is_blank(character: str) -> bool:
 
 # Where a window may end, best first (``split_into_windows``). Prediction knows no entities: sentence ends, then
 # clause separators, then line breaks, which in text extracted from PDFs (the Ruijin corpus) wrap lines inside
-# words (2% of its entities cross one; 0.03% cross a cut made this way).
+# words (how many entities cross one: docs/experiments.md, "Figures behind the code's choices").
 PREDICTION_CUTS = (frozenset("。！？；!?;"), frozenset("，,、"), frozenset("\n"))
 
 

@@ -188,10 +188,8 @@ INT8_ONNX_OPS = ["MatMul", "Gemm"]
 """The ops ``export_onnx`` quantises: products with constant weights, i.e. the model's Linear layers, as
 ``quantize_int8`` does in torch. ONNX Runtime's default also quantises the BiLSTM (DynamicQuantizeLSTM: int8 inputs
 and weights at each of its steps, whose rounding the recurrence carries on) and the embedding tables (Gather, one
-scale for the whole table). Strict micro-F1 of int8 entities against the float model's, ONNX Runtime's default ->
-these ops with 7-bit weights (``quantize_int8_graph``), torch int8 beside them (2026-12-06, AMD EPYC, AVX2): the
-sample with the tests' tiny model 0.875 -> 0.967 (torch 0.954); 20 Ruijin documents with a tiny model trained 90 s on
-60 others 0.975 -> 0.986 (torch 0.988)."""
+scale for the whole table), which moves the entities further from the float model's (docs/experiments.md, "Figures
+behind the code's choices")."""
 
 
 def quantize_int8_graph(float_graph: Path, int8_graph: Path) -> None:
