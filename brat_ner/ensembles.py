@@ -23,6 +23,7 @@ from brat_ner.evaluation import score_against_gold, summary
 from brat_ner.runs import check_model_weights
 from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
+from configuration_bert_bilstm_crf import BertBiLstmCrfEnsembleConfig
 
 MEMBERS_FILE = "ensemble_members.json"  # the member folders and their test scores
 COPIED_FILES = ("corpus.json", "run_arguments.json")  # the corpus the members were trained on: the model card's
@@ -35,7 +36,7 @@ def load_member(folder: str, trust: bool):
 
     check_model_weights(folder, "--members")
     model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=trust_remote_code(folder, trust))
-    if getattr(model.config, "ensemble_members", None):
+    if model.config.model_type == BertBiLstmCrfEnsembleConfig.model_type:
         raise UsageError(f"{folder} is an ensemble already: give its members instead")
     return model.float().eval()
 

@@ -18,6 +18,7 @@ from conftest import REPO, predict_error
 
 SAMPLE = REPO / "data" / "sample"
 EARLIER_MODEL = REPO / "tests" / "fixtures" / "model_saved_2026_12_04"
+BEFORE_THE_SPLIT = REPO / "tests" / "fixtures" / "model_saved_2026_12_07"  # the last modelling file of one file
 MODEL_ID = "someone/chinese-medical-ner"
 
 
@@ -32,12 +33,15 @@ def tampered_copy(model_dir: Path, folder: Path, marker: Path) -> Path:
 # ----- folders of earlier versions -----
 
 
-def test_folder_saved_by_an_earlier_version_loads_without_being_asked_and_predicts_as_then():
+@pytest.mark.parametrize("earlier_model", [EARLIER_MODEL, BEFORE_THE_SPLIT], ids=lambda folder: folder.name)
+def test_folder_saved_by_an_earlier_version_loads_without_being_asked_and_predicts_as_then(earlier_model):
     """A folder trained by an earlier version of the project runs the project's own code: predict.py loads it
-    without --trust_remote_code and finds what that version found (scores up to float32 reordering)."""
-    assert trust.sha256_of(EARLIER_MODEL / trust.MODELING_FILE) != trust.sha256_of(REPO / trust.MODELING_FILE)
-    expected = json.loads((EARLIER_MODEL / "expected_entities.json").read_text(encoding="utf-8"))
-    arguments = predict.PredictArguments(model_name_or_path=str(EARLIER_MODEL), device="cpu")
+    without --trust_remote_code and finds what that version found (scores up to float32 reordering). Of the two,
+    one was saved on 2026-12-04 and one just before the model's code became five files (its modelling file alone)."""
+    assert trust.sha256_of(earlier_model / trust.MODELING_FILE) != trust.sha256_of(REPO / trust.MODELING_FILE)
+    assert sorted(path.name for path in earlier_model.glob("*.py")) == [trust.MODELING_FILE]
+    expected = json.loads((earlier_model / "expected_entities.json").read_text(encoding="utf-8"))
+    arguments = predict.PredictArguments(model_name_or_path=str(earlier_model), device="cpu")
     tagger = predict.load_tagger(arguments)
     texts = [(SAMPLE / f"{document_id}.txt").read_text(encoding="utf-8") for document_id in expected]
     found = dict(zip(expected, predict.tag_texts(tagger, texts, 8)))

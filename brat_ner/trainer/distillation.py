@@ -18,6 +18,7 @@ from transformers import PretrainedConfig
 from brat_ner.cli import UsageError
 from brat_ner.training_data import UNTAGGED
 from brat_ner.trust import is_project_folder
+from configuration_bert_bilstm_crf import BertBiLstmCrfEnsembleConfig
 from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
 
 WINDOW_SETTINGS = ("window_chars", "context_chars", "skip_blanks")  # train.py's options of the same names
@@ -33,7 +34,8 @@ def load_teacher(folder: str, label_names: list[str], student_config):
     if not is_project_folder(folder):
         raise UsageError(f"--teacher {folder} is not a model folder written by this project (train.py or ensemble.py)")
     config, _ = PretrainedConfig.get_config_dict(folder)
-    model_class = (BertBiLstmCrfEnsembleForTokenClassification if config.get("ensemble_members")
+    model_class = (BertBiLstmCrfEnsembleForTokenClassification
+                   if config.get("model_type") == BertBiLstmCrfEnsembleConfig.model_type
                    else BertBiLstmCrfForTokenClassification)
     teacher = model_class.from_pretrained(folder)
     teacher_labels = [teacher.config.id2label[index] for index in range(len(teacher.config.id2label))]
