@@ -19,7 +19,6 @@ from brat_ner.evaluation import score_against_gold, summary
 from brat_ner.files import atomic_write
 from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
-from dataset_script import ruijin_ner
 
 OUT_OF_FOLD_FILE = "out_of_fold_entities.json"  # written last in a fold's folder: the fold is done
 RESULTS_FILE = "cross_validation.json"
@@ -41,6 +40,8 @@ def out_of_fold_documents(model_dir: Path) -> list[dict]:
 def split_documents(model_dir: Path, split: str) -> list[dict]:
     """The documents of ``split`` of the corpus that ``model_dir`` was trained on (``brat`` layout), read with the
     corpus options recorded in its ``run_arguments.json``."""
+    from dataset_script import ruijin_ner  # datasets: seconds to import, which compare_cv.py never needs
+
     arguments = json.loads((model_dir / "run_arguments.json").read_text(encoding="utf-8"))
     options = {name: arguments[name] for name in CORPUS_OPTIONS if arguments.get(name) is not None}
     return list(ruijin_ner.load(options.pop("data_dir"), name="brat", **options)[split])
