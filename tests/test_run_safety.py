@@ -133,7 +133,7 @@ def test_predict_names_a_truncated_model_file_in_one_line(finished_copy):
     with pytest.raises(ValueError) as error:
         predict.load_tagger(predict.PredictArguments(model_name_or_path=str(finished_copy), device="cpu"))
     assert str(error.value).startswith(f"--model_name_or_path {finished_copy}: model.safetensors cannot be read")
-    assert cli._raised_by_project(error.value)  # so run_main ends predict.py with this one line
+    assert isinstance(error.value, cli.UsageError)  # so run_main ends predict.py with this one line
 
 
 def test_a_folder_finished_before_run_records_counts_as_finished_when_its_weights_read(finished_copy, capsys):
@@ -203,4 +203,4 @@ def test_predict_refuses_pickled_weights_in_one_line(finished_copy):
     (finished_copy / "pytorch_model.bin").write_bytes(b"a pickle: loading it could run any code")
     with pytest.raises(ValueError, match=r"holds pytorch_model.bin, a pickle, .* loads safetensors only") as error:
         predict.load_tagger(predict.PredictArguments(model_name_or_path=str(finished_copy), device="cpu"))
-    assert cli._raised_by_project(error.value)  # run_main ends predict.py with this one line
+    assert isinstance(error.value, cli.UsageError)  # run_main ends predict.py with this one line

@@ -188,7 +188,7 @@ def test_push_refuses_a_tampered_folder_unless_asked_and_lists_what_it_uploads(t
     assert (out / trust.MODELING_FILE).read_bytes() == (tampered / trust.MODELING_FILE).read_bytes()
     # The Space published with it runs that code, which its uploader vouched for, and no other.
     pinned = trust.read_hashes(out / "space" / push_to_hub.SPACE_PINNED_CODE)
-    assert pinned == {trust.MODELING_FILE: {trust.sha256_of(tampered / trust.MODELING_FILE)},
+    assert pinned == {**{name: {trust.sha256_of(tampered / name)} for name in trust.MODEL_CODE_FILES},
                       trust.HANDLER_FILE: {trust.sha256_of(REPO / "endpoint" / trust.HANDLER_FILE)}}
     assert not marker.exists()  # publishing never runs it
 
