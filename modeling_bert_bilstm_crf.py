@@ -31,6 +31,8 @@ from transformers import initialization as init
 from transformers.modeling_outputs import ModelOutput, TokenClassifierOutput
 from transformers.models.bert.modeling_bert import BertEmbeddings
 
+# The pipeline is not used here: it is imported so that save_pretrained copies its file beside this one
+# (``config.custom_pipelines`` names it), and so that it is found in this module, as in folders saved before.
 try:
     from .configuration_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfEnsembleConfig
     from .crf import CRF, bio_transition_constraints, one_cpu_thread
@@ -42,8 +44,6 @@ except ImportError:  # imported from the repository's root, not from a model fol
     from pipeline_bert_bilstm_crf import BertBiLstmCrfNerPipeline
     from processing_bert_bilstm_crf import bio_to_spans
 
-# The pipeline is not used here: imported so that save_pretrained copies its file (``config.custom_pipelines``
-# names it) beside this one.
 __all__ = [
     "BertBiLstmCrfPreTrainedModel",
     "BertBiLstmCrfForTokenClassification",
