@@ -5,12 +5,12 @@
     python push_to_hub.py --model_dir outputs/ruijin --repo_id your-name/... --dry_run hub_folder/
 
 The repository holds what loading needs and nothing else: safetensors weights, ``config.json`` (with
-``auto_map`` and the model's own token-classification pipeline), ``modeling_bert_bilstm_crf.py``, the
-tokenizer files, the plots, and a ``README.md`` model card whose metadata (``model-index``) and per-type
-table are read from the training output, never typed in. ``--dry_run DIR`` writes exactly that folder and
-uploads nothing. ``--dataset_repo_id`` also pushes the prepared corpus (Parquet, ClassLabel features).
-``--space_id`` also publishes the Gradio demo of ``space/`` as a Space whose card lists ``--repo_id`` as the
-model its app loads (with ``--dry_run DIR``: written to ``DIR/space``).
+``auto_map`` and the model's own token-classification pipeline), the model's code (``modeling_bert_bilstm_crf.py``
+and the files it imports), the tokenizer files, the plots, and a ``README.md`` model card (``brat_ner/model_card.py``)
+whose metadata (``model-index``) and per-type table are read from the training output, never typed in.
+``--dry_run DIR`` writes exactly that folder and uploads nothing. ``--dataset_repo_id`` also pushes the prepared
+corpus (Parquet, ClassLabel features). ``--space_id`` also publishes the Gradio demo of ``space/`` as a Space whose
+card lists ``--repo_id`` as the model its app loads (with ``--dry_run DIR``: written to ``DIR/space``).
 """
 
 from __future__ import annotations
