@@ -23,7 +23,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from brat_ner import cross_validation
-from brat_ner.cli import parse_arguments, run_main
+from brat_ner.cli import UsageError, parse_arguments, run_main
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ComparisonArguments:
 
     def __post_init__(self):
         if len(self.runs) < 2:
-            raise ValueError(f"--runs needs at least two cross-validation folders, got {len(self.runs)}")
+            raise UsageError(f"--runs needs at least two cross-validation folders, got {len(self.runs)}")
 
 
 def argument_parser() -> HfArgumentParser:

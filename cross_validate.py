@@ -65,7 +65,7 @@ class CrossValidationArguments:
     def __post_init__(self):
         check_at_least(2, folds=self.folds)
         if not all(0 < fraction <= 1 for fraction in self.train_fractions):
-            raise ValueError(f"--train_fractions must be shares above 0 and at most 1, got {self.train_fractions}")
+            raise UsageError(f"--train_fractions must be shares above 0 and at most 1, got {self.train_fractions}")
 
 
 def argument_parser() -> HfArgumentParser:
@@ -188,7 +188,7 @@ def train_fold(config: list[str], training_options: list[str], args, fold: int, 
                "--output_dir", str(folder)]
     completed = subprocess.run(command)
     if completed.returncode:
-        raise ValueError(f"train.py stopped on fold {fold} (exit status {completed.returncode}); its message is "
+        raise UsageError(f"train.py stopped on fold {fold} (exit status {completed.returncode}); its message is "
                          "above. Fix it and rerun this command: finished folds are kept")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from brat_ner import ensembles, fast_inference
-from brat_ner.cli import check_at_least, parse_arguments, run_main
+from brat_ner.cli import UsageError, check_at_least, parse_arguments, run_main
 from brat_ner.evaluation import reports_to_markdown, write_reports
 from brat_ner.files import atomic_write, umask
 from brat_ner.runs import FINISHED, read_record, record_run
@@ -56,7 +56,7 @@ class EnsembleArguments:
         check_at_least(0, min_votes=self.min_votes, compare_min_votes=min(self.compare_min_votes, default=0))
         check_at_least(1, batch_size=self.batch_size)
         if max([self.min_votes, *self.compare_min_votes]) > len(self.members):
-            raise ValueError(f"a vote threshold above the number of members ({len(self.members)}) keeps nothing")
+            raise UsageError(f"a vote threshold above the number of members ({len(self.members)}) keeps nothing")
 
 
 def argument_parser() -> HfArgumentParser:
@@ -100,10 +100,10 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
         return
     record = read_record(output_dir) if output_dir.is_dir() else None
     if not overwrite:
-        raise ValueError(f"{output_dir} exists and is not empty; give another --output_dir"
+        raise UsageError(f"{output_dir} exists and is not empty; give another --output_dir"
                          + (" or --overwrite_output_dir" if record and record.get("script") == "ensemble.py" else ""))
     if not record or record.get("script") != "ensemble.py":
-        raise ValueError(f"{output_dir} was not written by ensemble.py; give another --output_dir")
+        raise UsageError(f"{output_dir} was not written by ensemble.py; give another --output_dir")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, Document, Entity, files_with_suffix, read_text
 from dataset_script.formats import FORMATS, labelstudio
 from dataset_script.formats.registry import check_file_name, write_documents
-from modeling_bert_bilstm_crf import brat_annotations
+from processing_bert_bilstm_crf import brat_annotations
 
 SPLIT_NAMES = tuple(map(str, ruijin_ner.SPLITS))
 UNCERTAINTY_FILE = "uncertainty.tsv"
@@ -141,15 +141,15 @@ def main():
     (args,) = parse_arguments(argument_parser())
     offline_without_network()
     if sum(source is not None for source in (args.input_dir, args.input_file, args.data_dir)) != 1:
-        raise ValueError("give exactly one of --input_dir, --input_file and --data_dir")
+        raise UsageError("give exactly one of --input_dir, --input_file and --data_dir")
     if args.preannotate and not (args.output_dir and not args.input_file):
-        raise ValueError("--preannotate writes a folder: give --output_dir and --input_dir or --data_dir")
+        raise UsageError("--preannotate writes a folder: give --output_dir and --input_dir or --data_dir")
     if args.preannotate and args.output_format not in ("brat", "labelstudio"):
         raise UsageError(f"--preannotate writes brat or labelstudio, not --output_format {args.output_format}")
     if args.output_format != "brat" and not args.output_dir:
         raise UsageError(f"--output_format {args.output_format} writes a file: give --output_dir")
     if (args.quantize or args.onnx) and args.device not in (None, "cpu"):
-        raise ValueError(f"--quantize and --onnx run on the CPU, not on --device {args.device}")
+        raise UsageError(f"--quantize and --onnx run on the CPU, not on --device {args.device}")
     if args.quantize == "auto":
         take_cpu_fast_path(args, fast_inference.cpu_flags())
     # Every input is read and checked before the model is loaded: a bad file fails in seconds, not after tagging.
@@ -161,7 +161,7 @@ def main():
     if args.data_dir:
         split = ruijin_ner.load(args.data_dir, name="brat")[args.split]
         if not len(split):
-            raise ValueError(f"the {args.split} split of {args.data_dir} has no documents")
+            raise UsageError(f"the {args.split} split of {args.data_dir} has no documents")
         documents = dict(zip(split["document_id"], split["text"]))
         gold_documents = list(split)
         data_dir = Path(args.data_dir)  # a folder, or a file of another format: its folder is the input's too
@@ -282,13 +282,13 @@ def check_output_dir(output_dir: Path, input_folders: dict[str, list[Path]], out
     files or files this run writes; then make sure the folder can be written. Returns the files to be replaced."""
     for option, folders in input_folders.items():
         if any(output_dir.resolve() == folder.resolve() for folder in folders):
-            raise ValueError(f"--output_dir {output_dir} is the folder of {option}: the predictions would replace "
+            raise UsageError(f"--output_dir {output_dir} is the folder of {option}: the predictions would replace "
                              "the .ann files there; give another folder")
     replaced = [path for path in output_files if path.exists()]
     if output_dir.is_dir() and not overwrite:
         taken = sorted({*replaced, *files_with_suffix(output_dir, ".ann")})
         if taken:
-            raise ValueError(f"--output_dir {output_dir} already holds {len(taken)} .ann files or files this run "
+            raise UsageError(f"--output_dir {output_dir} already holds {len(taken)} .ann files or files this run "
                              f"writes ({', '.join(path.name for path in taken[:3])}, ...); give --overwrite to "
                              "replace those this run writes, or another folder")
     check_writable_folder(output_dir, "--output_dir")
@@ -400,7 +400,7 @@ def read_texts(input_dir: Path) -> dict[str, str]:
     """Documents by id (file stem), read as brat counts their characters (``read_text``: UTF-8, \\r\\n kept)."""
     paths = files_with_suffix(input_dir, ".txt")
     if not paths:
-        raise ValueError(f"no .txt files in {input_dir}")
+        raise UsageError(f"no .txt files in {input_dir}")
     return {path.stem: read_text(path) for path in paths}
 
 
@@ -418,10 +418,10 @@ def check_gold_matches(gold_documents: list[dict], documents: dict[str, str]) ->
     gold_texts = {doc["document_id"]: doc["text"] for doc in gold_documents}
     missing = sorted(set(documents) - set(gold_texts))
     if missing:
-        raise ValueError(f"no gold annotations for {', '.join(missing[:5])}")
+        raise UsageError(f"no gold annotations for {', '.join(missing[:5])}")
     differing = sorted(document_id for document_id, text in documents.items() if gold_texts[document_id] != text)
     if differing:
-        raise ValueError(f"the gold .txt of {', '.join(differing[:5])} differs from the text to tag (line "
+        raise UsageError(f"the gold .txt of {', '.join(differing[:5])} differs from the text to tag (line "
                  "endings?), so their offsets cannot be compared")
 
 

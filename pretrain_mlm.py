@@ -31,7 +31,7 @@ from transformers import AutoTokenizer, BertConfig, DataCollatorForLanguageModel
 
 from brat_ner import distributed, fast_inference
 from brat_ner.cli import parse_arguments, run_main
-from brat_ner.encoders import encoder_positions
+from brat_ner.encoders import check_window_fits, encoder_positions
 from brat_ner.pretraining import (
     BertForMaskedLMOnMaskedPositions,
     PretrainingTextArguments,
@@ -41,7 +41,6 @@ from brat_ner.pretraining import (
 )
 from brat_ner.runs import FINISHED, RunArguments, claim_output_dir, record_run, resume_checkpoint, training_arguments
 from brat_ner.trainer import TimeBudgetTrainer, TimeBudgetTrainingArguments, measured_throughput
-from modeling_bert_bilstm_crf import check_window_fits
 
 logger = logging.getLogger(__name__)
 

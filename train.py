@@ -27,7 +27,7 @@ exit_early_for_help(__name__, "train.py")  # --help from its stored page: the im
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 import torch
@@ -44,7 +44,14 @@ from transformers.utils import logging as transformers_logging
 
 from brat_ner import augmentation, distributed, fast_inference
 from brat_ner.cli import check_at_least, check_positive, offline_without_network, parse_arguments, run_main
-from brat_ner.encoders import adopt_trained_head, adopt_trained_windows, build_model, encoder_positions
+from brat_ner.encoders import (
+    adopt_trained_head,
+    adopt_trained_windows,
+    build_model,
+    check_window_fits,
+    encoder_positions,
+    head_option_fields,
+)
 from brat_ner.evaluation import reports_to_markdown, write_reports
 from brat_ner.fast_inference import NUM_THREADS_HELP
 from brat_ner.reporting import (
@@ -81,7 +88,6 @@ from brat_ner.training_data import (
 from brat_ner.trust import is_project_folder
 from dataset_script import ruijin_ner
 from dataset_script.formats import FORMATS
-from modeling_bert_bilstm_crf import check_window_fits
 
 logger = logging.getLogger(__name__)
 
@@ -111,42 +117,26 @@ class ModelArguments:
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer (vocabulary) folder or Hub id, if not --model_name_or_path."}
     )
-    use_lstm: bool = field(default=True, metadata={"help": "BERT -> BiLSTM -> CRF; false for BERT -> CRF."})
-    lstm_hidden_size: int = field(default=256, metadata={"help": "BiLSTM units per direction."})
-    lstm_layers: int = field(default=1)
     head_learning_rate: float = field(
         default=1e-3,
         metadata={"help": "Learning rate of the BiLSTM, linear and CRF layers, which start from scratch; "
                           "--learning_rate is the pretrained encoder's."},
     )
-    bigram_buckets: int = field(
-        default=0,
-        metadata={"help": "Character-bigram embeddings hashed into this many buckets, read by the BiLSTM beside the "
-                          "encoder's output (0: none; see docs/experiments.md for what they were worth)."},
-    )
-    bigram_embedding_size: int = field(default=64, metadata={"help": "Size of each bigram embedding."})
-    skip_blanks: bool = field(
-        default=True,
-        metadata={"help": "Give blank characters (whitespace) no model position: about 14%% less work per character "
-                          "of the Ruijin corpus, as accurate on validation (docs/experiments.md); blanks are tagged "
-                          "from their neighbours (saved in the config, so prediction does the same). false: one "
-                          "position per character, blanks included, as models trained before it."},
-    )
     attn_implementation: str = field(default="sdpa", metadata={"help": "BERT attention: sdpa or eager."})
-    constrain_bio: bool = field(
-        default=True,
-        metadata={"help": "Viterbi decoding (evaluation and, saved in the config, prediction) may only produce "
-                          "valid BIO: no I-X after O, after another type or at the start. Training is unchanged. "
-                          "On by default: as good or better on validation in both CPU models measured "
-                          "(docs/experiments.md); false decodes as before."},
-    )
 
     def __post_init__(self):
+        adopt_trained_head(self, ModelArguments.model_name_or_path)
         check_positive(head_learning_rate=self.head_learning_rate)
         check_at_least(1, lstm_hidden_size=self.lstm_hidden_size, lstm_layers=self.lstm_layers,
                        bigram_embedding_size=self.bigram_embedding_size)
-        check_at_least(0, bigram_buckets=self.bigram_buckets)
-        adopt_trained_head(self, ModelArguments.model_name_or_path)
+        check_at_least(0, bigram_buckets=self.bigram_buckets, lstm_dropout=self.lstm_dropout)
+        if self.lstm_dropout >= 1:
+            raise ValueError(f"--lstm_dropout must be below 1, got {self.lstm_dropout}")
+
+
+# The head options, their defaults and help come from the model's config (BertBiLstmCrfConfig.head_options), the one
+# place they are declared.
+ModelArguments = make_dataclass("ModelArguments", head_option_fields(), bases=(ModelArguments,))
 
 
 @dataclass
@@ -403,7 +393,7 @@ def main():
         processing_class=tokenizer,
         compute_metrics=metric,
         # Metrics on the CRF's Viterbi paths, decoded batch by batch (no emissions kept in memory).
-        preprocess_logits_for_metrics=lambda logits, labels: model.viterbi_tags(logits, labels != -100),
+        preprocess_logits_for_metrics=lambda logits, labels: model.tags(logits, labels != -100),
         callbacks=callbacks,
     )
     if not training_args.disable_tqdm:  # the progress bar, with a line per epoch instead of metric dicts

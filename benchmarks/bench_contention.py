@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_inference import BERT_BASE_CHINESE, NUM_LABELS, benchmark_texts, encoder_config, machine  # noqa: E402
 
-from modeling_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfForTokenClassification  # noqa: E402
+from configuration_bert_bilstm_crf import BertBiLstmCrfConfig  # noqa: E402
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification  # noqa: E402
 
 # The other job: matrix products on PyTorch's default threads (one per core), until it is stopped.
 BUSY_JOB = "import torch\na = torch.randn(1024, 1024)\nwhile True:\n    a = torch.tanh(a @ a)\n"

@@ -33,7 +33,9 @@ from transformers import BertConfig, BertForTokenClassification
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from modeling_bert_bilstm_crf import CRF, BertBiLstmCrfConfig, BertBiLstmCrfForTokenClassification  # noqa: E402
+from configuration_bert_bilstm_crf import BertBiLstmCrfConfig  # noqa: E402
+from crf import CRF  # noqa: E402
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification  # noqa: E402
 
 DEFAULT_BERT_CONFIG = REPO.parent / "shared" / "data" / "bert-base-chinese" / "config.json"
 TINY_BERT = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)

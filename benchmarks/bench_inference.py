@@ -51,14 +51,14 @@ sys.path.insert(0, str(REPO))
 from brat_ner import fast_inference  # noqa: E402
 from brat_ner.tagging import tag_texts  # noqa: E402
 from brat_ner.trust import trust_remote_code  # noqa: E402
+from configuration_bert_bilstm_crf import BertBiLstmCrfConfig  # noqa: E402
 from dataset_script.brat import read_text  # noqa: E402
 from modeling_bert_bilstm_crf import (  # noqa: E402
-    BertBiLstmCrfConfig,
     BertBiLstmCrfEnsembleForTokenClassification,
     BertBiLstmCrfForTokenClassification,
-    BertBiLstmCrfNerPipeline,
-    split_into_windows,
 )
+from pipeline_bert_bilstm_crf import BertBiLstmCrfNerPipeline  # noqa: E402
+from processing_bert_bilstm_crf import split_into_windows  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 BERT_BASE_CHINESE = SHARED / "bert-base-chinese"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
 import os
 import socket
 import sys
-import traceback
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,23 +30,37 @@ SHOWN_TRAINER_OPTIONS = {
 }
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A user's mistake (a refused option, folder, file or value): ``run_main`` prints its message on one line and
     exits with status 2. Raise it for whatever the user can fix; any other exception is a bug and keeps its
-    traceback."""
+    traceback. A ``ValueError``, so that a dataclass's ``__post_init__`` may raise either (``parse_arguments``)."""
 
 
 def exit_early_for_help(module_name: str, script: str) -> None:
     """``script --help`` prints the script's stored help page and exits, before the script imports torch and
-    transformers (seconds that --help should not cost). The page is ``help_page`` of the script's parser,
-    stored in ``HELP_PAGES``; a test keeps it equal to what the parser prints (``tests/test_cli.py``)."""
+    transformers (seconds that --help should not cost). The page is ``help_page`` of the script's parser, stored
+    in ``HELP_PAGES`` under the line of the transformers version it was made with (``stored_help_page``); a test
+    keeps it equal to what the parser prints (``tests/test_cli.py``). With another version of transformers
+    installed (whose Trainer options may differ), the script goes on and its parser answers."""
     if module_name == "__main__" and sys.argv[1:] in (["-h"], ["--help"]):
-        print(help_page_path(script).read_text(encoding="utf-8"), end="")
-        sys.exit(0)
+        made_with, _, page = help_page_path(script).read_text(encoding="utf-8").partition("\n")
+        if made_with == _made_with():
+            print(page, end="")
+            sys.exit(0)
 
 
 def help_page_path(script: str) -> Path:
     return HELP_PAGES / f"{Path(script).stem}.txt"
+
+
+def stored_help_page(parser) -> str:
+    """What ``HELP_PAGES`` holds for a script: the transformers version it was made with, then its help page."""
+    return f"{_made_with()}\n{help_page(parser)}"
+
+
+def _made_with() -> str:
+    """The installed transformers, as the first line of a stored help page names it (read without importing it)."""
+    return f"made with transformers {importlib.metadata.version('transformers')}"
 
 
 def help_page(parser, all_options: bool = False) -> str:
@@ -125,19 +139,19 @@ def read_json_arguments(path: str, parser) -> dict:
 
 
 def check_at_least(minimum: float, **options) -> None:
-    """Refuse (``ValueError``, which the parser reports in one line) each option below ``minimum``; ``None``
+    """Refuse (``UsageError``, which the parser reports in one line) each option below ``minimum``; ``None``
     means the option's default, decided later. For the ``__post_init__`` of argument dataclasses, so a bad
     number stops the script before any work or any folder is made."""
     for name, value in options.items():
         if value is not None and value < minimum:
-            raise ValueError(f"--{name} must be at least {minimum:g}, got {value}")
+            raise UsageError(f"--{name} must be at least {minimum:g}, got {value}")
 
 
 def check_positive(**options) -> None:
-    """Refuse (``ValueError``) each option that is not above zero (``None``: the default, decided later)."""
+    """Refuse (``UsageError``) each option that is not above zero (``None``: the default, decided later)."""
     for name, value in options.items():
         if value is not None and not value > 0:
-            raise ValueError(f"--{name} must be positive, got {value}")
+            raise UsageError(f"--{name} must be positive, got {value}")
 
 
 def offline_without_network() -> None:
@@ -156,17 +170,12 @@ def offline_without_network() -> None:
 
 
 def run_main(main, script: str) -> None:
-    """Run ``main``; a ``UsageError``, bad input files and this project's own checks (a ``ValueError`` raised in
-    the project's code) end it with one line ``script: message`` and exit status 2 instead of a traceback. A
-    ``ValueError`` raised inside a library keeps its traceback: that is a bug to report, not a message written for
-    the user."""
+    """Run ``main``; a user's mistake (``UsageError``) or a malformed annotation file (``BratFormatError``) ends it
+    with one line ``script: message`` and exit status 2 instead of a traceback. Any other exception is a bug to
+    report and keeps its traceback."""
     try:
         main()
     except (UsageError, AnnotationFormatError) as error:  # a malformed annotation file of any format
-        fail(f"{script}: {error}")
-    except ValueError as error:
-        if not _raised_by_project(error):
-            raise
         fail(f"{script}: {error}")
 
 
@@ -175,11 +184,3 @@ def fail(message: str) -> None:
     status 2 (argparse's status for a refused command line)."""
     print(" ".join(message.splitlines()), file=sys.stderr)
     sys.exit(USAGE_ERROR)
-
-
-def _raised_by_project(error: BaseException) -> bool:
-    frames = traceback.extract_tb(error.__traceback__)
-    if not frames:
-        return False
-    path = Path(frames[-1].filename).resolve()
-    return PROJECT_ROOT in path.parents and "site-packages" not in path.parts

@@ -14,11 +14,11 @@ import json
 import statistics
 from pathlib import Path
 
+from brat_ner.cli import UsageError
 from brat_ner.evaluation import score_against_gold, summary
 from brat_ner.files import atomic_write
 from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
-from dataset_script import ruijin_ner
 
 OUT_OF_FOLD_FILE = "out_of_fold_entities.json"  # written last in a fold's folder: the fold is done
 RESULTS_FILE = "cross_validation.json"
@@ -41,6 +41,8 @@ def fold_folder(output_dir: Path, fold: int) -> Path:
 def check_folds_fit(data_dir: str, folds: int, fold_seed: int) -> None:
     """Refuse (``BratFormatError``, naming the corpus) more folds than the corpus has document groups, before a fold
     is trained: the division into folds is read from the files alone, in a moment."""
+    from dataset_script import ruijin_ner  # here, not at the top: compare_cv.py starts without datasets
+
     ruijin_ner.split_corpus(Path(data_dir), ruijin_ner.BratNerConfig(name="brat", folds=folds, fold_seed=fold_seed))
 
 
@@ -66,6 +68,8 @@ def out_of_fold_documents(model_dir: Path) -> list[dict]:
 def split_documents(model_dir: Path, split: str) -> list[dict]:
     """The documents of ``split`` of the corpus that ``model_dir`` was trained on (``brat`` layout), read with the
     corpus options recorded in its ``run_arguments.json``."""
+    from dataset_script import ruijin_ner  # datasets: seconds to import, which compare_cv.py never needs
+
     arguments = json.loads((model_dir / "run_arguments.json").read_text(encoding="utf-8"))
     options = {name: arguments[name] for name in CORPUS_OPTIONS if arguments.get(name) is not None}
     return list(ruijin_ner.load(options.pop("data_dir"), name="brat", **options)[split])
@@ -141,7 +145,7 @@ def read_results(output_dir: Path) -> dict:
     """A finished cross-validation's ``RESULTS_FILE``, with the document ids each fold validated on."""
     path = output_dir / RESULTS_FILE
     if not path.is_file():
-        raise ValueError(f"{output_dir}: no {RESULTS_FILE}; run cross_validate.py --output_dir {output_dir} (a stopped "
+        raise UsageError(f"{output_dir}: no {RESULTS_FILE}; run cross_validate.py --output_dir {output_dir} (a stopped "
                          "run goes on where it stopped)")
     results = json.loads(path.read_text(encoding="utf-8"))
     results["fold_documents"] = [sorted(json.loads((fold_folder(output_dir, fold["fold"]) / OUT_OF_FOLD_FILE)
@@ -155,7 +159,7 @@ def paired_differences(reference: dict, other: dict, names: tuple[str, str]) -> 
     removes what the folds' documents do to both runs, the larger part of the fold-to-fold spread; runs of
     other folds are refused, as their differences would mean nothing."""
     if reference["fold_documents"] != other["fold_documents"]:
-        raise ValueError(f"{names[1]} was cross-validated on other folds than {names[0]} (other --folds, --fold_seed "
+        raise UsageError(f"{names[1]} was cross-validated on other folds than {names[0]} (other --folds, --fold_seed "
                          "or corpus): a paired comparison needs the same documents in each fold")
     comparison = {}
     for rule, name in SCORES:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 from collections import Counter
 
@@ -21,17 +22,15 @@ from transformers import AutoConfig, AutoModel, BertConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.utils import logging as transformers_logging
 
-from modeling_bert_bilstm_crf import (
-    BertBiLstmCrfConfig,
-    BertBiLstmCrfEnsembleConfig,
-    BertBiLstmCrfForTokenClassification,
-    CharacterEncoder,
-)
+from brat_ner.cli import UsageError
+from configuration_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfEnsembleConfig
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
+from processing_bert_bilstm_crf import CharacterEncoder, window_fit_problem
 
 logger = logging.getLogger(__name__)
 
-HEAD_OPTIONS = ("use_lstm", "lstm_hidden_size", "lstm_layers", "bigram_buckets", "bigram_embedding_size", "skip_blanks")
-"""Options that shape a trained model's head: a folder written by train.py brings its own."""
+HEAD_OPTIONS = tuple(BertBiLstmCrfConfig.head_options)
+"""The head's settings a user chooses: the config declares them (``BertBiLstmCrfConfig.head_options``)."""
 
 LABEL_TENSORS = {"classifier.weight": 1, "classifier.bias": 1, "crf.start_transitions": 1,
                  "crf.end_transitions": 1, "crf.transitions": 2}
@@ -63,18 +62,29 @@ def head_settings(model_args, tokenizer, label_names, data_args) -> dict:
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
         "label2id": {name: index for index, name in enumerate(label_names)},
-        "use_lstm": model_args.use_lstm,
-        "lstm_hidden_size": model_args.lstm_hidden_size,
-        "lstm_layers": model_args.lstm_layers,
         "cls_token_id": tokenizer.cls_token_id,
         "sep_token_id": tokenizer.sep_token_id,
         "window_chars": data_args.window_chars,
         "context_chars": data_args.context_chars,
-        "constrain_bio": model_args.constrain_bio,
-        "bigram_buckets": model_args.bigram_buckets,
-        "bigram_embedding_size": model_args.bigram_embedding_size,
-        "skip_blanks": model_args.skip_blanks,
+        **{option: getattr(model_args, option) for option in HEAD_OPTIONS},
     }
+
+
+def head_option_fields() -> list[tuple[str, type, dataclasses.Field]]:
+    """train.py's head options as ``dataclasses.make_dataclass`` fields, made from the config: its
+    ``head_options`` (names and help) and ``__init__``'s types. Each defaults to None, "not given": a new model
+    then takes ``head_option_default``, and a model trained further keeps its own (``adopt_trained_head``)."""
+    parameters = inspect.signature(BertBiLstmCrfConfig.__init__).parameters
+    return [(option, parameters[option].annotation | None, dataclasses.field(default=None, metadata={
+        "help": f"{help_text} Left out: {head_option_default(option)} for a new model, its own for a model "
+                f"trained further."})) for option, help_text in BertBiLstmCrfConfig.head_options.items()]
+
+
+def head_option_default(option: str):
+    """A new model's value of a head option the user left out."""
+    if option in BertBiLstmCrfConfig.new_model_defaults:
+        return BertBiLstmCrfConfig.new_model_defaults[option]
+    return inspect.signature(BertBiLstmCrfConfig.__init__).parameters[option].default
 
 
 # ----- The encoder's architecture and vocabulary -----
@@ -87,13 +97,13 @@ def read_encoder_config(name_or_path: str, option: str) -> dict:
     config_dict, _ = PretrainedConfig.get_config_dict(name_or_path)
     model_type = config_dict.get("model_type", "bert")
     if model_type == BertBiLstmCrfConfig.model_type:
-        raise ValueError(f"{option} {name_or_path} is a model trained by train.py: give it as --model_name_or_path "
+        raise UsageError(f"{option} {name_or_path} is a model trained by train.py: give it as --model_name_or_path "
                          f"to train it further")
     if model_type == BertBiLstmCrfEnsembleConfig.model_type:
-        raise ValueError(f"{option} {name_or_path} is an ensemble (ensemble.py): train one of its members further "
+        raise UsageError(f"{option} {name_or_path} is an ensemble (ensemble.py): train one of its members further "
                          f"(the folders its ensemble_members.json names)")
     if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or config_dict.get("is_encoder_decoder"):
-        raise ValueError(f"{option} {name_or_path}: a {model_type} model is not a bidirectional encoder that "
+        raise UsageError(f"{option} {name_or_path}: a {model_type} model is not a bidirectional encoder that "
                          f"transformers pretrains by masked language modelling (BERT, ERNIE, ELECTRA, RoFormer ...), "
                          f"so it cannot tag each character from both sides")
     fields = {key: value for key, value in config_dict.items() if key != "model_type"}
@@ -122,7 +132,7 @@ def check_characters_in_vocabulary(tokenizer, windows, name: str, checked_window
     unknown_count = sum(characters[character] for character in unknown)
     total = sum(characters.values())
     if total and unknown_count * 2 > total:
-        raise ValueError(f"the tokenizer of {name} has no vocabulary entry of its own for {unknown_count} of the "
+        raise UsageError(f"the tokenizer of {name} has no vocabulary entry of its own for {unknown_count} of the "
                          f"{total} Chinese characters of the first training windows (e.g. {''.join(unknown[:5])}): "
                          f"the model feeds one entry per character, as BERT's Chinese vocab.txt has them, which a "
                          f"sentencepiece or BPE vocabulary of word pieces does not")
@@ -172,7 +182,7 @@ def load_report(model, info: dict, path: str, allow_random: bool) -> str:
         problem = ("has no encoder weights this model can read" if not loaded else
                    f"lacks {len(missing_encoder)} of the {len(encoder_keys)} {name} encoder weights" if missing_encoder
                    else f"holds {len(unused)} encoder weights a {name} encoder does not have")
-        raise ValueError(f"--model_name_or_path {path} {problem} (first: {', '.join(keys[:3])}): training would "
+        raise UsageError(f"--model_name_or_path {path} {problem} (first: {', '.join(keys[:3])}): training would "
                          f"start those from random weights; add --allow_random_encoder_weights to do so anyway")
     fresh = [label for part, label in HEAD_PARTS.items() if any(key.startswith(part + ".") for key in missing)]
     if missing_encoder:
@@ -203,7 +213,7 @@ def check_saved_bigram_table(model_args):
         return
     shape = (saved["bigram_buckets"], saved["bigram_embedding_size"])
     if (model_args.bigram_buckets, model_args.bigram_embedding_size) != shape:
-        raise ValueError(f"--model_name_or_path {model_args.model_name_or_path} holds bigram embeddings of "
+        raise UsageError(f"--model_name_or_path {model_args.model_name_or_path} holds bigram embeddings of "
                          f"{shape[0]} buckets x {shape[1]}: give --bigram_buckets {shape[0]} "
                          f"--bigram_embedding_size {shape[1]} (got {model_args.bigram_buckets} x "
                          f"{model_args.bigram_embedding_size})")
@@ -224,20 +234,23 @@ def trained_model_config(name_or_path: str | None) -> BertBiLstmCrfConfig | None
 
 
 def adopt_trained_head(model_args, model_name_or_path_default: str) -> None:
-    """For ``ModelArguments.__post_init__``: with ``--model_name_or_path`` a folder written by train.py, the head
-    options (``HEAD_OPTIONS``) are the folder's, so that its weights fit; one given with another value is refused.
+    """For ``ModelArguments.__post_init__``: the head options the user left out (None) take a new model's defaults,
+    or with ``--model_name_or_path`` a folder written by train.py, the folder's; of the options given, those its
+    weights fix (``BertBiLstmCrfConfig.fixed_by_weights``) must be the folder's, and the others apply.
     ``--encoder_config`` with a ``--model_name_or_path`` of one's own is refused: one would silently override
     the other."""
     if model_args.encoder_config and model_args.model_name_or_path != model_name_or_path_default:
-        raise ValueError(f"--encoder_config {model_args.encoder_config} builds an encoder with random weights and "
+        raise UsageError(f"--encoder_config {model_args.encoder_config} builds an encoder with random weights and "
                          f"--model_name_or_path {model_args.model_name_or_path} names one to start from: give one "
                          f"of them (--encoder_config '' drops the one of an options file)")
-    saved = trained_model_config(model_args.model_name_or_path)
-    if saved is None or model_args.encoder_config:
-        return
-    for option, given, trained in options_from_folder(model_args, saved, HEAD_OPTIONS):
-        if given != trained:
-            raise ValueError(f"--{option} {given}: the model at {model_args.model_name_or_path} was trained with "
+    saved = None if model_args.encoder_config else trained_model_config(model_args.model_name_or_path)
+    for option in HEAD_OPTIONS:
+        given = getattr(model_args, option)
+        trained = head_option_default(option) if saved is None else getattr(saved, option)
+        if given is None:
+            setattr(model_args, option, trained)
+        elif saved is not None and option in BertBiLstmCrfConfig.fixed_by_weights and given != trained:
+            raise UsageError(f"--{option} {given}: the model at {model_args.model_name_or_path} was trained with "
                              f"{trained}, and training it further keeps its head (leave --{option} out)")
 
 
@@ -277,7 +290,7 @@ def continued_model(model_args, settings: dict, label_names: list[str]):
             path, attn_implementation=model_args.attn_implementation, output_loading_info=True)
     unread = sorted(info["missing_keys"]) + sorted(info["unexpected_keys"])
     if unread:
-        raise ValueError(f"--model_name_or_path {path}: its weights do not fit its config (first: "
+        raise UsageError(f"--model_name_or_path {path}: its weights do not fit its config (first: "
                          f"{', '.join(unread[:3])}): is model.safetensors the one train.py wrote there?")
     known = [trained.config.id2label[index] for index in range(trained.config.num_labels)]
     config = trained.config
@@ -313,6 +326,14 @@ def relabelled_state(trained: dict, fresh: dict, known: list[str], label_names: 
     return state
 
 
+def check_window_fits(window_chars: int, max_position_embeddings: int, name: str) -> None:
+    """Refuse (``UsageError``) windows of ``window_chars`` characters that the encoder has no positions for, named
+    by the option(s) ``name`` that asked for them."""
+    problem = window_fit_problem(window_chars, max_position_embeddings, name)
+    if problem:
+        raise UsageError(problem)
+
+
 def encoder_positions(encoder_config: str | None, model_name_or_path: str | None) -> int:
     """``max_position_embeddings`` of the encoder a training script starts from, without building it: its
     ``--encoder_config`` when given, else its ``--model_name_or_path`` (a folder, a config.json or a Hub id). A
@@ -324,5 +345,5 @@ def encoder_positions(encoder_config: str | None, model_name_or_path: str | None
         config, _ = BertConfig.get_config_dict(name_or_path)
     except OSError as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{option} {name_or_path}: no config.json there or on the Hub ({reason})") from None
+        raise UsageError(f"{option} {name_or_path}: no config.json there or on the Hub ({reason})") from None
     return config.get("max_position_embeddings", BertConfig().max_position_embeddings)

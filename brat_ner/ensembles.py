@@ -23,6 +23,7 @@ from brat_ner.evaluation import score_against_gold, summary
 from brat_ner.runs import check_model_folder
 from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
+from configuration_bert_bilstm_crf import BertBiLstmCrfEnsembleConfig
 
 MEMBERS_FILE = "ensemble_members.json"  # the member folders and their test scores
 COPIED_FILES = ("corpus.json", "run_arguments.json")  # the corpus the members were trained on: the model card's
@@ -35,8 +36,8 @@ def load_member(folder: str, trust: bool):
 
     check_model_folder(folder, "--members")
     model = AutoModelForTokenClassification.from_pretrained(folder, trust_remote_code=trust_remote_code(folder, trust))
-    if getattr(model.config, "ensemble_members", None):
-        raise ValueError(f"{folder} is an ensemble already: give its members instead")
+    if model.config.model_type == BertBiLstmCrfEnsembleConfig.model_type:
+        raise UsageError(f"{folder} is an ensemble already: give its members instead")
     return model.float().eval()
 
 
@@ -58,10 +59,13 @@ def combine(folders: list[str], min_votes: int, trust: bool):
                              "members must tag the same labels in the same order")
     ensemble_class = getattr(sys.modules[type(members[0]).__module__], "BertBiLstmCrfEnsembleForTokenClassification",
                              None)
-    if ensemble_class is None:
-        raise ValueError(f"{folders[0]} was saved by a version of the model code without ensembles; retrain it "
-                         "or copy this project's modeling_bert_bilstm_crf.py into it")
-    return ensemble_class.from_members(members, min_votes=min_votes)
+    if ensemble_class is None or not hasattr(ensemble_class, "tags"):
+        raise UsageError(f"{folders[0]} was saved by a version of the model code without ensembles that vote in the "
+                         "pipeline; retrain it, or copy this project's model code files into it")
+    try:
+        return ensemble_class.from_members(members, min_votes=min_votes)
+    except ValueError as error:  # the model's refusal of these members (other labels, windows ...), the user's choice
+        raise UsageError(f"--members {' '.join(folders)}: {error}") from None
 
 
 def labels_of(model) -> list[str]:
@@ -110,20 +114,18 @@ def test_scores(ensemble, folders: list[str], tokenizer, min_votes: list[int], b
     documents = split_documents(Path(folders[0]), "test")
     texts = [document["text"] for document in documents]
 
-    def scored(model) -> dict:
-        predictions = tag_texts(_tagger(model, tokenizer), texts, batch_size)
+    def scored(model, **decoding) -> dict:
+        predictions = tag_texts(_tagger(model, tokenizer), texts, batch_size, **decoding)
         return score_against_gold(documents, {doc["document_id"]: found for doc, found in zip(documents, predictions)})
 
     members = [{"folder": folder, **_summaries(scored(member))} for folder, member in zip(folders, ensemble.members)]
     configured = ensemble.config.ensemble_min_votes
     combinations, reports = {}, None
     for votes in sorted({0, configured, *min_votes}):
-        ensemble.config.ensemble_min_votes = votes
-        votes_reports = scored(ensemble)
+        votes_reports = scored(ensemble, min_votes=votes)
         combinations["average" if votes == 0 else f"at least {votes} votes"] = _summaries(votes_reports)
         if votes == configured:
             reports = votes_reports
-    ensemble.config.ensemble_min_votes = configured
     mean = {rule: {name: statistics.mean(member[rule][name] for member in members) for name in members[0][rule]}
             for rule in ("strict", "overlap")}
     return {"documents": len(documents), "members": members, "member_mean": mean, "ensemble": combinations,

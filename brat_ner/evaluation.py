@@ -4,11 +4,13 @@ Two scorers, one report layout (seqeval's ``classification_report(output_dict=Tr
 type with ``precision``, ``recall``, ``f1-score`` and ``support``, plus ``micro avg``, ``macro avg`` and
 ``weighted avg``):
 
-* :class:`EntitySeqeval`, an ``evaluate`` metric over BIO tag sequences (the windows seen in training);
+* ``brat_ner.trainer.metrics.EntitySeqeval``, an ``evaluate`` metric over BIO tag sequences (the windows seen in
+  training), which this module leaves out so that the commands that only score brat entities start without
+  importing ``evaluate``;
 * :func:`score_entities`, strict matching of brat entities (same document, type, first and last offset),
   the level at which the Ruijin competition was scored;
 * :func:`score_overlapping_entities`, lenient matching (same document and type, spans overlap; each entity
-  matched at most once), the rule of the public competition entries that report 0.71-0.77.
+  matched at most once), the rule of many public competition entries.
 
 :func:`score_both` gives the strict and the overlap report of the same entities, as the training and
 prediction reports show them side by side.
@@ -23,10 +25,6 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-import datasets
-import evaluate
-from seqeval.metrics import classification_report
-
 from brat_ner.files import atomic_write
 
 AVERAGE_ROWS = ("micro avg", "macro avg", "weighted avg")
@@ -34,32 +32,6 @@ MATCHING_RULES = {  # the headings of the reports of score_both, as printed
     "strict": "Strict (type, first and last offset must match):",
     "overlap": "Overlap (type must match, spans must overlap; one-to-one):",
 }
-
-
-class EntitySeqeval(evaluate.Metric):
-    """Entity-level precision, recall and F1 of BIO tag sequences, per type and averaged (seqeval, IOB2,
-    default mode: an ``I-X`` that continues no ``X`` starts a new entity, as ``bio_to_spans`` reads it).
-
-    The metric is defined here rather than fetched with ``evaluate.load("seqeval")`` because that loads a
-    script from the Hugging Face Hub, which offline machines cannot reach.
-    """
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description="Entity-level precision, recall and F1 (seqeval) per type, micro and macro averaged.",
-            citation="seqeval: https://github.com/chakki-works/seqeval",
-            inputs_description="predictions, references: lists of BIO tag sequences of equal lengths.",
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("string")),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
-        )
-
-    def _compute(self, predictions, references):
-        report = classification_report(references, predictions, output_dict=True, zero_division=0)
-        return _plain_report(report)
 
 
 def score_entities(gold: Iterable[tuple], predicted: Iterable[tuple]) -> dict:
@@ -225,7 +197,7 @@ def _averages(report: dict) -> dict:
     return {"macro avg": {**macro, "support": total}, "weighted avg": {**weighted, "support": total}}
 
 
-def _plain_report(report: dict) -> dict:
+def plain_report(report: dict) -> dict:
     """seqeval returns numpy scalars; reports are written as JSON, so keep plain Python numbers."""
     return {name: {key: value.item() if hasattr(value, "item") else value for key, value in row.items()}
             for name, row in report.items()}

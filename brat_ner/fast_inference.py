@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from brat_ner.cli import UsageError
+
 ONNX_FINGERPRINT_KEY = "bert_bilstm_crf_weights_sha256"
 """Metadata of an exported ONNX file: the fingerprint of the weights it was exported from, so that a file left
 over from another (e.g. re-trained) model is refused instead of giving wrong entities."""
@@ -85,7 +87,7 @@ def set_num_threads(num_threads: int | None = None) -> int:
     """Set PyTorch's intra-op threads (default ``default_num_threads()``) and return the number."""
     num_threads = default_num_threads() if num_threads is None else num_threads
     if num_threads < 1:
-        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+        raise UsageError(f"num_threads must be at least 1, got {num_threads}")
     torch.set_num_threads(num_threads)
     return num_threads
 
@@ -95,7 +97,7 @@ def quantize_int8(tagger) -> None:
     and quantise their inputs on the fly (torch dynamic quantisation; CPU only), packed for ``int8_engine()``.
     The BiLSTM, about 2.5% of the multiply-adds, and the CRF stay in float32."""
     if tagger.device.type != "cpu":
-        raise ValueError(f"int8 dynamic quantisation runs on the CPU only, not on {tagger.device}")
+        raise UsageError(f"int8 dynamic quantisation runs on the CPU only, not on {tagger.device}")
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works here
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
@@ -162,13 +164,17 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 class _EmissionNetwork(nn.Module):
-    """Encoder + BiLSTM + linear of a model, from the ids of unpadded windows (no mask, so no packing)."""
+    """The model's ``emissions`` (encoder + BiLSTM + linear; an ensemble's, each member's) from the ids of unpadded
+    windows (no mask, so no packing). A folder saved before models had ``emissions`` (2026-12-07) is a single model
+    whose pipeline reads its ``logits``, the same scores."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids):
+        if hasattr(self.model, "emissions"):
+            return self.model.emissions(input_ids)
         return self.model(input_ids=input_ids).logits
 
 
@@ -198,7 +204,7 @@ def export_onnx(model, path: str | Path, int8: bool = False) -> Path:
     import onnx_ir
 
     logits = program.model.graph.outputs[0]
-    logits.shape = onnx_ir.Shape([*program.model.graph.inputs[0].shape, logits.shape[-1]])
+    logits.shape = onnx_ir.Shape([*program.model.graph.inputs[0].shape, *logits.shape[2:]])
     program.model.metadata_props[ONNX_FINGERPRINT_KEY] = onnx_fingerprint(model, int8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
@@ -215,10 +221,8 @@ INT8_ONNX_OPS = ["MatMul", "Gemm"]
 """The ops ``export_onnx`` quantises: products with constant weights, i.e. the model's Linear layers, as
 ``quantize_int8`` does in torch. ONNX Runtime's default also quantises the BiLSTM (DynamicQuantizeLSTM: int8 inputs
 and weights at each of its steps, whose rounding the recurrence carries on) and the embedding tables (Gather, one
-scale for the whole table). Strict micro-F1 of int8 entities against the float model's, ONNX Runtime's default ->
-these ops with 7-bit weights (``quantize_int8_graph``), torch int8 beside them (2026-12-06, AMD EPYC, AVX2): the
-sample with the tests' tiny model 0.875 -> 0.967 (torch 0.954); 20 Ruijin documents with a tiny model trained 90 s on
-60 others 0.975 -> 0.986 (torch 0.988)."""
+scale for the whole table), which moves the entities further from the float model's (docs/experiments.md, "Figures
+behind the code's choices")."""
 
 
 def quantize_int8_graph(float_graph: Path, int8_graph: Path) -> None:
@@ -258,7 +262,7 @@ def onnx_fingerprint(model, int8: bool) -> str:
     return weights_fingerprint(model) + (" int8" if int8 else " float32")
 
 
-class OnnxFileMismatch(ValueError):
+class OnnxFileMismatch(UsageError):
     """An ONNX file exported from other weights, in another precision, or not by ``export_onnx``."""
 
 
@@ -287,10 +291,10 @@ def use_onnx(tagger, path: str | Path, num_threads: int | None = None, int8: boo
     exporting it there first if the file does not exist. A file exported from other weights or in the other
     precision is refused."""
     if tagger.device.type != "cpu":
-        raise ValueError(f"the ONNX path runs on the CPU (ONNX Runtime's CPU provider), not on {tagger.device}")
-    if getattr(tagger.model.config, "ensemble_min_votes", 0):
-        raise ValueError("the ONNX path exports one emission network, the members' average, and an ensemble that "
-                         "votes decodes each member's emissions: run it without --onnx (--quantize int8 works)")
+        raise UsageError(f"the ONNX path runs on the CPU (ONNX Runtime's CPU provider), not on {tagger.device}")
+    if getattr(tagger.model.config, "ensemble_min_votes", 0) and not hasattr(tagger.model, "emissions"):
+        raise UsageError("this ensemble's code (saved before 2026-12-07) exports one emission network, the members' "
+                         "average, and its votes need each member's: run it without --onnx (--quantize int8 works)")
     path = Path(path)
     if not path.exists():
         export_onnx(tagger.model, path, int8)

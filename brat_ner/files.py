@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from brat_ner.cli import UsageError
+
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
@@ -76,7 +78,7 @@ def check_writable_folder(folder: Path, option: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise ValueError(f"{option} {folder}: cannot write there ({error.strerror or error})") from None
+        raise UsageError(f"{option} {folder}: cannot write there ({error.strerror or error})") from None
 
 
 # ----- one run per output folder -----
@@ -112,7 +114,7 @@ class OutputLock:
                 except FileExistsError:
                     self._remove_stale_lock()
             else:
-                raise ValueError(f"{self.path} was taken again while a stale lock was removed; try again")
+                raise UsageError(f"{self.path} was taken again while a stale lock was removed; try again")
         finally:
             os.unlink(temporary)
         atexit.register(self.release)
@@ -143,7 +145,7 @@ class OutputLock:
             logger.warning("Taking over %s: its owner, process %d, is gone", self.path, pid)
             self.path.unlink(missing_ok=True)
             return
-        raise ValueError(f"{self.folder} is in use by another run (process {pid} on {host}: "
+        raise UsageError(f"{self.folder} is in use by another run (process {pid} on {host}: "
                          f"{owner.get('command', '?')}); wait for it to end or give another --output_dir. If "
                          f"that run is over, delete {self.path}")
 

@@ -12,7 +12,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from dataset_script import ruijin_ner
 from dataset_script.brat import files_with_suffix, read_text
-from modeling_bert_bilstm_crf import CharacterEncoder, split_into_windows
+from processing_bert_bilstm_crf import CharacterEncoder, split_into_windows
 
 
 @dataclass

@@ -103,17 +103,17 @@ def claim_output_dir(script: str, training_args, run_args: RunArguments, finishe
         return lock  # nothing trained to the end here: train afresh or resume a checkpoint
     problem = _weights_problem(output_dir, record)
     if problem:
-        raise ValueError(f"{output_dir}: {problem}; {TRAIN_AGAIN}")
+        raise UsageError(f"{output_dir}: {problem}; {TRAIN_AGAIN}")
     changes = _argument_changes(output_dir / ARGUMENTS_NAME, arguments, only_common=True) if arguments else []
     if changes:
-        raise ValueError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {TRAIN_AGAIN}")
+        raise UsageError(f"{output_dir} holds a run trained with other arguments ({'; '.join(changes)}); {TRAIN_AGAIN}")
     missing = missing_outputs(output_dir, record) if record else []
     if missing and set(missing) <= rewritable_outputs(record):
         logger.warning("%s: its finished run lost %s, written after its model was saved: writing them again from the "
                        "saved model, without training again", output_dir, ", ".join(missing))
         return lock
     if missing:
-        raise ValueError(f"{output_dir}: {RECORD_NAME} lists files that are missing ({', '.join(missing)}); "
+        raise UsageError(f"{output_dir}: {RECORD_NAME} lists files that are missing ({', '.join(missing)}); "
                          f"{TRAIN_AGAIN}")
     if record is not None and record["stage"] == MODEL_SAVED:
         logger.warning("%s holds a run stopped after saving its model: finishing it from the saved model, without "
@@ -186,7 +186,7 @@ def read_record(output_dir: Path) -> dict | None:
     except (ValueError, UnicodeDecodeError):
         record = None
     if not isinstance(record, dict) or not {"stage", "weights", "outputs"} <= record.keys():
-        raise ValueError(f"{path} is not a run record; {TRAIN_AGAIN}")
+        raise UsageError(f"{path} is not a run record; {TRAIN_AGAIN}")
     return record
 
 
@@ -327,7 +327,7 @@ def resume_checkpoint(training_args, run_args: RunArguments, arguments: dict) ->
         checkpoint = Path(training_args.resume_from_checkpoint)
         problem = checkpoint_problem(checkpoint, training_args.save_only_model)
         if problem:
-            raise ValueError(f"--resume_from_checkpoint {checkpoint}: {problem}")
+            raise UsageError(f"--resume_from_checkpoint {checkpoint}: {problem}")
     elif run_args.overwrite_output_dir:
         checkpoint = None
     else:
@@ -423,7 +423,7 @@ def _check_same_arguments(checkpoint: Path, arguments: dict, allowed: bool) -> N
     if allowed:
         logger.warning("Resuming %s with changed arguments: %s", checkpoint, "; ".join(changes))
         return
-    raise ValueError(f"{checkpoint} was trained with other arguments ({'; '.join(changes)}); give the same ones, "
+    raise UsageError(f"{checkpoint} was trained with other arguments ({'; '.join(changes)}); give the same ones, "
                      "--resume_with_changed_arguments to resume anyway, or --overwrite_output_dir to start afresh")
 
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 
-def tag_texts(tagger, texts: list[str], batch_size: int, progress: bool = False) -> list[list[dict]]:
+def tag_texts(tagger, texts: list[str], batch_size: int, progress: bool = False, **parameters) -> list[list[dict]]:
     """Entities for each text (the pipeline batches windows across documents), with a bar that moves as each
-    document is done."""
-    results = stream_entities(tagger, texts, batch_size)
+    document is done. ``parameters``: the pipeline's (``constrain_bio``, an ensemble's ``min_votes`` ...)."""
+    results = stream_entities(tagger, texts, batch_size, **parameters)
     return list(tqdm(results, total=len(texts), desc="Documents", unit="doc", disable=not progress))
 
 
-def stream_entities(tagger, texts, batch_size: int):
+def stream_entities(tagger, texts, batch_size: int, **parameters):
     """Each text's entities as soon as its windows are tagged. The pipeline gets a generator: given a list, it
     tags every text before returning the first result, and a progress bar would jump from 0 to 100%."""
-    return tagger((text for text in texts), batch_size=batch_size)
+    return tagger((text for text in texts), batch_size=batch_size, **parameters)
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import datasets
 
+from brat_ner.cli import UsageError
 from dataset_script import ruijin_ner
 from dataset_script.brat import files_with_suffix, read_text
-from modeling_bert_bilstm_crf import CharacterEncoder, is_blank, split_into_windows, window_context
+from processing_bert_bilstm_crf import CharacterEncoder, is_blank, split_into_windows, window_context
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def check_splits_have_text(stats, data_dir):
     empty = [str(split) for split in ruijin_ner.SPLITS if not stats.windows[str(split)]]
     if empty:
         verb = "splits have" if len(empty) > 1 else "split has"
-        raise ValueError(f"{data_dir}: the {' and '.join(empty)} {verb} no text (documents per split: "
+        raise UsageError(f"{data_dir}: the {' and '.join(empty)} {verb} no text (documents per split: "
                          f"{dict(stats.documents)}); train.py needs all three: add documents, or give train/, "
                          "validation/ and test/ folders")
 
@@ -112,7 +113,7 @@ def untagged_windows(folders, data_dir, tokenizer, data_args, skip_blanks, featu
     for path in (path for folder in folders for path in files_with_suffix(Path(folder), ".txt")):
         text = read_text(path)
         if text in corpus_texts:
-            raise ValueError(f"--extra_text_dirs: {path} is the text of the corpus document {corpus_texts[text]}; "
+            raise UsageError(f"--extra_text_dirs: {path} is the text of the corpus document {corpus_texts[text]}; "
                              "unlabelled text must not be a text of --data_dir")
         windows = split_into_windows(text, data_args.window_chars, cuts=ruijin_ner.TRAINING_CUTS)
         for index, (start, end) in enumerate(windows):
@@ -127,7 +128,7 @@ def untagged_windows(folders, data_dir, tokenizer, data_args, skip_blanks, featu
             add_window(columns, encoder, window, before, after, [UNTAGGED] * positions)
             columns["blank_only_entities"].append(0)
     if not columns["input_ids"]:
-        raise ValueError(f"--extra_text_dirs {' '.join(map(str, folders))}: no text in any .txt file")
+        raise UsageError(f"--extra_text_dirs {' '.join(map(str, folders))}: no text in any .txt file")
     columns = with_lengths(columns)
     return datasets.Dataset.from_dict({name: columns[name] for name in features}, features=features)
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
-import inspect
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,9 +54,8 @@ from pathlib import Path
 
 import datasets
 
-# The window functions live in the model file, which travels alone to the Hub: prediction cuts windows too.
-import modeling_bert_bilstm_crf
-from modeling_bert_bilstm_crf import split_into_windows, window_context
+# The window functions travel with the model's code to the Hub: prediction cuts windows too.
+from processing_bert_bilstm_crf import WINDOWS_VERSION, split_into_windows, window_context
 
 from .brat import (
     EVENT_TRIGGER_POLICIES,
@@ -93,10 +91,8 @@ def bio_labels(entity_types) -> list[str]:
 RUIJIN_LABELS = bio_labels(RUIJIN_ENTITY_TYPES)
 # Training windows never cut an entity (its span is blocked), so a line break is as safe as a sentence end and
 # the longest window is kept: fewer, fuller steps per epoch (each step also pays for the whole embedding tables).
-# Prediction knows no entities and ranks line breaks last (the model file's ``PREDICTION_CUTS``).
+# Prediction knows no entities and ranks line breaks last (``processing_bert_bilstm_crf.PREDICTION_CUTS``).
 TRAINING_CUTS = (frozenset("。！？；!?;\n"),)
-# The model file's functions that shape examples: their source is part of the builder's cache key.
-MODEL_FUNCTIONS_USED = (split_into_windows, window_context, modeling_bert_bilstm_crf._best_cut)
 SPLITS = (datasets.Split.TRAIN, datasets.Split.VALIDATION, datasets.Split.TEST)
 
 
@@ -532,12 +528,10 @@ def corpus_hash(files: list[Path], conf: AnnotationConf | None = None) -> str:
 
 
 def code_hash() -> str:
-    """A digest of the code that turns files into examples (this package and the model file's functions it
-    calls, ``MODEL_FUNCTIONS_USED``), the builder's ``hash``: a changed window or tag policy then builds anew
-    instead of reusing old Arrow files."""
-    digest = hashlib.sha1()
-    for function in MODEL_FUNCTIONS_USED:
-        digest.update(inspect.getsource(function).encode("utf-8"))
+    """A digest of the code that turns files into examples (this package's files and the declared version of the
+    window functions it calls, ``WINDOWS_VERSION``), the builder's ``hash``: a changed window or tag policy then
+    builds anew instead of reusing old Arrow files, and a change to the model's other code does not."""
+    digest = hashlib.sha1(f"windows {WINDOWS_VERSION}".encode())
     for path in sorted(Path(__file__).parent.rglob("*.py")):  # the formats/ package too
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -60,6 +60,27 @@ def predict_error(monkeypatch, capsys, *arguments, model_loads=True) -> str:
     return error[-1]
 
 
+def refusal(script: str, *arguments, cwd=REPO) -> str:
+    """The one line with which ``script`` refuses ``arguments``: exit status 2, no traceback."""
+    completed = subprocess.run([sys.executable, script, *arguments], cwd=cwd, capture_output=True, text=True,
+                               timeout=600, env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"})
+    lines = completed.stderr.strip().splitlines()
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr, completed.stderr[-3000:]
+    assert lines and lines[-1].startswith(f"{script}: "), completed.stderr[-3000:]
+    return lines[-1]
+
+
+def parse_error(parser, arguments, capsys) -> str:
+    """The one line on standard error with which ``cli.parse_arguments`` refuses ``arguments`` (exit status 2)."""
+    from brat_ner import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_arguments(parser, arguments)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(error.strip().splitlines()) == 1, error
+    return error.strip()
+
+
 def write_corpus(folder: Path, documents: dict, conf: str | None = None, encoding="utf-8") -> Path:
     """A brat folder: ``documents`` maps an id to (text, ann), written as bytes in ``encoding`` (no newline
     translation); a ``None`` text or ann leaves that file out; ``conf`` is written as annotation.conf."""

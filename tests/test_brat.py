@@ -11,7 +11,7 @@ from transformers import pipeline
 from conftest import load_corpus, run_script, small_training, write_corpus
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, read_annotation_conf
-from modeling_bert_bilstm_crf import bio_to_spans
+from processing_bert_bilstm_crf import bio_to_spans
 
 
 def load_as_one_split(folder: Path, **kwargs):

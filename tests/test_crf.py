@@ -10,8 +10,8 @@ import pytest
 import torch
 import torchcrf
 
-import modeling_bert_bilstm_crf as modeling
-from modeling_bert_bilstm_crf import CRF
+import crf as crf_module
+from crf import CRF
 
 NUM_TAGS = 5
 
@@ -52,9 +52,9 @@ def brute_force_log_partition(crf, emissions, mask):
 
 def partitions(crf, emissions, mask, tree):
     """log Z per sequence through the module's compaction and the chosen implementation."""
-    order, _, compact_mask = modeling._compact(mask, trim=not tree)
-    compact = modeling._gather_time(emissions, order)
-    function = modeling._log_partition_tree if tree else modeling._log_partition_sequential
+    order, _, compact_mask = crf_module._compact(mask, trim=not tree)
+    compact = crf_module._gather_time(emissions, order)
+    function = crf_module._log_partition_tree if tree else crf_module._log_partition_sequential
     params = [p.to(emissions.dtype) for p in crf._float_params()]
     return function(compact, compact_mask, *params)
 
@@ -98,7 +98,7 @@ def test_realistic_shape_matches_torchcrf():
 @pytest.fixture
 def parallel_algorithms(monkeypatch):
     """Make the CRF use its GPU algorithms (product tree, chunked Viterbi) on CPU tensors."""
-    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: True)
+    monkeypatch.setattr(crf_module, "_parallel_over_time", lambda emissions: True)
 
 
 @pytest.mark.parametrize("seq_len", [1, 2, 3, 10, 77, 300])
@@ -124,7 +124,7 @@ def test_gpu_algorithms_with_holes_match_the_cpu_ones(monkeypatch):
     mask[4] = False
     results = []
     for parallel in (False, True):
-        monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: parallel)
+        monkeypatch.setattr(crf_module, "_parallel_over_time", lambda emissions: parallel)
         results.append((crf(emissions, tags, mask, reduction="none"), crf.viterbi_tags(emissions, mask)))
     (sequential_llh, sequential_paths), (parallel_llh, parallel_paths) = results
     torch.testing.assert_close(parallel_llh, sequential_llh, rtol=1e-5, atol=1e-4)
@@ -151,7 +151,7 @@ def count_dispatched_ops(function) -> int:
 @pytest.mark.parametrize("parallel", [False, True])
 def test_gpu_algorithms_need_few_kernel_launches(monkeypatch, parallel):
     """At B=32, T=512, K=31 a loop over time costs several launches per position; the GPU algorithms far fewer."""
-    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: parallel)
+    monkeypatch.setattr(crf_module, "_parallel_over_time", lambda emissions: parallel)
     crf, _ = make_pair(num_tags=31, seed=11)
     emissions, tags, mask = random_batch(32, 512, 31, seed=11, min_len=256)
     emissions.requires_grad_(True)
@@ -167,11 +167,21 @@ def test_gpu_algorithms_need_few_kernel_launches(monkeypatch, parallel):
         assert llh_ops > 4 * 511 and viterbi_ops > 4 * 511, (llh_ops, viterbi_ops)
 
 
-def test_loads_torchcrf_state_dict_and_names():
-    crf, reference = make_pair()
-    assert set(crf.state_dict()) == {"start_transitions", "end_transitions", "transitions"}
-    for name, value in reference.state_dict().items():
-        assert torch.equal(crf.state_dict()[name], value)
+def test_a_torchcrf_state_dict_loads_and_then_scores_and_decodes_as_torchcrf():
+    """pytorch-crf's parameter names are ours: its state dict loads into a CRF of its own (uniform) initialisation,
+    which then gives pytorch-crf's log-likelihood and paths, as it did not before loading."""
+    torch.manual_seed(0)
+    reference = torchcrf.CRF(NUM_TAGS, batch_first=True)
+    for param in reference.parameters():
+        torch.nn.init.normal_(param, std=2.0)  # far from CRF's own uniform(-0.1, 0.1) start
+    crf = CRF(NUM_TAGS, batch_first=True)
+    assert set(crf.state_dict()) == set(reference.state_dict())
+    emissions, tags, mask = random_batch(4, 9, NUM_TAGS, seed=3)
+    expected = reference(emissions, tags, mask, reduction="none")
+    assert not torch.allclose(crf(emissions, tags, mask, reduction="none"), expected)
+    crf.load_state_dict(reference.state_dict())
+    torch.testing.assert_close(crf(emissions, tags, mask, reduction="none"), expected)
+    assert crf.decode(emissions, mask) == reference.decode(emissions, mask)
 
 
 def test_default_mask_and_validation():
@@ -242,11 +252,11 @@ def test_gradcheck_float64(tree):
     emissions = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 1, 0, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
     params = [p.detach().double().requires_grad_(True) for p in crf._float_params()]
-    order, _, compact_mask = modeling._compact(mask, trim=not tree)
-    function = modeling._log_partition_tree if tree else modeling._log_partition_sequential
+    order, _, compact_mask = crf_module._compact(mask, trim=not tree)
+    function = crf_module._log_partition_tree if tree else crf_module._log_partition_sequential
 
     def log_partition(emissions, start, end, transitions):
-        compact = modeling._gather_time(emissions, order)
+        compact = crf_module._gather_time(emissions, order)
         return function(compact, compact_mask, start, end, transitions)
 
     assert torch.autograd.gradcheck(log_partition, (emissions, *params))
@@ -279,7 +289,7 @@ def test_large_transition_range_gradient_is_exact(tree):
     emissions = torch.randn(3, 12, 4, dtype=torch.float64, requires_grad=True) * 20
     mask = torch.ones(3, 12, dtype=torch.bool)
     params = [p.detach().double().requires_grad_(True) for p in crf._float_params()]
-    log_partition = modeling._log_partition_tree if tree else modeling._log_partition_sequential
+    log_partition = crf_module._log_partition_tree if tree else crf_module._log_partition_sequential
     log_z = log_partition(emissions, mask, *params)
     grads = torch.autograd.grad(log_z.sum(), [emissions, *params])
     # Reference: autograd through pytorch-crf's log-space forward algorithm, in float64.
@@ -349,7 +359,7 @@ def brute_force_path_log_probs(crf, emissions, mask):
 def test_cross_entropy_from_a_teacher_is_the_sum_over_all_paths(monkeypatch, tree):
     """-sum over every path of Q(path) log P(path), averaged over sequences, for a teacher CRF Q and a student
     CRF P, with holes, a row without visible positions, and the teacher's expected counts checked path by path."""
-    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: tree)
+    monkeypatch.setattr(crf_module, "_parallel_over_time", lambda emissions: tree)
     teacher, _ = make_pair(num_tags=3, seed=1)
     student, _ = make_pair(num_tags=3, seed=2)
     teacher.double(), student.double()

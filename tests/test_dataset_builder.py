@@ -13,7 +13,7 @@ from conftest import REAL_CORPUS, SAMPLE, SHARED_DATA, load_corpus, sample_texts
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, find_documents, read_document
 from dataset_script.ruijin_ner import spans_to_bio
-from modeling_bert_bilstm_crf import WHITESPACE_TOKEN, CharacterEncoder, bio_to_spans, is_blank
+from processing_bert_bilstm_crf import WHITESPACE_TOKEN, CharacterEncoder, bio_to_spans, is_blank
 
 # ----- the sample corpus through the builder -----
 
@@ -338,3 +338,29 @@ def test_corpus_texts_are_every_text_of_any_format(tmp_path):
     assert ruijin_ner.corpus_texts(folder) == {"糖尿病": str(folder / "a.txt"), "无": str(folder / "b.txt")}
     path = next(corpus_in_format(tmp_path / "ls", "labelstudio").iterdir())
     assert sorted(ruijin_ner.corpus_texts(path)) == sorted(sample_texts(SAMPLE))
+
+
+# ----- warnings and refusals of the corpus -----
+
+
+def test_the_corpus_summary_counts_every_warning_it_printed(tmp_path, caplog):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a_1.txt").write_text("糖尿病患者\n", encoding="utf-8")
+    (corpus / "a_1.ann").write_text("T1\tDiseas 0 3\t糖尿病\n", encoding="utf-8")  # a misspelt type: warned
+    with caplog.at_level("WARNING"):
+        _, stats = ruijin_ner.load(corpus, return_stats=True, cache_dir=tmp_path / "cache")
+    warned = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert warned and "Diseas" in warned[0].getMessage()
+    assert f"warnings: {len(warned)} printed above" in stats.format()
+
+
+def test_gold_types_that_the_folders_annotation_conf_does_not_declare_are_refused(tmp_path):
+    gold = tmp_path / "gold"
+    gold.mkdir()
+    (gold / "a.txt").write_text("口服二甲双胍治疗\n", encoding="utf-8")
+    (gold / "a.ann").write_text("T1\tDrug 2 6\t二甲双胍\nT2\tRemedy 0 2\t口服\n", encoding="utf-8")
+    (gold / "annotation.conf").write_text("[entities]\nDrug\n[relations]\n[events]\n[attributes]\n",
+                                          encoding="utf-8")
+    with pytest.raises(ValueError, match=r"entity types \['Remedy'\] are not in .*annotation.conf"):
+        ruijin_ner.read_corpus_documents(gold)

@@ -26,10 +26,12 @@ from transformers import (
     pipeline,
 )
 
+from brat_ner import trust
 from brat_ner.encoders import ENCODER_NAMES, LABEL_TENSORS, adopt_trained_windows, build_model
 from conftest import REPO, SAMPLE, TINY_BERT, run_predict, run_script, sample_texts, small_training
 from dataset_script import ruijin_ner
-from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification, brat_annotations
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
+from processing_bert_bilstm_crf import brat_annotations
 
 FIXTURE = REPO / "tests" / "fixtures" / "model_saved_2026_12_04"
 SIZES = {"vocab_size": 395, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -262,7 +264,8 @@ def test_a_trained_model_keeps_its_windows_unless_given(trained_model):
 def test_a_folder_saved_before_predicts_as_it_did_with_its_own_and_the_new_modelling_file(tmp_path):
     expected = json.loads((FIXTURE / "expected_entities.json").read_text(encoding="utf-8"))
     new_file = shutil.copytree(FIXTURE, tmp_path / "new-file")
-    shutil.copy(REPO / "modeling_bert_bilstm_crf.py", new_file / "modeling_bert_bilstm_crf.py")
+    for name in trust.MODEL_CODE_FILES:  # the modelling file of today and the files it imports
+        shutil.copy(REPO / name, new_file / name)
     for folder in (FIXTURE, new_file):
         ner = pipeline("token-classification", model=str(folder), trust_remote_code=True)
         texts = {path.stem: path.read_text(encoding="utf-8") for path in SAMPLE.glob("*.txt")}

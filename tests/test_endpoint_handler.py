@@ -54,7 +54,7 @@ def test_handler_returns_the_pipelines_entities_for_a_text_and_a_list(handler, m
     assert any(expected), "the model finds no entity in the test texts: nothing would be compared"
     assert handler({"inputs": TEXTS[0]}) == expected[0]
     answer = handler({"inputs": TEXTS, "parameters": {"batch_size": 2}})
-    # Batched, the windows are padded together: the same entities, scores equal up to float32 sums' order.
+    # Batched, the windows are padded to one length: the same entities, scores up to float32 reordering.
     assert [[{**entity, "score": pytest.approx(entity["score"], abs=1e-5)} for entity in entities]
             for entities in expected] == answer
     assert json.loads(json.dumps(answer)) == answer  # what the endpoint sends back

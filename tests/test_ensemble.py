@@ -2,6 +2,7 @@
 predicts, by averaging and by votes; the folder saves, reloads through AutoModel with remote code, and runs in
 the pipeline, predict.py (float and int8) and push_to_hub.py; voting keeps the entities with enough votes."""
 
+import copy
 import json
 import os
 import shutil
@@ -185,24 +186,43 @@ def test_ensemble_py_never_replaces_a_folder_it_did_not_write(member, member_cop
     assert not (tmp_path / "new").exists()
 
 
-def test_onnx_runs_an_averaging_ensemble_and_refuses_a_voting_one(member, tmp_path):
-    """The ONNX path exports one emission network: the members' average, which is the whole of an averaging
-    ensemble; a voting ensemble decodes each member's emissions, which that network does not give."""
+def test_onnx_runs_an_ensemble_that_averages_or_votes(member, tmp_path):
+    """The ONNX path exports the ensemble's ``emissions``, each member's: the pipeline then decodes them the one way
+    the model does, averaging or (``min_votes``, a pipeline parameter) voting, and finds what torch finds."""
     _, model, tokenizer, module = member
     texts = sample_texts(SAMPLE)
-    voting = module.BertBiLstmCrfNerPipeline(
-        model=module.BertBiLstmCrfEnsembleForTokenClassification.from_members([model] * 2, 1), tokenizer=tokenizer,
-        device="cpu")
-    with pytest.raises(ValueError, match="an ensemble that votes decodes each member's emissions"):
-        fast_inference.use_onnx(voting, tmp_path / "voting.onnx")
-    assert not (tmp_path / "voting.onnx").exists()
-    averaging = module.BertBiLstmCrfNerPipeline(
-        model=module.BertBiLstmCrfEnsembleForTokenClassification.from_members([model] * 2), tokenizer=tokenizer,
-        device="cpu")
-    fast_inference.use_onnx(averaging, tmp_path / "average.onnx")
-    spans = [[(e["entity_group"], e["start"], e["end"]) for e in averaging(text)] for text in texts]
-    assert spans == [[(e["entity_group"], e["start"], e["end"]) for e in found] for found in tagged(module, model,
-                                                                                                   tokenizer)]
+    ensemble = module.BertBiLstmCrfEnsembleForTokenClassification.from_members([model] * 2)
+    in_torch = module.BertBiLstmCrfNerPipeline(model=ensemble, tokenizer=tokenizer, device="cpu")
+    expected = {votes: [[(e["entity_group"], e["start"], e["end"]) for e in in_torch(text, min_votes=votes)]
+                        for text in texts] for votes in (0, 1, 2)}
+    in_onnx = module.BertBiLstmCrfNerPipeline(model=ensemble, tokenizer=tokenizer, device="cpu")
+    fast_inference.use_onnx(in_onnx, tmp_path / "ensemble.onnx")
+    for votes, spans in expected.items():
+        assert sum(map(len, spans)) > 0
+        assert [[(e["entity_group"], e["start"], e["end"]) for e in in_onnx(text, min_votes=votes)]
+                for text in texts] == spans
+    assert ensemble.config.ensemble_min_votes == 0  # decoding never changes the config
+
+
+def test_min_votes_is_a_pipeline_parameter_that_changes_what_is_kept(member):
+    """``min_votes`` given to the pipeline decodes by votes without touching the config; a model that is no
+    ensemble refuses it."""
+    _, model, tokenizer, module = member
+    other = copy.deepcopy(model)
+    torch.manual_seed(5)
+    with torch.no_grad():  # another member: the same model with its emission layer moved
+        other.classifier.weight.add_(torch.randn_like(other.classifier.weight))
+    ensemble = module.BertBiLstmCrfEnsembleForTokenClassification.from_members([model, other])
+    ner = module.BertBiLstmCrfNerPipeline(model=ensemble, tokenizer=tokenizer, device="cpu")
+    text = sample_texts(SAMPLE)[0]
+    either, both = ner(text, min_votes=1), ner(text, min_votes=2)
+    spans = {votes: {(e["entity_group"], e["start"], e["end"]) for e in found}
+             for votes, found in ((1, either), (2, both))}
+    assert spans[2] < spans[1]  # two different members agree on fewer entities than either finds
+    assert ensemble.config.ensemble_min_votes == 0
+    single = module.BertBiLstmCrfNerPipeline(model=model, tokenizer=tokenizer, device="cpu")
+    with pytest.raises(ValueError, match="this model is one model"):
+        single(text, min_votes=2)
 
 
 def test_seed_ensemble_script_resumes_after_a_kill_between_seeds(tmp_path):

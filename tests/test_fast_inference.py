@@ -8,11 +8,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-import modeling_bert_bilstm_crf as modeling
+import crf as crf_module
 import predict
 from brat_ner import fast_inference
+from configuration_bert_bilstm_crf import BertBiLstmCrfConfig
 from conftest import REPO, TINY_BERT, predict_error, run_predict, run_script, small_training
-from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification, BertBiLstmCrfNerPipeline
+from crf import CRF
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
+from pipeline_bert_bilstm_crf import BertBiLstmCrfNerPipeline
 
 SAMPLE = REPO / "data" / "sample"
 SAMPLE_TEXTS = [path.read_text(encoding="utf-8") for path in sorted(SAMPLE.glob("*.txt"))]
@@ -48,7 +51,7 @@ def test_direct_marginals_equal_the_gradient_of_log_z(monkeypatch, batch_first):
     """Forward-backward without autograd (CPU) against autograd through the parallel tree, with holes, an invisible
     first position, an all-invisible row and hard (-1e4) transitions; float64."""
     torch.manual_seed(0)
-    crf = modeling.CRF(7, batch_first=batch_first).double()
+    crf = CRF(7, batch_first=batch_first).double()
     torch.nn.init.normal_(crf.transitions, std=3.0)
     with torch.no_grad():
         crf.transitions[2, 5] = -1e4
@@ -58,7 +61,7 @@ def test_direct_marginals_equal_the_gradient_of_log_z(monkeypatch, batch_first):
     if not batch_first:
         emissions, mask = emissions.transpose(0, 1), mask.T
     direct = crf.marginals(emissions, mask)
-    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: True)
+    monkeypatch.setattr(crf_module, "_parallel_over_time", lambda emissions: True)
     by_autograd = crf.marginals(emissions, mask)
     # float64 (eps 2e-16): two orders of summing 23 steps of log-sum-exp differ by ~1e-14; a wrong term moves a
     # marginal by far more than these bounds.
@@ -70,7 +73,7 @@ def test_windows_of_one_length_give_the_padded_batch_logits():
     """Each length run without padding (no packing) gives the logits of the padded, packed batch."""
     torch.manual_seed(0)
     tiny_bert = REPO / "configs" / "tiny-bert"
-    config = modeling.BertBiLstmCrfConfig.from_pretrained(tiny_bert, num_labels=5, lstm_hidden_size=16)
+    config = BertBiLstmCrfConfig.from_pretrained(tiny_bert, num_labels=5, lstm_hidden_size=16)
     model = BertBiLstmCrfForTokenClassification(config).eval()
     tagger = BertBiLstmCrfNerPipeline(model=model, tokenizer=AutoTokenizer.from_pretrained(tiny_bert), device="cpu")
     lengths = torch.tensor([12, 5, 12, 9, 5])
@@ -92,7 +95,7 @@ def test_pipeline_matches_the_unbatched_autograd_reference(trained_model, monkey
     model_dir, _ = trained_model
     tagger = load_pipeline(model_dir)
     fast = list(tagger(SAMPLE_TEXTS, batch_size=8, window_chars=25))
-    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: True)
+    monkeypatch.setattr(crf_module, "_parallel_over_time", lambda emissions: True)
     reference = list(tagger(SAMPLE_TEXTS, batch_size=1, window_chars=25))
     assert sum(map(len, reference)) > 100
     # Scores are float32 probabilities from two algorithms (forward-backward, autograd of log Z): ~1e-6 apart.
@@ -172,7 +175,7 @@ def bilstm_model(tmp_path_factory):
     ``int8_rounding_bound`` of the float BiLSTM's outputs on any CPU; rounding anywhere else (an int8 BiLSTM or
     embedding table) or a broken int8 layer shows as emissions beyond it."""
     torch.manual_seed(0)
-    config = modeling.BertBiLstmCrfConfig.from_pretrained(TINY_BERT, num_hidden_layers=0, num_labels=5,
+    config = BertBiLstmCrfConfig.from_pretrained(TINY_BERT, num_hidden_layers=0, num_labels=5,
                                                           lstm_hidden_size=16, window_chars=62)
     model = BertBiLstmCrfForTokenClassification(config).eval()
     with torch.no_grad():
@@ -187,7 +190,7 @@ def margin_model(tmp_path_factory):
     1), the emission layer those 5 rows: 64 for the character's class, 0 for the others, and a CRF without
     transitions, so that each character's tag is its emissions' argmax, the class of its id modulo 5."""
     labels = ["O", "B-Disease", "I-Disease", "B-Drug", "I-Drug"]
-    config = modeling.BertBiLstmCrfConfig.from_pretrained(TINY_BERT, num_hidden_layers=0, use_lstm=False,
+    config = BertBiLstmCrfConfig.from_pretrained(TINY_BERT, num_hidden_layers=0, use_lstm=False,
                                                           window_chars=62, id2label=dict(enumerate(labels)),
                                                           label2id={label: i for i, label in enumerate(labels)})
     model = BertBiLstmCrfForTokenClassification(config).eval()

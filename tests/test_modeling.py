@@ -17,20 +17,19 @@ import torch
 import torchcrf
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel, Trainer, TrainingArguments
 
-import modeling_bert_bilstm_crf as modeling
+import crf as crf_module
 from brat_ner.training_data import blank_free_tags
+from configuration_bert_bilstm_crf import BertBiLstmCrfConfig
 from conftest import REAL_CORPUS, SAMPLE, tiny_model
+from crf import CRF, bio_transition_constraints
 from dataset_script import brat
 from dataset_script.ruijin_ner import TRAINING_CUTS, spans_to_bio
-from modeling_bert_bilstm_crf import (
-    CRF,
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
+from pipeline_bert_bilstm_crf import _strip_blanks
+from processing_bert_bilstm_crf import (
     WHITESPACE_TOKEN,
-    BertBiLstmCrfConfig,
-    BertBiLstmCrfForTokenClassification,
     CharacterEncoder,
-    _strip_blanks,
     bio_to_spans,
-    bio_transition_constraints,
     split_into_windows,
     tags_with_blanks,
 )
@@ -260,12 +259,16 @@ def test_save_and_reload_through_auto_classes_in_a_fresh_process(tmp_path):
     model.save_pretrained(folder)
 
     names = {path.name for path in folder.iterdir()}
-    assert names == {"config.json", "model.safetensors", "modeling_bert_bilstm_crf.py"}, names
+    code = {"modeling_bert_bilstm_crf.py", "configuration_bert_bilstm_crf.py", "crf.py", "pipeline_bert_bilstm_crf.py",
+            "processing_bert_bilstm_crf.py"}  # the modelling file and its relative imports
+    assert names == {"config.json", "model.safetensors", *code}, names
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["auto_map"] == {
-        "AutoConfig": "modeling_bert_bilstm_crf.BertBiLstmCrfConfig",
+        "AutoConfig": "configuration_bert_bilstm_crf.BertBiLstmCrfConfig",
         "AutoModelForTokenClassification": "modeling_bert_bilstm_crf.BertBiLstmCrfForTokenClassification",
     }
+    assert config["custom_pipelines"]["token-classification"]["impl"] == (
+        "pipeline_bert_bilstm_crf.BertBiLstmCrfNerPipeline")
     assert config["model_type"] == "bert_bilstm_crf" and config["use_lstm"] is True
 
     input_ids, attention_mask, labels = make_batch()
@@ -535,7 +538,7 @@ def brute_force_best_valid_path(crf, emissions):
 @pytest.fixture(params=["sequential", "parallel"])
 def algorithms(request, monkeypatch):
     """Both Viterbi implementations: the CPU's, and the CUDA chunked one selected on CPU tensors."""
-    monkeypatch.setattr(modeling, "_parallel_over_time", lambda emissions: request.param == "parallel")
+    monkeypatch.setattr(crf_module, "_parallel_over_time", lambda emissions: request.param == "parallel")
 
 
 def random_crf(seed):

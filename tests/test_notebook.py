@@ -13,7 +13,7 @@ from nbclient import NotebookClient
 from conftest import REPO
 from dataset_script import ruijin_ner
 from dataset_script.ruijin_ner import spans_to_bio
-from modeling_bert_bilstm_crf import bio_to_spans
+from processing_bert_bilstm_crf import bio_to_spans
 
 NOTEBOOK = REPO / "notebooks" / "explore.ipynb"
 # Appended to the executed copy only: the error table as data, to check its numbers rather than its rendering.

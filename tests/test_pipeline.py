@@ -8,7 +8,7 @@ import torch
 from transformers import pipeline
 
 from conftest import SAMPLE, sample_texts
-from modeling_bert_bilstm_crf import is_blank, split_into_windows, tags_with_blanks
+from processing_bert_bilstm_crf import is_blank, split_into_windows, tags_with_blanks
 
 # ----- scores, windows and blanks -----
 

@@ -15,15 +15,24 @@ from pathlib import Path
 import pytest
 from transformers import pipeline
 
-import modeling_bert_bilstm_crf
 import predict
-from brat_ner import tagging, trust
-from conftest import REAL_CORPUS, REPO, SAMPLE, SCRIPT_ENVIRONMENT, predict_error, run_predict, run_script
+import processing_bert_bilstm_crf
+from brat_ner import cli, tagging, trust
+from conftest import (
+    REAL_CORPUS,
+    REPO,
+    SAMPLE,
+    SCRIPT_ENVIRONMENT,
+    parse_error,
+    predict_error,
+    run_predict,
+    run_script,
+)
 from dataset_script import ruijin_ner
 from dataset_script.brat import find_documents, read_annotation_conf, read_document
 from dataset_script.formats import labelstudio, registry
 from dataset_script.ruijin_ner import spans_to_bio
-from modeling_bert_bilstm_crf import bio_to_spans
+from processing_bert_bilstm_crf import bio_to_spans
 
 # ----- entities written as brat .ann lines -----
 
@@ -66,7 +75,7 @@ def test_gold_tags_reproduce_the_gold_ann_on_the_real_corpus():
 
 def test_line_fragments_split_at_line_breaks():
     text = "糖\n尿病\r\n肾病"
-    assert modeling_bert_bilstm_crf.line_fragments(text, 0, len(text)) == [(0, 1), (2, 4), (6, 8)]
+    assert processing_bert_bilstm_crf.line_fragments(text, 0, len(text)) == [(0, 1), (2, 4), (6, 8)]
     assert predict.brat_annotations(text, [{"entity_group": "Disease", "start": 0, "end": 4}]) == \
         "T1\tDisease 0 1;2 4\t糖 尿病\n"
 
@@ -298,8 +307,10 @@ def test_model_code_runs_only_when_it_is_the_projects_own_or_trusted(trained_mod
     message = refused(monkeypatch, capsys, *arguments)
     assert f"holds a {trust.MODELING_FILE} that differs from this project's" in message
     assert "Add --trust_remote_code if you trust that code" in message
+    run_predict(monkeypatch, "--model_name_or_path", str(model_dir), "--input_file", str(SAMPLE / "01.txt"))
+    expected = json.loads(capsys.readouterr().out)
     run_predict(monkeypatch, *arguments, "--trust_remote_code")
-    assert isinstance(json.loads(capsys.readouterr().out), list)
+    assert expected and json.loads(capsys.readouterr().out) == expected  # trusted, the changed code runs
 
     extra = tmp_path / "extra"
     shutil.copytree(model_dir, extra, ignore=shutil.ignore_patterns("checkpoint-*"))
@@ -458,3 +469,24 @@ def test_a_hub_id_that_cannot_be_had_offline_is_one_line(tmp_path):
     assert completed.returncode == 2 and "Traceback" not in completed.stderr, completed.stderr[-3000:]
     assert completed.stderr.strip().splitlines()[-1].startswith(
         "predict.py: --model_name_or_path someone/no-such-model: cannot be loaded from the Hub (")
+
+
+# ----- options -----
+
+
+def test_predict_refuses_a_batch_size_of_zero_before_any_folder(tmp_path, capsys):
+    output_dir = tmp_path / "predicted"
+    error = parse_error(predict.argument_parser(), ["--model_name_or_path", str(tmp_path), "--input_dir",
+                                                    str(SAMPLE), "--output_dir", str(output_dir), "--batch_size", "0"],
+                        capsys)
+    assert "--batch_size must be at least 1, got 0" in error and not output_dir.exists()
+
+
+def test_predict_takes_a_json_file_of_options_that_the_command_line_overrides(tmp_path, capsys):
+    options = tmp_path / "predict.json"
+    options.write_text(json.dumps({"model_name_or_path": "outputs/quickstart", "input_dir": str(SAMPLE),
+                                   "output_dir": "predicted", "batch_size": 4}), encoding="utf-8")
+    (args,) = cli.parse_arguments(predict.argument_parser(), [str(options), "--batch_size", "8"])
+    assert (args.model_name_or_path, args.input_dir, args.batch_size) == ("outputs/quickstart", str(SAMPLE), 8)
+    options.write_text(json.dumps({"model_name_or_path": "m", "batch_sise": 4}), encoding="utf-8")
+    assert "unknown options batch_sise" in parse_error(predict.argument_parser(), [str(options)], capsys)

@@ -14,6 +14,7 @@ import yaml
 from huggingface_hub import HfApi, ModelCard
 
 import push_to_hub
+from brat_ner.model_card import RUIJIN_WIDGET_EXAMPLES, WIDGET_COUNT
 from conftest import TINY_BERT, run_script
 from dataset_script import ruijin_ner
 
@@ -90,7 +91,7 @@ print(json.dumps({{"model": type(model).__name__, "tokenizer": len(tokenizer), "
     assert result["model"] == "BertBiLstmCrfForTokenClassification" and result["tokenizer"] > 100
     widgets = [widget["text"] for widget in ModelCard.load(folder / "README.md").data.to_dict()["widget"]]
     assert result["tags"] == len(widgets[1])  # one tag per character of the second example
-    assert len(result["results"]) == len(widgets) == push_to_hub.WIDGET_COUNT
+    assert len(result["results"]) == len(widgets) == WIDGET_COUNT
     for text, entities in zip(widgets, result["results"]):
         assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
 
@@ -275,5 +276,5 @@ def test_card_without_the_corpus_at_hand(english_model, trained_model, tmp_path)
     ruijin_dir, _ = trained_model
     card = push_to_hub.model_card(ruijin_dir, card_arguments(ruijin_dir, data_dir=str(tmp_path / "moved")))
     assert card.data.to_dict()["language"] == "zh" and "Chinese medical named entities" in card.text
-    assert [widget["text"] for widget in card.data.to_dict()["widget"]] == list(push_to_hub.RUIJIN_WIDGET_EXAMPLES)
+    assert [widget["text"] for widget in card.data.to_dict()["widget"]] == list(RUIJIN_WIDGET_EXAMPLES)
     assert "'word': '2 型糖尿病', 'start': 0, 'end': 6" in card.text

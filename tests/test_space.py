@@ -19,11 +19,11 @@ import pytest
 from test_push_to_hub import RecordingApi
 from test_trust import EARLIER_MODEL, tampered_copy
 
-import modeling_bert_bilstm_crf
 import predict
+import processing_bert_bilstm_crf
 import push_to_hub
 from brat_ner import cli, trust
-from conftest import REPO, run_script
+from conftest import REPO, SAMPLE, run_script
 
 MODEL_ID, SPACE_ID = "someone/chinese-medical-ner", "someone/chinese-medical-ner-demo"
 # A browser whose names resolve to nothing but this machine: the page must work without the internet.
@@ -134,7 +134,10 @@ def test_app_from_the_repository_runs_earlier_versions_of_the_projects_code(spac
     pytest.importorskip("gradio", reason="gradio is not installed (pip install -r requirements.txt)")
     monkeypatch.delenv("ALLOW_REMOTE_CODE", raising=False)
     tagger = _load_app(REPO / "space").load_tagger(str(EARLIER_MODEL))
-    assert isinstance(tagger("二甲双胍 500 mg 每日 2 次口服"), list)
+    expected = json.loads((EARLIER_MODEL / "expected_entities.json").read_text(encoding="utf-8"))["01"]
+    found = tagger((SAMPLE / "01.txt").read_text(encoding="utf-8"))
+    assert expected and [(e["entity_group"], e["start"], e["end"]) for e in found] == [
+        (e["entity_group"], e["start"], e["end"]) for e in expected]  # what that version found
     published = _load_app(space_folder)
     with pytest.raises(published.Refusal, match="differs from the one published with this Space"):
         published.load_tagger(str(EARLIER_MODEL))
@@ -184,7 +187,7 @@ def test_browser_shows_and_downloads_predict_pys_entities(space_folder, request,
     try:
         driver = _headless_chromium(webdriver, browser, driver_path, downloads)
         driver.get(demo.local_url)
-        fragments = modeling_bert_bilstm_crf.line_fragments
+        fragments = processing_bert_bilstm_crf.line_fragments
         assert _submit(driver, text) == [(e["entity_group"], text[start:end], start, end) for e in expected
                                          for start, end in fragments(text, e["start"], e["end"])]
         rows = [[e["entity_group"], e["word"], str(e["start"]), str(e["end"]), str(round(e["score"], 3))]

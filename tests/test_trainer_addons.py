@@ -38,11 +38,8 @@ from brat_ner.trainer.weight_average import WeightAverage, WeightAverageTrainerM
 from brat_ner.training_data import UNTAGGED
 from conftest import REPO, TINY_BERT, run_script, small_training, tiny_model
 from dataset_script import ruijin_ner
-from modeling_bert_bilstm_crf import (
-    BertBiLstmCrfEnsembleForTokenClassification,
-    BertBiLstmCrfForTokenClassification,
-    split_into_windows,
-)
+from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
+from processing_bert_bilstm_crf import split_into_windows
 
 # ----- the time budget -----
 

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from brat_ner.training_data import UNTAGGED, blank_free_tags, encode_batch, untagged_windows
 from conftest import REPO, TINY_BERT
 from dataset_script import ruijin_ner
-from modeling_bert_bilstm_crf import CharacterEncoder
+from processing_bert_bilstm_crf import CharacterEncoder
 
 
 def test_encode_batch_hides_the_context_from_the_labels():

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 
 import torch
 
+from brat_ner.cli import UsageError
+
 
 class FgmTrainerMixin:
     """For a ``Trainer`` subclass: with a positive ``fgm_epsilon``, every training step adds an adversarial pass
@@ -22,7 +24,7 @@ class FgmTrainerMixin:
     def __init__(self, *args, fgm_epsilon: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if fgm_epsilon is not None and not fgm_epsilon >= 0:
-            raise ValueError(f"--fgm_epsilon must be positive (or 0: off), got {fgm_epsilon}")
+            raise UsageError(f"--fgm_epsilon must be positive (or 0: off), got {fgm_epsilon}")
         self.fgm_epsilon = fgm_epsilon
 
     def training_step(self, model, inputs, num_items_in_batch=None):

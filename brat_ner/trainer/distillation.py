@@ -24,6 +24,7 @@ from brat_ner.cli import UsageError
 from brat_ner.runs import check_model_folder
 from brat_ner.training_data import UNTAGGED, window_key
 from brat_ner.trust import foreign_code, project_code
+from configuration_bert_bilstm_crf import BertBiLstmCrfEnsembleConfig
 from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
 
 logger = logging.getLogger(__name__)
@@ -40,19 +41,20 @@ def load_teacher(folder: str, label_names: list[str], student_config, option: st
     evaluation mode. ``option`` names the folder in refusals."""
     check_teacher(folder, option)
     config, _ = PretrainedConfig.get_config_dict(folder)
-    model_class = (BertBiLstmCrfEnsembleForTokenClassification if config.get("ensemble_members")
+    model_class = (BertBiLstmCrfEnsembleForTokenClassification
+                   if config.get("model_type") == BertBiLstmCrfEnsembleConfig.model_type
                    else BertBiLstmCrfForTokenClassification)
     teacher = model_class.from_pretrained(folder)
     teacher_labels = [teacher.config.id2label[index] for index in range(len(teacher.config.id2label))]
     if teacher_labels != list(label_names):
-        raise ValueError(f"{option} {folder} tags {len(teacher_labels)} labels {teacher_labels[:5]}..., the corpus "
+        raise UsageError(f"{option} {folder} tags {len(teacher_labels)} labels {teacher_labels[:5]}..., the corpus "
                          f"{len(label_names)} labels {list(label_names)[:5]}...: a teacher must have the student's "
                          "labels in the same order")
     for name in WINDOW_SETTINGS + TOKENIZER_SETTINGS:
         mine, theirs = getattr(student_config, name), getattr(teacher.config, name)
         if mine != theirs:
             fix = f"give --{name} {theirs}" if name in WINDOW_SETTINGS else "the teacher's tokenizer"
-            raise ValueError(f"{option} {folder} has {name} {theirs} and this run {mine}: the teacher must read the "
+            raise UsageError(f"{option} {folder} has {name} {theirs} and this run {mine}: the teacher must read the "
                              f"same windows as the same ids ({fix})")
     teacher.requires_grad_(False)
     return teacher.float().eval()
@@ -127,7 +129,7 @@ class DistillationTrainerMixin:
     def __init__(self, *args, teacher=None, teacher_weight: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         if not 0 <= teacher_weight <= 1:
-            raise ValueError(f"--teacher_weight must be between 0 and 1, got {teacher_weight}")
+            raise UsageError(f"--teacher_weight must be between 0 and 1, got {teacher_weight}")
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
         self.teacher_weight = teacher_weight
         self._teacher_cache = None  # (input_ids, counts): FGM's second pass reuses the first's

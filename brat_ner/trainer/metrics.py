@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
-from brat_ner.evaluation import EntitySeqeval, score_overlapping_entities, summary
-from modeling_bert_bilstm_crf import bio_to_spans
+import datasets
+import evaluate
+from seqeval.metrics import classification_report
+
+from brat_ner.evaluation import plain_report, score_overlapping_entities, summary
+from processing_bert_bilstm_crf import bio_to_spans
+
+
+class EntitySeqeval(evaluate.Metric):
+    """Entity-level precision, recall and F1 of BIO tag sequences, per type and averaged (seqeval, IOB2,
+    default mode: an ``I-X`` that continues no ``X`` starts a new entity, as ``bio_to_spans`` reads it).
+
+    The metric is defined here rather than fetched with ``evaluate.load("seqeval")`` because that loads a
+    script from the Hugging Face Hub, which offline machines cannot reach.
+    """
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Entity-level precision, recall and F1 (seqeval) per type, micro and macro averaged.",
+            citation="seqeval: https://github.com/chakki-works/seqeval",
+            inputs_description="predictions, references: lists of BIO tag sequences of equal lengths.",
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("string")),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        report = classification_report(references, predictions, output_dict=True, zero_division=0)
+        return plain_report(report)
 
 
 class NerMetrics:

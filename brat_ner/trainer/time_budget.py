@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from brat_ner.cli import check_at_least, check_positive
+from brat_ner.cli import UsageError, check_at_least, check_positive
 
 
 @dataclass
@@ -36,7 +36,7 @@ class TimeBudgetTrainingArguments(TrainingArguments):
     def __post_init__(self):
         # A schedule that trains nothing would save an untrained model and call the run finished.
         if not (self.num_train_epochs > 0 or self.max_steps > 0):
-            raise ValueError(f"--num_train_epochs must be positive (or --max_steps), got {self.num_train_epochs:g}")
+            raise UsageError(f"--num_train_epochs must be positive (or --max_steps), got {self.num_train_epochs:g}")
         check_positive(learning_rate=self.learning_rate, time_budget_minutes=self.time_budget_minutes)
         check_at_least(1, per_device_train_batch_size=self.per_device_train_batch_size,
                        per_device_eval_batch_size=self.per_device_eval_batch_size,
@@ -50,7 +50,7 @@ class TimeBudget(TrainerCallback):
 
     def __init__(self, minutes: float, clock=time.monotonic):
         if minutes <= 0:
-            raise ValueError(f"a time budget must be positive, got {minutes} minutes")
+            raise UsageError(f"a time budget must be positive, got {minutes} minutes")
         self.seconds = minutes * 60
         self.clock = clock
         self.start = None
@@ -97,7 +97,7 @@ class TimeBudgetTrainer(Trainer):
         self.time_budget = None
         if getattr(self.args, "time_budget_minutes", None):
             if not 0 <= self.args.warmup_steps < 1:
-                raise ValueError("with --time_budget_minutes, give --warmup_steps as a fraction of the budget "
+                raise UsageError("with --time_budget_minutes, give --warmup_steps as a fraction of the budget "
                                  f"(0 <= warmup < 1), not {self.args.warmup_steps} steps")
             self.time_budget = TimeBudget(self.args.time_budget_minutes)
             self.add_callback(self.time_budget)

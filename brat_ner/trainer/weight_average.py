@@ -17,13 +17,15 @@ from contextlib import contextmanager
 import torch
 from transformers import TrainerCallback
 
+from brat_ner.cli import UsageError
+
 
 class WeightAverage(TrainerCallback):
     """The moving average of a model's trainable parameters, updated after every optimizer step."""
 
     def __init__(self, decay: float):
         if not 0 < decay < 1:
-            raise ValueError(f"--ema_decay must lie between 0 and 1 (exclusive), got {decay}")
+            raise UsageError(f"--ema_decay must lie between 0 and 1 (exclusive), got {decay}")
         self.decay = decay
         self.names: list[str] = []
         self.averages: list[torch.Tensor] = []
