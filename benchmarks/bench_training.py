@@ -36,8 +36,9 @@ sys.path.insert(0, str(REPO))
 
 from brat_ner import fast_inference  # noqa: E402
 from brat_ner.training_data import encode_batch  # noqa: E402
+from configuration_bert_bilstm_crf import BertBiLstmCrfConfig  # noqa: E402
 from dataset_script import ruijin_ner  # noqa: E402
-from modeling_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfForTokenClassification  # noqa: E402
+from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 REAL_CORPUS, REAL_VOCABULARY = SHARED / "ruijin_round1" / "train", SHARED / "bert-base-chinese"

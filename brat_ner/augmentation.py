@@ -33,7 +33,7 @@ import datasets
 
 from brat_ner.training_data import rare_types
 from dataset_script.ruijin_ner import spans_to_bio
-from modeling_bert_bilstm_crf import bio_to_spans, is_blank
+from processing_bert_bilstm_crf import bio_to_spans, is_blank
 
 logger = logging.getLogger(__name__)
 

@@ -112,7 +112,8 @@ def tiny_model(seed=0, **settings):
     and any of the encoder's overridden by ``settings``, its weights drawn from ``seed``."""
     import torch
 
-    from modeling_bert_bilstm_crf import BertBiLstmCrfConfig, BertBiLstmCrfForTokenClassification
+    from configuration_bert_bilstm_crf import BertBiLstmCrfConfig
+    from modeling_bert_bilstm_crf import BertBiLstmCrfForTokenClassification
 
     encoder = json.loads((TINY_BERT / "config.json").read_text(encoding="utf-8"))
     encoder.pop("model_type")

@@ -10,7 +10,7 @@ import pytest
 import train
 from brat_ner import augmentation, cli
 from conftest import SAMPLE, load_corpus, run_script, small_training
-from modeling_bert_bilstm_crf import bio_to_spans, is_blank
+from processing_bert_bilstm_crf import bio_to_spans, is_blank
 
 WINDOW_CHARS = 62
 

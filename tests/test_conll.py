@@ -7,7 +7,7 @@ import pytest
 from conftest import SAMPLE
 from dataset_script.brat import Document, Entity
 from dataset_script.formats import AnnotationFormatError, conll, registry
-from modeling_bert_bilstm_crf import is_blank
+from processing_bert_bilstm_crf import is_blank
 
 
 def spans(documents):

@@ -12,7 +12,7 @@ from brat_ner import cli
 from conftest import REAL_CORPUS, SAMPLE, write_corpus
 from dataset_script.brat import read_text
 from dataset_script.formats import registry
-from modeling_bert_bilstm_crf import is_blank
+from processing_bert_bilstm_crf import is_blank
 
 
 def convert(monkeypatch, *arguments):

@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from modeling_bert_bilstm_crf import bio_to_spans, is_blank
+from processing_bert_bilstm_crf import bio_to_spans, is_blank
 
 from ..brat import Document, Entity, read_text
 from . import AnnotationFormatError

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from modeling_bert_bilstm_crf import brat_annotations
+from processing_bert_bilstm_crf import brat_annotations
 
 from .. import brat
 from ..brat import Document
