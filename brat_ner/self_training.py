@@ -35,9 +35,9 @@ def silver_windows(model_folder: str, untagged: datasets.Dataset, label_names: l
             batch = rows[first:first + batch_size]
             input_ids = torch.tensor([row["input_ids"] for _, row in batch])
             visible = torch.tensor([row["labels"] for _, row in batch]) != -100
-            logits = model(input_ids=input_ids).logits.float()
-            tags = model.viterbi_tags(logits, visible)
-            marginals = model.crf.marginals(logits, visible)
+            emissions = model.emissions(input_ids).float()  # the model's one decoding path, as the pipeline's
+            tags = model.tags(emissions, visible)
+            marginals = model.marginals(emissions, visible)
             chosen = marginals.gather(-1, tags.clamp(min=0).unsqueeze(-1)).squeeze(-1)
             least_certain = torch.where(visible, chosen, torch.ones_like(chosen)).amin(dim=1)
             for (index, row), window_tags, certainty in zip(batch, tags, least_certain):

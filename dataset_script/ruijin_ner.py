@@ -323,7 +323,10 @@ def split_corpus(data_dir: Path, config: BratNerConfig) -> dict[str, list[Docume
     folders = split_folders(data_dir)
     if folders:
         documents = {split: read_corpus_documents_of(folder, data_dir, config) for split, folder in folders.items()}
-        check_unique_ids([document for split in SPLITS for document in documents[split]])  # across splits
+        # One name in two split folders (train/01.txt, test/01.txt) is two documents, unless the splits are pooled
+        # into folds, where an id must name one document.
+        for pooled in ([[d for split in SPLITS for d in documents[split]]] if config.folds else documents.values()):
+            check_unique_ids(pooled)
     else:
         documents = {split: [] for split in SPLITS}
         for document in read_corpus_documents_of(corpus_folder(data_dir), data_dir, config):
