@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 from conftest import REAL_CORPUS, SAMPLE, SHARED_DATA, load_corpus, sample_texts, write_corpus
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError, find_documents, read_document
+from dataset_script.formats import AnnotationFormatError
 from dataset_script.ruijin_ner import spans_to_bio
 from processing_bert_bilstm_crf import WHITESPACE_TOKEN, CharacterEncoder, bio_to_spans, is_blank
 
@@ -124,6 +125,18 @@ def test_split_folders_are_the_splits(tmp_path):
     corpus, _ = load_corpus(tmp_path / "c")
     assert {split: corpus[split]["document_id"] for split in corpus} == {
         "train": ["train1"], "validation": ["dev1"], "test": ["test1"]}
+
+
+def test_one_name_in_two_split_folders_is_two_documents_unless_folds_pool_them(tmp_path):
+    for split in ("train", "validation", "test"):
+        disease = f"T1\tDisease {len(split)} {len(split) + 3}\t糖尿病\n"
+        write_corpus(tmp_path / "c" / split, {"01": (f"{split}糖尿病", disease),
+                                              f"{split}2": ("血糖", "T1\tTest 0 2\t血糖\n")})
+    corpus, _ = load_corpus(tmp_path / "c")
+    assert {split: sorted(corpus[split]["document_id"]) for split in corpus} == {
+        split: ["01", f"{split}2"] for split in ("train", "validation", "test")}
+    with pytest.raises(AnnotationFormatError, match=r"validation/01.ann: document id '01' is already used by "):
+        load_corpus(tmp_path / "c", folds=2, fold=0)
 
 
 def test_only_train_folder_is_the_corpus_and_partial_split_folders_are_an_error(tmp_path):
