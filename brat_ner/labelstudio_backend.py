@@ -237,11 +237,12 @@ class Backend:
         return annotated
 
     def next_version_folder(self) -> Path:
-        """A new folder in the versions folder: the served model's name, ``-v``, the next number."""
+        """A new folder in the versions folder: the served model's name, ``-v``, the next number (a number is
+        taken once its run's training data is written, even if the run never got to make its folder)."""
         base = self.model.version.split("-v")[0]
         taken = {path.name for path in self.settings.versions_dir.iterdir()}
         number = 1
-        while f"{base}-v{number}" in taken:
+        while {f"{base}-v{number}", f".{base}-v{number}-{TRAINING_DATA}"} & taken:
             number += 1
         return self.settings.versions_dir / f"{base}-v{number}"
 
@@ -286,8 +287,8 @@ class Backend:
         if status != 0:
             lines = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
             said = lines[-1] if lines else ""
-            how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-            return f"train.py ended with {how}" + (f": {said}" if said else "") + f" (log: {log_path})"
+            how = f"was killed by signal {-status}" if status < 0 else f"ended with exit status {status}"
+            return f"train.py {how}" + (f": {said}" if said else "") + f" (log: {log_path})"
         if read_record(folder) is None:
             return f"train.py wrote no run record in {folder}"
         return unfinished_run_problem(folder)
