@@ -270,6 +270,8 @@ def label_studio(tmp_path_factory):
     environment = {**os.environ, "LABEL_STUDIO_USERNAME": USER, "LABEL_STUDIO_PASSWORD": PASSWORD,
                    "LABEL_STUDIO_USER_TOKEN": TOKEN, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
                    "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true", "LATEST_VERSION_CHECK": "false",
+                   # Label Studio refuses a backend (and its webhook) on 127.0.0.1 by default
+                   "ML_BLOCK_LOCAL_IP": "false", "USE_DEFAULT_BANNED_SUBNETS": "false",
                    "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}
     with open(data_dir / "server.log", "w") as log:
         server = subprocess.Popen([str(command), "start", "--no-browser", "--data-dir", str(data_dir / "data"),
@@ -329,9 +331,15 @@ def retrieve_predictions(api: httpx.Client, project_id: int) -> None:
 
 
 def export(api: httpx.Client, project_id: int) -> list[dict]:
-    answer = api.get(f"/api/projects/{project_id}/export", params={"exportType": "JSON"})
+    """The project's tasks as Label Studio exports them (JSON), each with its predictions in full (the export
+    lists their ids)."""
+    answer = api.get(f"/api/projects/{project_id}/export", params={"exportType": "JSON", "download_all_tasks": "true"})
     assert answer.status_code == 200, answer.text
-    return sorted(answer.json(), key=lambda task: task["id"])
+    predictions = api.get("/api/predictions", params={"project": project_id}).json()
+    tasks = sorted(answer.json(), key=lambda task: task["id"])
+    for task in tasks:
+        task["predictions"] = [prediction for prediction in predictions if prediction["task"] == task["id"]]
+    return tasks
 
 
 def test_label_studio_pre_annotates_exports_exact_offsets_and_trains_a_new_version(label_studio, backend_server,
