@@ -392,3 +392,53 @@ def test_label_studio_pre_annotates_exports_exact_offsets_and_trains_a_new_versi
         assert new_version in [prediction["model_version"] for prediction in task["predictions"]]
         for prediction in task["predictions"]:
             check_offsets(task["data"]["text"], prediction["result"])
+
+
+def test_labeling_page_shows_the_pre_annotated_entities_in_chromium(label_studio, backend_server, trained_model,
+                                                                     tmp_path):
+    """Label Studio's labeling page, in headless Chromium, highlights each predicted entity's very text (the
+    screenshot in the README is this page)."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -r "
+                                    "requirements.txt)")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    if not browser or not shutil.which("chromedriver"):
+        pytest.skip("no headless browser: apt-get install chromium chromium-driver (as .ci/run does)")
+    backend_url, _ = backend_server
+    api = label_studio_api(label_studio)
+    entity_types = sorted({label[2:] for label in json.loads((trained_model[0] / "config.json").read_text())[
+        "id2label"].values() if label != "O"})
+    project = api.post("/api/projects", json={"title": "Pre-annotated by BERT-BiLSTM-CRF",
+                                              "label_config": labelstudio.labeling_config(entity_types)})
+    project_id = project.json()["id"]
+    assert api.post("/api/ml", json={"url": backend_url, "project": project_id}).status_code == 201
+    text = EMOJI_PREFIX + sample_texts(1)[0][:120]
+    assert api.post(f"/api/projects/{project_id}/import", json=[{"text": text}]).status_code == 201
+    retrieve_predictions(api, project_id)
+    (task,) = export(api, project_id)
+    expected = [result["value"]["text"] for result in task["predictions"][0]["result"]]
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900",
+                     "--lang=zh-CN"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        wait = WebDriverWait(driver, 300)  # a safeguard only: the page is up in seconds
+        driver.get(f"{label_studio}/user/login/")
+        driver.find_element(By.NAME, "email").send_keys(USER)
+        driver.find_element(By.NAME, "password").send_keys(PASSWORD + "\n")
+        wait.until(lambda page: "/user/login" not in page.current_url)
+        driver.get(f"{label_studio}/projects/{project_id}/data?task={task['id']}")
+        wait.until(lambda page: len(page.find_elements(By.CSS_SELECTOR, ".htx-highlight")) >= len(expected))
+        shown = [element.text for element in driver.find_elements(By.CSS_SELECTOR, ".htx-highlight")]
+        screenshot = Path(os.environ.get("SAVE_SCREENSHOT") or tmp_path / "labelstudio.png")
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(screenshot)) and screenshot.read_bytes().startswith(b"\x89PNG")
+    finally:
+        driver.quit()
+    assert [text.strip() for text in shown] == [text.strip() for text in expected]

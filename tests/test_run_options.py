@@ -144,7 +144,7 @@ def test_on_a_time_budget_the_progress_bar_counts_the_budget_not_the_epochs():
 
 
 COMMANDS = ("train.py", "predict.py", "push_to_hub.py", "pretrain_mlm.py", "pretrain_embeddings.py",
-            "cross_validate.py", "compare_cv.py", "ensemble.py", "convert_corpus.py")
+            "cross_validate.py", "compare_cv.py", "ensemble.py", "convert_corpus.py", "labelstudio_backend.py")
 
 
 @pytest.mark.parametrize("script", COMMANDS)
