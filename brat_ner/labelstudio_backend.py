@@ -138,6 +138,7 @@ class Backend:
         self.model = ServedModel(model_folder, load_tagger(model_folder))
         self.training = TrainingState()
         self.training_lock = threading.Lock()  # one training run at a time
+        self.tagging_lock = threading.Lock()  # requests run in worker threads; a pipeline tags one batch at a time
 
     # ----- prediction -----
 
@@ -152,11 +153,10 @@ class Backend:
         if not isinstance(tasks, list):
             raise BackendError(422, "'tasks' must be a list of Label Studio tasks")
         texts = [self.task_text(task, config) for task in tasks]
-        predictions = []
-        for text, entities in zip(texts, model.tagger((text for text in texts), batch_size=self.settings.batch_size)):
-            entities = [entity for entity in entities if entity["entity_group"] in known]
-            predictions.append(self.prediction(text, entities, config, model.version))
-        return predictions
+        with self.tagging_lock:
+            tagged = list(model.tagger((text for text in texts), batch_size=self.settings.batch_size))
+        return [self.prediction(text, [entity for entity in entities if entity["entity_group"] in known], config,
+                                model.version) for text, entities in zip(texts, tagged)]
 
     def task_text(self, task, config: LabelingConfig) -> str:
         where = f"task {task.get('id', '?')}" if isinstance(task, dict) else "a task"

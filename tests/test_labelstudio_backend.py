@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from brat_ner.labelstudio_backend import SERVED_FILE, Backend, BackendSettings, create_app
+from brat_ner.labelstudio_backend import SERVED_FILE, Backend, BackendSettings, create_app, remembered_model
 from brat_ner.trust import trust_remote_code
 from conftest import REPO, SAMPLE, SCRIPT_ENVIRONMENT, run_script
 from dataset_script.brat import read_document
@@ -101,6 +101,14 @@ def test_predict_uses_the_projects_own_tag_names_and_only_its_labels(trained_mod
     assert results and {(r["from_name"], r["to_name"], r["value"]["labels"][0]) for r in results} == {
         ("ner", "note", kept[0])}
     check_offsets(text, results)
+
+
+def test_setup_accepts_labels_the_model_does_not_know_yet(trained_model, tmp_path):
+    """A project may add types: they are learnt once the team trains, so setup answers with the version."""
+    _, client = backend_client(trained_model[0], tmp_path / "versions")
+    config = labelstudio.labeling_config(["Drug", "Gene"])
+    assert client.post("/setup", json={"schema": config}).json() == {"model_version": trained_model[0].name}
+    assert client.post("/setup", json={"schema": "<View/>"}).status_code == 422
 
 
 @pytest.mark.parametrize("tasks, label_config, status, message", [
@@ -241,7 +249,7 @@ def test_a_failed_training_run_says_why_and_a_finished_one_is_served(trained_mod
     assert started.status_code == 201 and finished["state"] == "finished", finished
     new_version = f"{trained_model[0].name}-v2"
     assert finished["served"] == new_version == client.get("/health").json()["model_version"]
-    assert json.loads((tmp_path / "versions" / SERVED_FILE).read_text())["model"].endswith(new_version)
+    assert remembered_model(tmp_path / "versions") == (tmp_path / "versions" / new_version).resolve()
     text = EMOJI_PREFIX + sample_texts(1)[0][:100]
     answer = client.post("/predict", json={"tasks": [{"data": {"text": text}}], "label_config": config_of(backend)})
     assert answer.json()["results"][0]["model_version"] == new_version
