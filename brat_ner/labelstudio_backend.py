@@ -24,12 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -77,6 +78,9 @@ class LabelingConfig:
         except ElementTree.ParseError as error:
             raise BackendError(422, f"the labeling config is not XML ({error})") from None
         texts = {tag.get("name"): tag.get("value", "") for tag in root.iter("Text")}
+        if any(tag.get("valueType") == "url" for tag in root.iter("Text")):
+            raise BackendError(422, "the labeling config's <Text> takes its text from a URL (valueType=\"url\"), "
+                                    "which this backend does not fetch: import the texts themselves")
         for labels in root.iter("Labels"):
             if labels.get("toName") in texts and texts[labels.get("toName")].startswith("$"):
                 return cls(labels.get("name"), labels.get("toName"), texts[labels.get("toName")][1:],
@@ -112,7 +116,7 @@ class TrainingState:
     tasks: int = 0
 
     def as_dict(self) -> dict:
-        return {name: value for name, value in self.__dict__.items()}
+        return asdict(self)
 
 
 @dataclass
@@ -239,7 +243,7 @@ class Backend:
     def next_version_folder(self) -> Path:
         """A new folder in the versions folder: the served model's name, ``-v``, the next number (a number is
         taken once its run's training data is written, even if the run never got to make its folder)."""
-        base = self.model.version.split("-v")[0]
+        base = re.sub(r"-v\d+$", "", self.model.version)
         taken = {path.name for path in self.settings.versions_dir.iterdir()}
         number = 1
         while {f"{base}-v{number}", f".{base}-v{number}-{TRAINING_DATA}"} & taken:

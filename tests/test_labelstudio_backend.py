@@ -118,6 +118,8 @@ def test_setup_accepts_labels_the_model_does_not_know_yet(trained_model, tmp_pat
                                   '<Text name="t" value="$text"/></View>', 422, "the project's labels (Gene) are none"),
     ([{"data": {"text": "患者"}}], "<View>", 422, "the labeling config is not XML"),
     ("not a list", None, 422, "'tasks' must be a list"),
+    ([{"data": {"text": "https://example.org/1.txt"}}], '<View><Labels name="l" toName="t"><Label value="Drug"/>'
+     '</Labels><Text name="t" value="$text" valueType="url"/></View>', 422, "takes its text from a URL"),
 ])
 def test_predict_refuses_bad_tasks_and_configs_in_one_json_message(trained_model, tmp_path, tasks, label_config,
                                                                    status, message):
