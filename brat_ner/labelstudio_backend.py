@@ -216,10 +216,10 @@ class Backend:
         if not url or not key:
             raise BackendError(422, "training reads the annotations from Label Studio: start the backend with "
                                     "--label_studio_url and --label_studio_api_key (or LABEL_STUDIO_API_KEY)")
-        export = f"{url.rstrip('/')}/api/projects/{project_id}/export"
+        url = url.rstrip("/")
         try:
-            response = httpx.get(export, params={"exportType": "JSON"}, headers={"Authorization": f"Token {key}"},
-                                 timeout=timeout)
+            response = httpx.get(f"{url}/api/projects/{project_id}/export", params={"exportType": "JSON"},
+                                 headers={"Authorization": authorization(url, key, timeout)}, timeout=timeout)
         except httpx.TimeoutException:
             raise BackendError(504, f"Label Studio at {url} did not answer within {timeout:g} seconds"
                                     " (--label_studio_timeout); the served model is unchanged") from None
@@ -302,6 +302,19 @@ class Backend:
         self.model = ServedModel(folder, self.load_tagger(folder))  # predict() holds on to the model it started with
         atomic_write(self.settings.versions_dir / SERVED_FILE, json.dumps({"model": str(folder.resolve())}) + "\n")
         logger.warning("Now serving %s", folder)
+
+
+def authorization(url: str, key: str, timeout: float) -> str:
+    """The Authorization header for a Label Studio token: a personal access token (a JWT, Label Studio's default
+    since 1.18) is a refresh token, exchanged for an access token as label-studio-sdk does; a legacy token is sent
+    as it is."""
+    if key.count(".") != 2:
+        return f"Token {key}"
+    response = httpx.post(f"{url}/api/token/refresh/", json={"refresh": key}, timeout=timeout)
+    if response.status_code != 200 or "access" not in response.json():
+        raise BackendError(502, f"Label Studio at {url} refused the access token (HTTP {response.status_code}: "
+                                f"{response.text[:200]}); give a valid one in --label_studio_api_key")
+    return f"Bearer {response.json()['access']}"
 
 
 def remembered_model(versions_dir: Path) -> Path | None:

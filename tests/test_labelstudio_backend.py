@@ -311,6 +311,9 @@ def wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
 @pytest.fixture(scope="module")
 def backend_server(label_studio, trained_model, tmp_path_factory):
     """labelstudio_backend.py serving the tiny model, as a user starts it; (its URL, its versions folder)."""
+    # Label Studio's default kind of token: a personal access token (a JWT), made by its API.
+    personal_token = label_studio_api(label_studio).post("/api/token/")
+    assert personal_token.status_code == 201, personal_token.text
     folder = tmp_path_factory.mktemp("backend")
     (folder / "training.json").write_text(json.dumps(TRAINING_OPTIONS))
     port = _free_port()
@@ -319,7 +322,8 @@ def backend_server(label_studio, trained_model, tmp_path_factory):
             [sys.executable, "labelstudio_backend.py", "--model_name_or_path", str(trained_model[0]),
              "--output_dir", str(folder / "versions"), "--port", str(port), "--label_studio_url", label_studio,
              "--training_options", str(folder / "training.json")],
-            cwd=REPO, env={**SCRIPT_ENVIRONMENT, "LABEL_STUDIO_API_KEY": TOKEN}, stdout=log, stderr=subprocess.STDOUT)
+            cwd=REPO, env={**SCRIPT_ENVIRONMENT, "LABEL_STUDIO_API_KEY": personal_token.json()["token"]},
+            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, server, folder / "backend.log")
