@@ -154,7 +154,7 @@ def test_option_files_and_command_lines_with_the_former_window_name_still_read(t
 
 
 COMMANDS = ("train.py", "predict.py", "push_to_hub.py", "pretrain_mlm.py", "pretrain_embeddings.py",
-            "cross_validate.py", "compare_cv.py", "ensemble.py", "convert_corpus.py")
+            "cross_validate.py", "compare_cv.py", "ensemble.py", "convert_corpus.py", "labelstudio_backend.py")
 
 
 @pytest.mark.parametrize("script", COMMANDS)
