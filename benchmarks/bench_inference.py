@@ -289,8 +289,8 @@ def main(argv=None):
     profiles, fed = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         for size in args.sizes:
-            taggers, project, stock_encoders = build_taggers(size, tokenizer, args.variants, Path(scratch), num_threads,
-                                             args.batch_size, args.ensemble_members)
+            taggers, project, stock_encoders = build_taggers(size, tokenizer, args.variants, Path(scratch),
+                                                             num_threads, args.batch_size, args.ensemble_members)
             speeds = measure(taggers, texts, args.repeats)
             baselines = [statistics.median(speeds[name]) if name in speeds else None
                          for name in ("stock", "stock-fixed")]
