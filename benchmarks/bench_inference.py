@@ -4,7 +4,10 @@ For each encoder size (``--sizes``), random weights:
 
 * ``project``: ``brat_ner.tagging.tag_texts`` through the model's own pipeline (``BertBiLstmCrfNerPipeline``):
   windows of 510 characters, one position per non-blank character (``skip_blanks``, train.py's default),
-  BiLSTM, CRF Viterbi and confidence scores (CRF marginals);
+  windows of similar length batched together across the documents (packed), BiLSTM, CRF Viterbi and confidence
+  scores (CRF marginals);
+* ``unpacked``: the same with ``pack_windows=0``: windows batched in input order, each length of a batch run
+  separately (the pipeline's batching before 2026-12-07);
 * ``user-path``: what a user calls: the same model saved to a folder (``save_pretrained``, as train.py writes
   it) and loaded by ``pipeline("token-classification", model=FOLDER, trust_remote_code=...)``, called on each
   text alone (``ner(text, batch_size=...)``);
@@ -18,11 +21,16 @@ For each encoder size (``--sizes``), random weights:
 * ``stock``: ``transformers``' token-classification pipeline with ``BertForTokenClassification`` (argmax of the
   logits, ``aggregation_strategy="simple"``), the same encoder size, the same text cut into pieces of 500
   characters (the stock tokenizer drops whitespace and may join digits and Latin letters, so it feeds fewer
-  positions per character than the project, which keeps one per character for exact offsets).
+  positions per character than the project, which keeps one per character for exact offsets);
+* ``stock-fixed``: the same stock pipeline on the text cut every 500 characters, wherever that falls: every piece
+  but each document's last of one length, so its batches hold little padding (what a user of the stock pipeline
+  most simply does; entities cut at the pieces' edges are its user's problem).
 
 Same threads, same batch size; the variants take turns within every repetition (a busy machine slows them alike)
-and each figure is the median of ``--repeats``. Then a profile of one ``project`` run: time inside the encoder,
-the BiLSTM, Viterbi, the marginals, and the rest (windows, batching, entity dicts: Python overhead).
+and each figure is the median of ``--repeats``. Then a profile of one run of the project's pipeline with each
+batching (``unpacked``, ``packed``): time inside the encoder, the BiLSTM, Viterbi, the marginals, and the rest
+(windows, batching, entity dicts: Python overhead), and what the encoder computed: its passes, windows per pass and
+the share of its positions that were padding.
 
     python benchmarks/bench_inference.py                                    # both sizes, 20,000 characters
     python benchmarks/bench_inference.py --sizes small --chars 2000 --repeats 1   # a quick check
@@ -66,7 +74,8 @@ UNLABELED = SHARED / "ruijin_round1" / "unlabeled"
 SAMPLE = REPO / "data" / "sample"
 NUM_LABELS = 31  # BIO over the Ruijin corpus' 15 types
 STOCK_PIECE_CHARS = 500
-VARIANTS = ("project", "user-path", "every-position", "int8", "bf16", "onnx", "ensemble", "ensemble-int8", "stock")
+VARIANTS = ("project", "unpacked", "user-path", "every-position", "int8", "bf16", "onnx", "ensemble", "ensemble-int8",
+            "stock", "stock-fixed")
 
 
 def parse_args(argv=None):
@@ -117,19 +126,27 @@ def encoder_config(size: str) -> tuple[dict, dict]:
 
 def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: int, batch_size: int,
                   ensemble_members: int):
-    """One tagging function per variant, all from the same random encoder weights, and the project's model."""
+    """One tagging function per variant, all from the same random encoder weights; the project's pipeline; the
+    stock variants' encoders (``_fed`` counts what they compute)."""
     bert, head = encoder_config(size)
     labels = {"id2label": {i: f"L{i}" for i in range(NUM_LABELS)}, "label2id": {f"L{i}": i for i in range(NUM_LABELS)}}
     config = BertBiLstmCrfConfig(**bert, **head, **labels, use_lstm=True, skip_blanks=True)
     model = BertBiLstmCrfForTokenClassification(config).eval()
-    taggers = {}
+    project = BertBiLstmCrfNerPipeline(model=model, tokenizer=tokenizer, device="cpu")
+    taggers, stock_encoders = {}, {}
     for variant in variants:
-        if variant == "stock":
+        if variant.startswith("stock"):
             stock_model = BertForTokenClassification(BertConfig(**bert, **labels)).eval()
             stock_model.bert.load_state_dict(model.bert.state_dict())
             stock = pipeline("token-classification", model=stock_model, tokenizer=tokenizer, device="cpu",
                              aggregation_strategy="simple")
-            taggers[variant] = lambda texts, stock=stock: stock_tag(stock, texts, batch_size)
+            cut = fixed_pieces if variant == "stock-fixed" else sentence_pieces
+            taggers[variant] = lambda texts, stock=stock, cut=cut: list(stock(cut(texts), batch_size=batch_size))
+            stock_encoders[variant] = stock_model.bert
+            continue
+        if variant in ("project", "unpacked"):
+            pack = {"pack_windows": 0} if variant == "unpacked" else {}
+            taggers[variant] = lambda texts, pack=pack: tag_texts(project, texts, batch_size, **pack)
             continue
         if variant == "user-path":
             user = saved_and_loaded(model, tokenizer, scratch / f"{size}-model")
@@ -150,7 +167,7 @@ def build_taggers(size: str, tokenizer, variants, scratch: Path, num_threads: in
         elif variant == "onnx":
             fast_inference.use_onnx(tagger, scratch / f"{size}.onnx", num_threads)
         taggers[variant] = lambda texts, tagger=tagger: tag_texts(tagger, texts, batch_size)
-    return taggers, model
+    return taggers, project, stock_encoders
 
 
 def saved_and_loaded(model, tokenizer, folder: Path):
@@ -162,9 +179,15 @@ def saved_and_loaded(model, tokenizer, folder: Path):
                     trust_remote_code=trust_remote_code(str(folder), asked=False))
 
 
-def stock_tag(stock, texts, batch_size):
-    pieces = [text[start:end] for text in texts for start, end in split_into_windows(text, STOCK_PIECE_CHARS)]
-    return list(stock(pieces, batch_size=batch_size))
+def sentence_pieces(texts: list[str]) -> list[str]:
+    """``stock``'s pieces: cut as the project cuts its windows (sentence ends first), so of uneven lengths."""
+    return [text[start:end] for text in texts for start, end in split_into_windows(text, STOCK_PIECE_CHARS)]
+
+
+def fixed_pieces(texts: list[str]) -> list[str]:
+    """``stock-fixed``'s pieces: every ``STOCK_PIECE_CHARS`` characters, wherever that falls."""
+    return [text[start : start + STOCK_PIECE_CHARS] for text in texts for start in range(0, len(text),
+                                                                                          STOCK_PIECE_CHARS)]
 
 
 def measure(taggers: dict, texts: list[str], repeats: int) -> dict[str, list[float]]:
@@ -200,10 +223,32 @@ def _timed(owner, name: str, totals: dict, label: str):
         delattr(owner, name)
 
 
-def profile(tag, model, texts: list[str]) -> dict[str, float]:
-    """Seconds of one run of ``tag`` spent in each part of the project's model; the rest is Python overhead."""
+@contextlib.contextmanager
+def _fed(encoder, counts: dict):
+    """Count the encoder's passes, windows and positions, and the positions that are padding, while in the block."""
+
+    def count(module, args, kwargs):
+        input_ids = args[0] if args else kwargs["input_ids"]
+        attention_mask = kwargs.get("attention_mask")
+        counts["passes"] += 1
+        counts["windows"] += input_ids.shape[0]
+        counts["positions"] += input_ids.numel()
+        counts["padded"] += 0 if attention_mask is None else int((attention_mask == 0).sum())
+
+    hook = encoder.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        yield
+    finally:
+        hook.remove()
+
+
+def profile(tag, model, texts: list[str]) -> tuple[dict[str, float], dict[str, int]]:
+    """Seconds of one run of ``tag`` spent in each part of the project's model (the rest is Python overhead), and
+    what its encoder computed (``_fed``)."""
     totals = dict.fromkeys(["encoder", "BiLSTM", "CRF Viterbi", "CRF marginals"], 0.0)
+    fed = dict.fromkeys(["passes", "windows", "positions", "padded"], 0)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_fed(model.bert, fed))
         stack.enter_context(_timed(model.bert, "forward", totals, "encoder"))
         stack.enter_context(_timed(model, "_bilstm", totals, "BiLSTM"))
         stack.enter_context(_timed(model.crf, "viterbi_tags", totals, "CRF Viterbi"))
@@ -213,7 +258,7 @@ def profile(tag, model, texts: list[str]) -> dict[str, float]:
         total = time.perf_counter() - start
     totals["other (windows, batching, linear, entities)"] = total - sum(totals.values())
     totals["total"] = total
-    return totals
+    return totals, fed
 
 
 def machine() -> str:
@@ -239,28 +284,46 @@ def main(argv=None):
           f"{transformers.__version__}, onnxruntime {onnxruntime.__version__}\n")
     print(f"Text: {sum(map(len, texts)):,} characters in {len(texts)} documents from {source}; batch "
           f"{args.batch_size}; random weights; median (min-max) of {args.repeats} interleaved repetitions.\n")
-    print("| encoder | variant | characters/s | vs stock |")
-    print("| --- | --- | ---: | ---: |")
-    profiles = {}
+    print("| encoder | variant | characters/s | vs stock | vs stock-fixed |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    profiles, fed = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         for size in args.sizes:
-            taggers, model = build_taggers(size, tokenizer, args.variants, Path(scratch), num_threads,
-                                           args.batch_size, args.ensemble_members)
+            taggers, project, stock_encoders = build_taggers(size, tokenizer, args.variants, Path(scratch),
+                                                             num_threads, args.batch_size, args.ensemble_members)
             speeds = measure(taggers, texts, args.repeats)
-            stock = statistics.median(speeds["stock"]) if "stock" in speeds else None
+            baselines = [statistics.median(speeds[name]) if name in speeds else None
+                         for name in ("stock", "stock-fixed")]
             for variant, values in speeds.items():
                 median = statistics.median(values)
-                ratio = f"{median / stock:.2f}x" if stock else "-"
-                print(f"| {size} | {variant} | {median:,.0f} ({min(values):,.0f}-{max(values):,.0f}) | {ratio} |")
-            if "project" in taggers:
-                profiles[size] = profile(taggers["project"], model, texts)
+                ratios = " | ".join(f"{median / baseline:.2f}x" if baseline else "-" for baseline in baselines)
+                print(f"| {size} | {variant} | {median:,.0f} ({min(values):,.0f}-{max(values):,.0f}) | {ratios} |")
+            if {"project", "unpacked"} & set(args.variants):
+                for batching, pack in (("unpacked", {"pack_windows": 0}), ("packed", {})):
+                    tag = lambda texts, pack=pack: tag_texts(project, texts, args.batch_size, **pack)  # noqa: E731
+                    profiles[size, batching] = profile(tag, project.model, texts)
+            for variant, encoder in stock_encoders.items():
+                fed[size, variant] = dict.fromkeys(["passes", "windows", "positions", "padded"], 0)
+                with _fed(encoder, fed[size, variant]):
+                    taggers[variant](texts)
     if profiles:
-        print("\nProfile of one `project` run (seconds, share of the run):\n")
-        print("| encoder | part | seconds | share |")
-        print("| --- | --- | ---: | ---: |")
-        for size, parts in profiles.items():
+        print("\nProfile of one run of the project's pipeline per batching (seconds, share of the run):\n")
+        print("| encoder | batching | part | seconds | share |")
+        print("| --- | --- | --- | ---: | ---: |")
+        for (size, batching), (parts, _) in profiles.items():
             for part, seconds in parts.items():
-                print(f"| {size} | {part} | {seconds:.3f} | {seconds / parts['total']:.1%} |")
+                print(f"| {size} | {batching} | {part} | {seconds:.3f} | {seconds / parts['total']:.1%} |")
+    fed = {key: counts for key, (_, counts) in profiles.items()} | fed
+    if fed:
+        num_chars = sum(map(len, texts))
+        print("\nWhat the encoder computed in one run of the project's pipeline per batching and of the stock "
+              "variants (windows or pieces; positions include [CLS], [SEP] and padding):\n")
+        print("| encoder | run | passes | windows per pass | positions | per character | padded share |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        for (size, run), counts in fed.items():
+            print(f"| {size} | {run} | {counts['passes']:,} | {counts['windows'] / counts['passes']:.2f} | "
+                  f"{counts['positions']:,} | {counts['positions'] / num_chars:.2f} | "
+                  f"{counts['padded'] / counts['positions']:.1%} |")
 
 
 if __name__ == "__main__":

@@ -225,6 +225,24 @@ def test_min_votes_is_a_pipeline_parameter_that_changes_what_is_kept(member):
         single(text, min_votes=2)
 
 
+def test_an_ensemble_gives_the_same_entities_with_windows_packed(member):
+    """An ensemble of two different members, averaging and voting: windows packed across texts and padded per
+    batch give the entities of input-order batching (each length alone)."""
+    _, model, tokenizer, module = member
+    other = copy.deepcopy(model)
+    torch.manual_seed(6)
+    with torch.no_grad():
+        other.classifier.weight.add_(torch.randn_like(other.classifier.weight))
+    ensemble = module.BertBiLstmCrfEnsembleForTokenClassification.from_members([model, other])
+    ner = module.BertBiLstmCrfNerPipeline(model=ensemble, tokenizer=tokenizer, device="cpu")
+    texts = ["", *sample_texts(SAMPLE), "\n".join(sample_texts(SAMPLE))]
+    for votes in (0, 1, 2):
+        packed, unpacked = (ner(texts, batch_size=4, min_votes=votes, pack_windows=pack) for pack in (None, 0))
+        assert sum(map(len, packed)) > 0
+        assert [[(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in packed] == \
+            [[(e["entity_group"], e["start"], e["end"]) for e in entities] for entities in unpacked]
+
+
 def test_seed_ensemble_script_resumes_after_a_kill_between_seeds(tmp_path):
     """configs/cpu-recipe-ensemble.sh with a tiny recipe and two seeds: killed once the first member is finished,
     rerun, it keeps that member as it was, trains the second and makes the ensemble of both; a third run has

@@ -116,8 +116,15 @@ def test_onnx_path_gives_the_float_pipeline_entities(trained_model, onnx_file):
     tagger = load_pipeline(model_dir)
     expected = list(tagger(SAMPLE_TEXTS, batch_size=8))
     fast_inference.use_onnx(tagger, onnx_file)
-    # float32 in another library: sums in another order, so scores agree to ~1e-6, not bit for bit.
+    fed, network = [], tagger.emission_network
+    tagger.emission_network = lambda input_ids: fed.append(input_ids) or network(input_ids)
+    # float32 in another library: sums in another order, so scores agree to ~1e-6, not bit for bit; with windows
+    # packed across texts (the default) and in input order alike.
     assert_same_entities_and_scores(list(tagger(SAMPLE_TEXTS, batch_size=8)), expected, atol=1e-4)
+    assert_same_entities_and_scores(list(tagger(SAMPLE_TEXTS, batch_size=8, pack_windows=0)), expected, atol=1e-4)
+    # The network takes no attention mask: every batch it gets holds windows of one length, [SEP] last in each.
+    assert any(len(ids) > 1 for ids in fed)
+    assert all(bool((ids[:, -1] == tagger.tokenizer.sep_token_id).all()) for ids in fed)
 
 
 def test_onnx_file_of_other_weights_or_precision_is_refused_and_never_replaced(trained_model, onnx_file, threads,
@@ -205,6 +212,16 @@ def margin_model(tmp_path_factory):
         model.bert.embeddings.word_embeddings.weight.copy_(classes[torch.arange(config.vocab_size) % len(labels)])
         model.classifier.weight.copy_(classes)
     return save_model(model, tmp_path_factory.mktemp("margin") / "model")
+
+
+def test_bf16_packed_windows_give_the_float_entities_where_every_tag_has_a_margin(margin_model):
+    """predict.py's --bf16 with windows packed across texts and padded per batch: every emission of the margin
+    model (sums of +-1) is exact in bfloat16, so the entities are the float pipeline's."""
+    float_tagger, tagger = load_pipeline(margin_model), load_pipeline(margin_model)
+    tagger.model.to(torch.bfloat16)
+    results = tagger(SAMPLE_TEXTS, batch_size=8)
+    assert entity_keys(results) == entity_keys(float_tagger(SAMPLE_TEXTS, batch_size=8, pack_windows=0))
+    assert sum(map(len, results)) > 100
 
 
 def int8_tagger(model_dir, runtime, tmp_path):

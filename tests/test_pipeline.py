@@ -150,3 +150,97 @@ def test_a_skip_blanks_model_feeds_only_non_blank_characters(skip_blanks_tagger)
         visible = item["crf_mask"][0].nonzero().squeeze(1).tolist()
         assert len(visible) == len(fed) and visible == list(range(visible[0], visible[0] + len(fed)))
         assert skip_blanks_tagger.character_encoder.vocab["[unused1]"] not in item["input_ids"][0].tolist()
+
+
+# ----- windows packed across texts -----
+
+
+def mixed_texts() -> list[str]:
+    """Texts of mixed lengths: empty, blanks only, one character, the sample's documents, and all of them joined
+    (many windows of the trained 62 characters)."""
+    texts = sample_texts(SAMPLE)
+    return ["", *texts[:3], " \n\u3000 ", "糖", "\n".join(texts), *texts[3:]]
+
+
+def spans(results):
+    """(type, start, end, word) of each entity (or tagged character, ``aggregation_strategy="none"``)."""
+    return [[(e.get("entity_group") or e["entity"], e["start"], e["end"], e["word"]) for e in entities]
+            for entities in results]
+
+
+def assert_same_entities(results, expected):
+    """The same entities, with scores equal up to float32 summation order (a padded batch sums in other blocks)."""
+    assert spans(results) == spans(expected)
+    torch.testing.assert_close([e["score"] for entities in results for e in entities],
+                               [e["score"] for entities in expected for e in entities], atol=1e-5, rtol=0)
+
+
+@pytest.fixture
+def encoder_batches(tagger, monkeypatch):
+    """The attention masks of the batches the model's ``emissions`` runs, recorded while the test runs."""
+    masks, emissions = [], tagger.model.emissions
+
+    def recorded(input_ids, attention_mask=None, token_type_ids=None):
+        masks.append(torch.ones_like(input_ids) if attention_mask is None else attention_mask)
+        return emissions(input_ids, attention_mask, token_type_ids)
+
+    monkeypatch.setattr(tagger.model, "emissions", recorded)
+    return masks
+
+
+def padded_share(masks) -> float:
+    return 1 - sum(int(mask.sum()) for mask in masks) / sum(mask.numel() for mask in masks)
+
+
+@pytest.mark.parametrize("settings", [{}, {"window_chars": 30, "context_chars": 12}, {"aggregation_strategy": "none"}])
+def test_packed_windows_give_the_entities_of_unpacked_batching_in_input_order(tagger, encoder_batches, settings):
+    """Windows sorted by length across texts and padded per batch: each text's entities as in input-order batching
+    (each length alone, no padding) and as the text tagged alone, in input order, every offset into its text."""
+    texts = mixed_texts()
+    packed = tagger(texts, batch_size=4, pack_windows=8, **settings)
+    packed_masks = encoder_batches[:]
+    unpacked = tagger(texts, batch_size=4, pack_windows=0, **settings)
+    assert sum(map(len, packed)) > 20 and [] in packed[:1]
+    assert_same_entities(packed, unpacked)
+    assert_same_entities(packed, [tagger(text, **settings) for text in texts])
+    for text, entities in zip(texts, packed):
+        assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
+    # The packed run fed padded batches of several windows; input-order batching ran each length alone.
+    assert padded_share(packed_masks) > 0 and max(len(mask) for mask in packed_masks) == 4
+    assert padded_share(encoder_batches[len(packed_masks) :]) == 0
+
+
+def test_sorted_windows_leave_a_small_share_of_padding(tagger, encoder_batches):
+    """Consecutive windows of the joined sample, batched in input order and padded, would be one sixth padding
+    (windows end at sentence ends, so their lengths vary); sorted, a few percent."""
+    text = "\n".join(sample_texts(SAMPLE) * 4)
+    lengths = [item["input_ids"].shape[1] for item in tagger.preprocess(text)]
+    in_order_share = 1 - sum(lengths) / sum(max(lengths[i : i + 8]) * len(lengths[i : i + 8])
+                                             for i in range(0, len(lengths), 8))
+    tagger(text, batch_size=8)
+    assert len(encoder_batches) == -(-len(lengths) // 8)
+    assert padded_share(encoder_batches) < 0.05 < in_order_share
+
+
+def test_packed_results_stream_text_by_text(tagger):
+    """tag_texts' generator is read one pool of windows at a time: the first texts' entities come before the last
+    text is read, and every text's once, in order."""
+    from brat_ner.tagging import stream_entities, tag_texts
+
+    texts, read = mixed_texts(), []
+
+    def reading(texts):
+        for text in texts:
+            read.append(text)
+            yield text
+
+    results = iter(stream_entities(tagger, reading(texts), batch_size=4, pack_windows=8))
+    first = next(results)
+    assert first == [] and len(read) < len(texts)
+    assert_same_entities([first, *results], [tagger(text) for text in texts])
+    assert_same_entities(tag_texts(tagger, texts, 4), tag_texts(tagger, texts, 4, pack_windows=0))
+
+
+def test_pack_windows_must_not_be_negative(tagger):
+    with pytest.raises(ValueError, match="pack_windows must not be negative"):
+        tagger(["糖尿病"], batch_size=2, pack_windows=-1)
