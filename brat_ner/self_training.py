@@ -15,6 +15,7 @@ import datasets
 import torch
 
 from brat_ner.trainer.distillation import load_teacher
+from brat_ner.training_data import batches_of_one_length
 
 
 @torch.no_grad()
@@ -27,24 +28,17 @@ def silver_windows(model_folder: str, untagged: datasets.Dataset, label_names: l
     model = load_teacher(model_folder, label_names, student_config, "--silver_model")
     kept, entities = [], 0
     begins = [index for index, name in enumerate(label_names) if name.startswith("B-")]
-    by_length = {}
-    for index, row in enumerate(untagged):
-        by_length.setdefault(len(row["input_ids"]), []).append((index, row))
-    for rows in by_length.values():
-        for first in range(0, len(rows), batch_size):
-            batch = rows[first:first + batch_size]
-            input_ids = torch.tensor([row["input_ids"] for _, row in batch])
-            visible = torch.tensor([row["labels"] for _, row in batch]) != -100
-            emissions = model.emissions(input_ids).float()  # the model's one decoding path, as the pipeline's
-            tags = model.tags(emissions, visible)
-            marginals = model.marginals(emissions, visible)
-            chosen = marginals.gather(-1, tags.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            least_certain = torch.where(visible, chosen, torch.ones_like(chosen)).amin(dim=1)
-            for (index, row), window_tags, certainty in zip(batch, tags, least_certain):
-                if certainty > threshold:
-                    labels = torch.where(torch.tensor(row["labels"]) != -100, window_tags, -100).tolist()
-                    kept.append((index, labels))
-                    entities += sum(label in begins for label in labels)
+    for batch, input_ids, visible in batches_of_one_length(enumerate(untagged), batch_size):
+        emissions = model.emissions(input_ids).float()  # the model's one decoding path, as the pipeline's
+        tags = model.tags(emissions, visible)
+        marginals = model.marginals(emissions, visible)
+        chosen = marginals.gather(-1, tags.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        least_certain = torch.where(visible, chosen, torch.ones_like(chosen)).amin(dim=1)
+        for (index, _), window_tags, certainty in zip(batch, tags, least_certain):
+            if certainty > threshold:
+                labels = window_tags.tolist()  # -100 where the window's labels were (tags' own mark)
+                kept.append((index, labels))
+                entities += sum(label in begins for label in labels)
     kept.sort()
     silver = untagged.select([index for index, _ in kept])
     silver = silver.map(lambda row, position: {"labels": kept[position][1]}, with_indices=True, desc="Silver labels")

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
+import torch
 
 from brat_ner.cli import UsageError
 from dataset_script import ruijin_ner
@@ -92,6 +93,21 @@ def window_key(input_ids, visible) -> tuple[bytes, bytes]:
     """A window found again by its input ids and the positions its labels cover (unpadded tensors): two windows
     alike in both are one window to the model, whatever their row."""
     return input_ids.cpu().numpy().tobytes(), visible.cpu().numpy().tobytes()
+
+
+def batches_of_one_length(keyed_rows, batch_size: int, device=None):
+    """``(batch, input_ids, visible)`` for batches of at most ``batch_size`` of ``keyed_rows`` (``(key, row)``
+    pairs, rows with ``input_ids`` and ``labels``), each batch of windows of one length, so a model computes no
+    padding: the batch's pairs, their ids and the positions their labels cover (not -100)."""
+    by_length = {}
+    for key, row in keyed_rows:
+        by_length.setdefault(len(row["input_ids"]), []).append((key, row))
+    for same_length in by_length.values():
+        for first in range(0, len(same_length), batch_size):
+            batch = same_length[first:first + batch_size]
+            input_ids = torch.tensor([row["input_ids"] for _, row in batch], device=device)
+            visible = torch.tensor([row["labels"] for _, row in batch], device=device) != -100
+            yield batch, input_ids, visible
 
 
 def rare_types(type_counts: Counter, share: float) -> set[str]:

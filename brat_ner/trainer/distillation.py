@@ -22,7 +22,7 @@ from transformers import PretrainedConfig
 
 from brat_ner.cli import UsageError
 from brat_ner.runs import check_model_folder
-from brat_ner.training_data import UNTAGGED, window_key
+from brat_ner.training_data import UNTAGGED, batches_of_one_length, window_key
 from brat_ner.trust import foreign_code, project_code
 from configuration_bert_bilstm_crf import BertBiLstmCrfEnsembleConfig
 from modeling_bert_bilstm_crf import BertBiLstmCrfEnsembleForTokenClassification, BertBiLstmCrfForTokenClassification
@@ -87,22 +87,15 @@ class TeacherCounts:
         """The counts of every window of ``windows`` (rows with ``input_ids`` and ``labels``), the teacher run on
         batches of windows of one length (no padding)."""
         counts = cls()
-        by_length = {}
+        distinct = {}
         for row in windows:
-            key = window_key(torch.tensor(row["input_ids"]), torch.tensor(row["labels"]) != -100)
-            if key not in counts.by_window:
-                counts.by_window[key] = None
-                by_length.setdefault(len(row["input_ids"]), []).append((key, row))
+            distinct.setdefault(window_key(torch.tensor(row["input_ids"]), torch.tensor(row["labels"]) != -100), row)
         device = next(teacher.parameters()).device
-        for rows in by_length.values():
-            for first in range(0, len(rows), batch_size):
-                batch = rows[first:first + batch_size]
-                input_ids = torch.tensor([row["input_ids"] for _, row in batch], device=device)
-                visible = torch.tensor([row["labels"] for _, row in batch], device=device) != -100
-                logits = teacher(input_ids=input_ids).logits.float()
-                for index, (key, _) in enumerate(batch):  # start, end and transitions are per window
-                    node, *totals = teacher.crf.expected_counts(logits[index:index + 1], visible[index:index + 1])
-                    counts.by_window[key] = (node[0], *totals)
+        for batch, input_ids, visible in batches_of_one_length(distinct.items(), batch_size, device):
+            logits = teacher(input_ids=input_ids).logits.float()
+            for index, (key, _) in enumerate(batch):  # start, end and transitions are per window
+                node, *totals = teacher.crf.expected_counts(logits[index:index + 1], visible[index:index + 1])
+                counts.by_window[key] = (node[0], *totals)
         return counts
 
     def of_batch(self, input_ids, attention_mask, labels) -> tuple[torch.Tensor, ...] | None:
