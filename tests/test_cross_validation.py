@@ -15,7 +15,7 @@ from PIL import Image
 
 from brat_ner import cross_validation, learning_curve
 from brat_ner.evaluation import score_against_gold
-from conftest import REPO, SAMPLE, TINY_BERT, refusal, run_script
+from conftest import REPO, TINY_BERT, refusal, run_script
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError
 
@@ -252,7 +252,8 @@ def test_a_folds_run_learns_only_from_models_that_never_saw_its_fold(learning_cu
     new_model = ["--encoder_config", str(TINY_BERT)]
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
-    shutil.copy(next(SAMPLE.glob("*.txt")), unlabelled / "note.txt")
+    note = "患者口服二甲双胍0.5 g，每日三次，空腹血糖7.0 mmol/L。\n"  # not a corpus document
+    (unlabelled / "note.txt").write_text(note * 20, encoding="utf-8")
     line = refusal("train.py", *fold_run, *new_model, "--fold", "1", "--teacher", str(output_dir / "fold-0"))
     assert line.startswith(f"train.py: --teacher {output_dir / 'fold-0'} was trained on data/sample with fold 0 "
                            "of 2") and "documents of fold 1 of 2, which this run is scored on" in line
