@@ -20,6 +20,14 @@ out-of-fold document. A time budget applies per fold. Rerunning the command afte
 it stopped: a finished fold is skipped, an interrupted one resumes from its newest checkpoint (train.py's own
 run safety), and the scores are computed anew.
 
+A model that a fold's run learns from (``--teacher``, ``--silver_model``, ``--model_name_or_path`` of a trained
+model) must not have seen that fold's documents, which the fold's model is scored on (train.py refuses it,
+``cross_validation.scored_fold_seen``): give each fold its own with ``{fold}`` in the option, replaced by the fold's
+number, e.g. the folds of another cross-validation on the same folds::
+
+    python cross_validate.py configs/cpu-recipe.json --folds 5 --output_dir outputs/cv-self-training \
+        --silver_model outputs/cv-recipe/fold-{fold} --extra_text_dirs ../shared/data/ruijin_round1/unlabeled
+
 With ``--train_fractions``, the cross-validation runs once per share of each fold's training documents
 (``train.py --train_fraction``; share 1 in ``OUTPUT_DIR`` itself, the others in ``OUTPUT_DIR/fraction-F``), every
 size scored on the same out-of-fold documents, and ``OUTPUT_DIR/learning_curve.png`` (and ``.json``) shows the
@@ -44,6 +52,7 @@ from brat_ner import cross_validation, learning_curve
 from brat_ner.cli import UsageError, check_at_least, fail, run_main
 from brat_ner.runs import check_run_folder
 
+FOLD_FIELD = "{fold}"  # in train.py's options: the number of the fold being trained
 
 @dataclass
 class CrossValidationArguments:
@@ -182,8 +191,10 @@ def option_value(options: list[str], name: str) -> str | None:
 
 
 def train_fold(config: list[str], training_options: list[str], args, fold: int, folder: Path) -> None:
-    """train.py for one fold, as a user would run it; its one-line refusal or failure ends this run too."""
-    command = [sys.executable, str(Path(__file__).with_name("train.py")), *config, *training_options,
+    """train.py for one fold, as a user would run it, ``{fold}`` in its options replaced by the fold's number; its
+    one-line refusal or failure ends this run too."""
+    command = [sys.executable, str(Path(__file__).with_name("train.py")), *config,
+               *(option.replace(FOLD_FIELD, str(fold)) for option in training_options),
                "--folds", str(args.folds), "--fold", str(fold), "--fold_seed", str(args.fold_seed),
                "--output_dir", str(folder)]
     completed = subprocess.run(command)

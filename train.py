@@ -43,7 +43,15 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from brat_ner import augmentation, distributed, fast_inference
-from brat_ner.cli import check_at_least, check_positive, offline_without_network, parse_arguments, run_main
+from brat_ner.cli import (
+    UsageError,
+    check_at_least,
+    check_positive,
+    offline_without_network,
+    parse_arguments,
+    run_main,
+)
+from brat_ner.cross_validation import scored_fold_seen
 from brat_ner.encoders import (
     adopt_trained_head,
     adopt_trained_windows,
@@ -325,6 +333,13 @@ def main():
         check_teacher(training_args.teacher)
     if training_args.silver_model:
         check_teacher(training_args.silver_model, "--silver_model")
+    if data_args.folds:  # a fold's model is scored on its fold: nothing it learns from may have seen that fold
+        for option, model in (("--model_name_or_path", model_args.model_name_or_path),
+                              ("--teacher", training_args.teacher), ("--silver_model", training_args.silver_model)):
+            problem = model and scored_fold_seen(model, data_args.data_dir, data_args.folds, data_args.fold,
+                                                 data_args.fold_seed)
+            if problem:
+                raise UsageError(f"{option} {problem}")
     # Before the corpus is read: a window longer than the encoder's positions would fail only inside training.
     adopt_trained_windows(model_args.model_name_or_path, data_args)  # training a trained model further
     name = "--window_chars + 2 * --context_chars" if data_args.context_chars else "--window_chars"
@@ -423,7 +438,7 @@ def main():
         record_run(output_dir, "train.py", FINISHED)  # last: the run is finished once all it writes is written
         best = trainer.state.best_metric
         best = f"; best validation micro-F1 {best:.3f}" if best is not None else ""
-        print(f"Trained {trainer.state.epoch:g} epochs in {figures['train_runtime']:.1f} s "
+        print(f"Trained {trainer.state.epoch:.3g} epochs in {figures['train_runtime']:.1f} s "
               f"({figures['train_characters_per_second']:,.0f} characters/s){best}. Test split, per type:\n")
         print(reports_to_markdown(metric.last_reports))
         print(f"Model, reports and plots in {output_dir}")

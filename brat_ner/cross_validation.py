@@ -17,6 +17,7 @@ from pathlib import Path
 from brat_ner.cli import UsageError
 from brat_ner.evaluation import score_against_gold, summary
 from brat_ner.files import atomic_write
+from brat_ner.runs import ARGUMENTS_NAME, read_record
 from brat_ner.tagging import tag_texts
 from brat_ner.trust import trust_remote_code
 
@@ -32,6 +33,9 @@ CORPUS_OPTIONS = ("data_dir", "data_format", "event_triggers", "folds", "fold", 
 # the fold's validation documents, which are the documents the fold is scored on.
 LAST_CHECKPOINT_OPTIONS = {"--load_best_model_at_end": "false", "--early_stopping_patience": "0"}
 CHECKPOINT_CHOICE = "last weights of a fixed budget (no choice on the scored fold)"
+
+# The models a train.py run learned from, in its run_arguments.json: its start, its teacher, its silver tagger.
+LEARNED_FROM = ("model_name_or_path", "teacher", "silver_model")
 
 
 def fold_folder(output_dir: Path, fold: int) -> Path:
@@ -57,6 +61,45 @@ def checkpoint_choice_problem(model_dir: Path) -> str | None:
     if chosen:
         return (f"its model was chosen on the documents it is scored on ({' and '.join(chosen)} on its validation "
                 "split, as cross_validate.py trained folds before it took each fold's last weights)")
+    return None
+
+
+def scored_fold_seen(model: str, data_dir: str, folds: int, fold: int, fold_seed: int) -> str | None:
+    """Why a fold's run (fold ``fold`` of ``folds``, ``fold_seed``, corpus ``data_dir``) may not learn from
+    ``model`` (its --model_name_or_path, --teacher or --silver_model): ``model``, or a model it learned from (the
+    model it was trained further from, its teacher, its silver tagger, an ensemble's members), was trained by
+    this project on the same corpus with other folds or none, so its tags carry the fold's own documents, which
+    the run is scored on. None otherwise: models of other corpora, pretrained encoders and skip-gram vectors
+    (written by other scripts, no tags) learned nothing of the fold's annotations. Relative folders in a run's
+    records are read from the current folder, as the runs were started."""
+    from brat_ner.ensembles import MEMBERS_FILE  # ensembles.py imports this module
+
+    corpus, seen, to_read = Path(data_dir).resolve(), set(), [(Path(model), None)]
+    while to_read:
+        folder, learner = to_read.pop()
+        if not folder.is_dir() or folder.resolve() in seen:
+            continue  # a Hub name, or a folder whose models were read already
+        seen.add(folder.resolve())
+        via = f" learned from {folder}, which" if learner else ""
+        script = (read_record(folder) or {}).get("script")
+        if script == "ensemble.py":
+            members = [Path(member["folder"]) for member in
+                       json.loads((folder / MEMBERS_FILE).read_text(encoding="utf-8"))["members"]]
+            gone = [member for member in members if not member.is_dir()]
+            if gone:
+                return (f"{model}{via} is an ensemble whose member {gone[0]} is gone: which documents it was "
+                        "trained on cannot be told")
+            to_read += [(member, folder) for member in members]
+        elif script == "train.py":
+            arguments = json.loads((folder / ARGUMENTS_NAME).read_text(encoding="utf-8"))
+            trained = (arguments.get("folds") or 0, arguments.get("fold") or 0, arguments.get("fold_seed", 42))
+            if Path(arguments["data_dir"]).resolve() == corpus and trained != (folds, fold, fold_seed):
+                documents = (f"fold {trained[1]} of {trained[0]} (fold seed {trained[2]}) as its validation"
+                             if trained[0] else "its training split")
+                return (f"{model}{via} was trained on {data_dir} with {documents}, so it saw the documents of fold "
+                        f"{fold} of {folds}, which this run is scored on; give a model of fold {fold} "
+                        "(cross_validate.py: {fold} in the option)")
+            to_read += [(Path(arguments[name]), folder) for name in LEARNED_FROM if arguments.get(name)]
     return None
 
 

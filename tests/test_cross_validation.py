@@ -1,7 +1,8 @@
 """k-fold cross-validation: the folds (deterministic, by document group, disjoint, covering the training and
 validation documents, the test split untouched), the learning curve's smaller training sets (nested, whole
 groups), and cross_validate.py (one model per fold, out-of-fold scores, a stopped run resumed at the fold where it
-stopped, a learning curve over shares of the training documents) and compare_cv.py (runs paired fold by fold)."""
+stopped, a learning curve over shares of the training documents, models learnt from that never saw the scored
+fold) and compare_cv.py (runs paired fold by fold)."""
 
 import json
 import shutil
@@ -14,7 +15,7 @@ from PIL import Image
 
 from brat_ner import cross_validation, learning_curve
 from brat_ner.evaluation import score_against_gold
-from conftest import REPO, TINY_BERT, run_script
+from conftest import REPO, TINY_BERT, refusal, run_script
 from dataset_script import ruijin_ner
 from dataset_script.brat import BratFormatError
 
@@ -237,6 +238,44 @@ def test_the_folds_ensemble_carries_the_cross_validated_scores_and_curve_into_it
     strict = (whole_results["mean"]["strict"]["f1"], whole_results["standard_deviation"]["strict"]["f1"])
     assert "2-fold cross-validation" in card and f"| strict micro-F1 | {strict[0]:.3f} ± {strict[1]:.3f} |" in card
     assert "(learning_curve.png)" in card and (tmp_path / "repo" / learning_curve.PLOT_FILE).is_file()
+
+
+def test_a_folds_run_learns_only_from_models_that_never_saw_its_fold(learning_curve_run, trained_model, tmp_path):
+    """A teacher, a silver tagger or a model trained further that saw a fold's documents would carry their tags
+    into the model scored on them: the model of another fold, an ensemble of the folds' models and a model of the
+    whole training split are refused in one line before anything is written; ``{fold}`` gives each fold its own
+    model, the same fold's, and the folds train."""
+    output_dir, _ = learning_curve_run
+    fold_run = ["--data_dir", "data/sample", "--tokenizer_name", str(TINY_BERT), "--window_chars", "62",
+                "--lstm_hidden_size", "8", "--use_cpu", "true", "--folds", "2",
+                "--output_dir", str(tmp_path / "refused")]
+    new_model = ["--encoder_config", str(TINY_BERT)]
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    note = "患者口服二甲双胍0.5 g，每日三次，空腹血糖7.0 mmol/L。\n"  # not a corpus document
+    (unlabelled / "note.txt").write_text(note * 20, encoding="utf-8")
+    line = refusal("train.py", *fold_run, *new_model, "--fold", "1", "--teacher", str(output_dir / "fold-0"))
+    assert line.startswith(f"train.py: --teacher {output_dir / 'fold-0'} was trained on data/sample with fold 0 "
+                           "of 2") and "documents of fold 1 of 2, which this run is scored on" in line
+    ensemble_dir = tmp_path / "ensemble"
+    run_script(["ensemble.py", "--members", str(output_dir / "fold-0"), str(output_dir / "fold-1"), "--output_dir",
+                str(ensemble_dir)])
+    line = refusal("train.py", *fold_run, *new_model, "--fold", "0", "--silver_model", str(ensemble_dir),
+                   "--extra_text_dirs", str(unlabelled))
+    assert f"--silver_model {ensemble_dir} learned from {output_dir / 'fold-1'}, which was trained on data/sample " \
+        "with fold 1 of 2" in line
+    whole_split_model, _ = trained_model
+    line = refusal("train.py", *fold_run, "--fold", "0", "--model_name_or_path", str(whole_split_model))
+    assert f"{whole_split_model} was trained on data/sample with its training split" in line
+    assert not (tmp_path / "refused").exists()
+
+    self_training = tmp_path / "cv-self-training"
+    cross_validate(self_training, "--silver_model", str(output_dir / "fold-{fold}"), "--extra_text_dirs",
+                   str(unlabelled), "--silver_threshold", "0")
+    for fold in range(2):
+        arguments = json.loads((self_training / f"fold-{fold}" / "run_arguments.json").read_text(encoding="utf-8"))
+        assert arguments["silver_model"] == str(output_dir / f"fold-{fold}")
+    assert len(json.loads((self_training / cross_validation.RESULTS_FILE).read_text(encoding="utf-8"))["folds"]) == 2
 
 
 def test_compare_cv_pairs_runs_fold_by_fold_and_refuses_runs_of_other_folds(learning_curve_run, tmp_path):
