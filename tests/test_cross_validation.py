@@ -247,9 +247,8 @@ def test_a_folds_run_learns_only_from_models_that_never_saw_its_fold(learning_cu
     model, the same fold's, and the folds train."""
     output_dir, _ = learning_curve_run
     fold_run = ["--data_dir", "data/sample", "--tokenizer_name", str(TINY_BERT), "--window_chars", "62",
-                "--lstm_hidden_size", "8", "--use_cpu", "true", "--folds", "2",
-                "--output_dir", str(tmp_path / "refused")]
-    new_model = ["--encoder_config", str(TINY_BERT)]
+                "--use_cpu", "true", "--folds", "2", "--output_dir", str(tmp_path / "refused")]
+    new_model = ["--encoder_config", str(TINY_BERT), "--lstm_hidden_size", "8"]
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
     note = "患者口服二甲双胍0.5 g，每日三次，空腹血糖7.0 mmol/L。\n"  # not a corpus document
