@@ -54,6 +54,7 @@ from brat_ner.runs import check_run_folder
 
 FOLD_FIELD = "{fold}"  # in train.py's options: the number of the fold being trained
 
+
 @dataclass
 class CrossValidationArguments:
     output_dir: str = field(metadata={"help": "Folder of the folds' model folders (fold-0, fold-1, ...) and of "
