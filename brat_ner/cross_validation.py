@@ -38,6 +38,11 @@ CHECKPOINT_CHOICE = "last weights of a fixed budget (no choice on the scored fol
 LEARNED_FROM = ("model_name_or_path", "teacher", "silver_model")
 
 
+def run_arguments(model_dir: Path) -> dict:
+    """The arguments that train.py recorded for the run in ``model_dir`` (its ``run_arguments.json``)."""
+    return json.loads((model_dir / ARGUMENTS_NAME).read_text(encoding="utf-8"))
+
+
 def fold_folder(output_dir: Path, fold: int) -> Path:
     return output_dir / f"fold-{fold}"
 
@@ -54,7 +59,7 @@ def checkpoint_choice_problem(model_dir: Path) -> str | None:
     """Why the finished fold in ``model_dir`` cannot be scored out of fold: its model was chosen on its validation
     documents (best checkpoint, early stopping: a fold trained by an earlier version of cross_validate.py), or
     None."""
-    arguments = json.loads((model_dir / "run_arguments.json").read_text(encoding="utf-8"))
+    arguments = run_arguments(model_dir)
     chosen = [option for option, value in (("--load_best_model_at_end", arguments.get("load_best_model_at_end")),
                                            ("--early_stopping_patience", arguments.get("early_stopping_patience")))
               if value]
@@ -91,7 +96,7 @@ def scored_fold_seen(model: str, data_dir: str, folds: int, fold: int, fold_seed
                         "trained on cannot be told")
             to_read += [(member, folder) for member in members]
         elif script == "train.py":
-            arguments = json.loads((folder / ARGUMENTS_NAME).read_text(encoding="utf-8"))
+            arguments = run_arguments(folder)
             trained = (arguments.get("folds") or 0, arguments.get("fold") or 0, arguments.get("fold_seed", 42))
             if Path(arguments["data_dir"]).resolve() == corpus and trained != (folds, fold, fold_seed):
                 documents = (f"fold {trained[1]} of {trained[0]} (fold seed {trained[2]}) as its validation"
@@ -113,7 +118,7 @@ def split_documents(model_dir: Path, split: str) -> list[dict]:
     corpus options recorded in its ``run_arguments.json``."""
     from dataset_script import ruijin_ner  # datasets: seconds to import, which compare_cv.py never needs
 
-    arguments = json.loads((model_dir / "run_arguments.json").read_text(encoding="utf-8"))
+    arguments = run_arguments(model_dir)
     options = {name: arguments[name] for name in CORPUS_OPTIONS if arguments.get(name) is not None}
     return list(ruijin_ner.load(options.pop("data_dir"), name="brat", **options)[split])
 
