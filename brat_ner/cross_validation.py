@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from brat_ner.cli import UsageError
-from brat_ner.evaluation import score_against_gold, summary
+from brat_ner.evaluation import AVERAGE_ROWS, score_against_gold, summary
 from brat_ner.files import atomic_write
 from brat_ner.runs import ARGUMENTS_NAME, read_record
 from brat_ner.tagging import tag_texts
@@ -147,7 +147,9 @@ def cross_validation_results(output_dir: Path, folds: int) -> dict:
         fold_predictions = json.loads((folder / OUT_OF_FOLD_FILE).read_text(encoding="utf-8"))
         reports = score_against_gold(fold_gold, fold_predictions)
         per_fold.append({"fold": fold, "documents": len(fold_gold),
-                         **{rule: summary(report) for rule, report in reports.items()}})
+                         **{rule: summary(report) for rule, report in reports.items()},
+                         "types": {rule: {name: row["f1-score"] for name, row in report.items()
+                                          if name not in AVERAGE_ROWS} for rule, report in reports.items()}})
         gold_documents += fold_gold
         predictions.update(fold_predictions)
     pooled = score_against_gold(gold_documents, predictions)
@@ -189,29 +191,33 @@ def _cells(scores: dict) -> str:
     return " | ".join(f"{scores[rule][name]:.4f}" for rule in ("strict", "overlap") for name in ("f1", "macro_f1"))
 
 
-def read_results(output_dir: Path) -> dict:
-    """A finished cross-validation's ``RESULTS_FILE``, with the document ids each fold validated on."""
+def read_results(output_dir: Path, per_type: bool = False) -> dict:
+    """A finished cross-validation's ``RESULTS_FILE``, with the document ids each fold validated on; with
+    ``per_type``, refused if it lacks each fold's per-type F1 (a file written before it kept them)."""
     path = output_dir / RESULTS_FILE
     if not path.is_file():
         raise UsageError(f"{output_dir}: no {RESULTS_FILE}; run cross_validate.py --output_dir {output_dir} (a stopped "
                          "run goes on where it stopped)")
     results = json.loads(path.read_text(encoding="utf-8"))
+    if per_type and any("types" not in fold for fold in results["folds"]):
+        raise UsageError(f"{path} has no per-type scores (written before they were kept): rerun its "
+                         "cross_validate.py command, which scores the finished folds anew")
     results["fold_documents"] = [sorted(json.loads((fold_folder(output_dir, fold["fold"]) / OUT_OF_FOLD_FILE)
                                                    .read_text(encoding="utf-8"))) for fold in results["folds"]]
     return results
 
 
-def paired_differences(reference: dict, other: dict, names: tuple[str, str]) -> dict:
-    """``other`` minus ``reference``, fold by fold, for each of ``SCORES``: the differences, their mean and
-    standard deviation, the standard error of the mean, and in how many folds ``other`` is ahead. Pairing by fold
-    removes what the folds' documents do to both runs, the larger part of the fold-to-fold spread; runs of
-    other folds are refused, as their differences would mean nothing."""
+def paired_differences(reference: dict, other: dict, names: tuple[str, str], scores=SCORES) -> dict:
+    """``other`` minus ``reference``, fold by fold, for each ``(rule, figure)`` of ``scores`` (``fold_score``): the
+    differences, their mean and standard deviation, the standard error of the mean, and in how many folds
+    ``other`` is ahead. Pairing by fold removes what the folds' documents do to both runs, the larger part of the
+    fold-to-fold spread; runs of other folds are refused, as their differences would mean nothing."""
     if reference["fold_documents"] != other["fold_documents"]:
         raise UsageError(f"{names[1]} was cross-validated on other folds than {names[0]} (other --folds, --fold_seed "
                          "or corpus): a paired comparison needs the same documents in each fold")
     comparison = {}
-    for rule, name in SCORES:
-        differences = [theirs[rule][name] - ours[rule][name]
+    for rule, name in scores:
+        differences = [fold_score(theirs, rule, name) - fold_score(ours, rule, name)
                        for ours, theirs in zip(reference["folds"], other["folds"], strict=True)]
         deviation = statistics.stdev(differences)
         comparison[f"{rule}_{name}"] = {
@@ -221,19 +227,52 @@ def paired_differences(reference: dict, other: dict, names: tuple[str, str]) -> 
     return comparison
 
 
+def fold_score(fold: dict, rule: str, name: str) -> float:
+    """One fold's figure under ``rule``: micro-F1 (``f1``), macro-F1 (``macro_f1``) or one entity type's F1 (a type
+    neither in the fold's gold entities nor predicted has no F1, and is refused)."""
+    if name in fold[rule]:
+        return fold[rule][name]
+    if name not in fold["types"][rule]:
+        raise UsageError(f"fold {fold['fold']} has no entity of type {name!r}, gold or predicted; its types: "
+                         f"{', '.join(sorted(fold['types'][rule]))}")
+    return fold["types"][rule][name]
+
+
 def comparison_table(names: list[str], runs: list[dict]) -> str:
     """Each run's mean ± sd over folds, then each later run minus the first: the mean paired difference ± its
     standard error, and the folds in which it is ahead."""
     header = "| run | " + " | ".join(f"{rule} {'micro' if name == 'f1' else 'macro'}-F1" for rule, name in SCORES)
     rows = [header + " |", "| --- |" + " ---: |" * len(SCORES)]
     for name, results in zip(names, runs, strict=True):
-        rows.append(f"| {name} | " + " | ".join(
-            f"{results['mean'][rule][score]:.4f} ± {results['standard_deviation'][rule][score]:.4f}"
-            for rule, score in SCORES) + " |")
-    folds = len(runs[0]["folds"])
+        rows.append(f"| {name} | " + " | ".join(_mean_and_deviation(results, rule, score) for rule, score in SCORES)
+                    + " |")
     for name, results in zip(names[1:], runs[1:]):
         comparison = paired_differences(runs[0], results, (names[0], name))
         rows.append(f"| {name} minus {names[0]} | " + " | ".join(
-            f"{entry['mean']:+.4f} ± {entry['standard_error']:.4f} ({entry['folds_ahead']}/{folds} folds ahead)"
-            for entry in (comparison[f"{rule}_{score}"] for rule, score in SCORES)) + " |")
+            _paired_cell(comparison[f"{rule}_{score}"]) for rule, score in SCORES) + " |")
     return "\n".join(rows)
+
+
+def type_comparison_table(names: list[str], runs: list[dict], types: list[str]) -> str:
+    """``comparison_table`` for entity types, a row per type and rule: each run's F1 mean ± sd over folds, then
+    each later run minus the first, paired by fold."""
+    rows = ["| type | rule | " + " | ".join([*names, *(f"{name} minus {names[0]}" for name in names[1:])]) + " |",
+            "| --- | --- |" + " ---: |" * (2 * len(names) - 1)]
+    for entity_type in types:
+        for rule in ("strict", "overlap"):
+            differences = [paired_differences(runs[0], results, (names[0], name), [(rule, entity_type)])
+                           for name, results in zip(names[1:], runs[1:])]
+            rows.append(f"| {entity_type} | {rule} | " + " | ".join(
+                [*(_mean_and_deviation(results, rule, entity_type) for results in runs),
+                 *(_paired_cell(comparison[f"{rule}_{entity_type}"]) for comparison in differences)]) + " |")
+    return "\n".join(rows)
+
+
+def _mean_and_deviation(results: dict, rule: str, name: str) -> str:
+    values = [fold_score(fold, rule, name) for fold in results["folds"]]
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _paired_cell(entry: dict) -> str:
+    folds = len(entry["differences"])
+    return f"{entry['mean']:+.4f} ± {entry['standard_error']:.4f} ({entry['folds_ahead']}/{folds} folds ahead)"

@@ -310,6 +310,53 @@ def test_compare_cv_pairs_runs_fold_by_fold_and_refuses_runs_of_other_folds(lear
     assert f"{tmp_path}: no {cross_validation.RESULTS_FILE}; run cross_validate.py" in unfinished.stderr
 
 
+def test_compare_cv_pairs_entity_types_fold_by_fold(learning_curve_run, tmp_path):
+    """With --types, each type's F1 per fold (strict and overlap, as the fold's out-of-fold entities score anew)
+    is paired like the headline figures; a type a fold lacks, or a results file without per-type scores, is
+    refused in one line."""
+    output_dir, _ = learning_curve_run
+    half = output_dir / "fraction-0.5"
+    completed = run_script(["compare_cv.py", "--runs", str(output_dir), str(half), "--types", "Test", "SideEff"])
+    lines = completed.stdout.splitlines()
+    assert f"| type | rule | {output_dir} | {half} | {half} minus {output_dir} |" in lines
+
+    def type_f1(run: Path, rule: str, name: str) -> list[float]:
+        scores = []
+        for fold in range(2):
+            folder = cross_validation.fold_folder(run, fold)
+            predicted = json.loads((folder / cross_validation.OUT_OF_FOLD_FILE).read_text(encoding="utf-8"))
+            report = score_against_gold(cross_validation.out_of_fold_documents(folder), predicted)[rule]
+            scores.append(report[name]["f1-score"])
+        return scores
+
+    for name in ("Test", "SideEff"):
+        for rule in ("strict", "overlap"):
+            ours, theirs = type_f1(output_dir, rule, name), type_f1(half, rule, name)
+            cells = [f"{sum(scores) / 2:.4f} ± {abs(scores[0] - scores[1]) / 2 ** 0.5:.4f}"
+                     for scores in (ours, theirs)]
+            differences = [b - a for a, b in zip(ours, theirs, strict=True)]
+            cells.append(f"{sum(differences) / 2:+.4f} ± {abs(differences[0] - differences[1]) / 2:.4f} "
+                         f"({sum(difference > 0 for difference in differences)}/2 folds ahead)")
+            assert f"| {name} | {rule} | " + " | ".join(cells) + " |" in lines
+
+    unknown = run_script(["compare_cv.py", "--runs", str(output_dir), str(half), "--types", "Sideeff"],
+                         succeeds=False)
+    refusal_line = unknown.stderr.strip().splitlines()[-1]
+    assert refusal_line.startswith("compare_cv.py: fold 0 has no entity of type 'Sideeff', gold or predicted; its "
+                                   "types: ") and "SideEff" in refusal_line.split("its types: ")[1].split(", ")
+    earlier = tmp_path / "earlier"
+    shutil.copytree(output_dir, earlier, ignore=shutil.ignore_patterns("fraction-*"))
+    results = json.loads((earlier / cross_validation.RESULTS_FILE).read_text(encoding="utf-8"))
+    for fold in results["folds"]:
+        del fold["types"]
+    (earlier / cross_validation.RESULTS_FILE).write_text(json.dumps(results), encoding="utf-8")
+    refused = run_script(["compare_cv.py", "--runs", str(output_dir), str(earlier), "--types", "Test"],
+                         succeeds=False)
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"compare_cv.py: {earlier / cross_validation.RESULTS_FILE} has no per-type scores (written before they were "
+        "kept): rerun its cross_validate.py command, which scores the finished folds anew")
+
+
 def test_a_fold_whose_model_was_chosen_on_its_scored_documents_is_not_scored_again(learning_curve_run, tmp_path):
     """A fold trained by cross_validate.py before it took each fold's last weights (best checkpoint on the fold's
     own documents) is refused when the cross-validation is rerun, not mixed with folds trained without it."""
