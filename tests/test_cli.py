@@ -98,7 +98,7 @@ INJECTED_BUG = """
 import runpy, sys
 from brat_ner import cross_validation
 
-def read_results(output_dir):  # a programming error: zip(strict=True) over lists of different lengths
+def read_results(output_dir, per_type=False):  # a programming error: zip(strict=True) over lists of different lengths
     return dict(zip(["folds", "mean"], [[]], strict=True))
 
 cross_validation.read_results = read_results
